@@ -1,0 +1,49 @@
+# Everything starts here. As root on Debian 12, `make test` installs what is missing, builds
+# BoringSSL once into $(CACHE), builds the project twice (Release with g++; ASan+UBSan and
+# libFuzzer with clang) and runs every test.
+CACHE ?= /var/cache/nodeward
+BORINGSSL_CACHE := $(CACHE)/boringssl
+RELEASE_DIR ?= build/release
+SANITIZE_DIR ?= build/sanitize
+JOBS ?= $(shell nproc)
+CTEST_FLAGS ?= --output-on-failure --no-tests=error
+
+.PHONY: all deps boringssl build build-sanitize test test-unit demo bench format clean
+
+all: build
+
+deps:
+	@tools/install-deps.sh
+
+boringssl: deps
+	@tools/build-boringssl.sh $(BORINGSSL_CACHE)
+
+$(RELEASE_DIR)/build.ninja: | boringssl
+	cmake -G Ninja -S . -B $(RELEASE_DIR) -DCMAKE_BUILD_TYPE=Release \
+	  -DNODEWARD_BORINGSSL_DIR=$(BORINGSSL_CACHE)/install
+
+$(SANITIZE_DIR)/build.ninja: | boringssl
+	cmake -G Ninja -S . -B $(SANITIZE_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DNODEWARD_SANITIZE=ON \
+	  -DNODEWARD_BORINGSSL_DIR=$(BORINGSSL_CACHE)/install
+
+build: boringssl $(RELEASE_DIR)/build.ninja
+	cmake --build $(RELEASE_DIR) -j $(JOBS)
+
+build-sanitize: boringssl $(SANITIZE_DIR)/build.ninja
+	cmake --build $(SANITIZE_DIR) -j $(JOBS)
+
+test: build build-sanitize
+	ctest --test-dir $(SANITIZE_DIR) $(CTEST_FLAGS)
+	ctest --test-dir $(RELEASE_DIR) $(CTEST_FLAGS)
+
+# Unit tests only, both flavours: quick, needs no root.
+test-unit: build build-sanitize
+	ctest --test-dir $(SANITIZE_DIR) $(CTEST_FLAGS) -L unit
+	ctest --test-dir $(RELEASE_DIR) $(CTEST_FLAGS) -L unit
+
+format:
+	find agent bpf crypto sds policy sandbox tests bench -name '*.h' -o -name '*.cc' | xargs -r clang-format -i
+
+clean:
+	rm -rf build

@@ -1,0 +1,74 @@
+// A certificate authority for SPIFFE workload certificates. Holds the CA key; only
+// nodeward-sds (never the agent) instantiates it.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "crypto/certificate.h"
+#include "crypto/spiffe_id.h"
+
+namespace nodeward::crypto {
+
+struct CaOptions {
+  std::string trust_domain = std::string(kDefaultTrustDomain);
+  // Lifetime of a self-signed root created on first use.
+  absl::Duration root_lifetime = absl::Hours(24 * 365 * 10);
+};
+
+struct SignRequest {
+  std::string csr_pem;
+  absl::Duration lifetime = absl::Hours(24);
+  // When set, the CSR's identity must be exactly this one (the caller's authorisation).
+  std::optional<SpiffeId> allowed_identity;
+  // Start of validity; defaults to now minus a small backdate for clock skew. Tests use it to
+  // make not-yet-valid and expired certificates.
+  std::optional<absl::Time> not_before;
+};
+
+struct SignedCertificate {
+  std::string chain_pem;  // leaf first, then intermediates; never the root
+  std::string roots_pem;  // the trust bundle to verify the chain with
+  CertificateInfo leaf;
+};
+
+class CertificateAuthority {
+ public:
+  // Self-signed root kept in `dir` (ca-cert.pem, ca-key.pem with mode 0600): created on first
+  // use, reloaded afterwards. The trust domain of a reloaded CA comes from `options`.
+  static absl::StatusOr<std::unique_ptr<CertificateAuthority>> LoadOrCreate(
+      const std::string& dir, const CaOptions& options = {});
+
+  // Plug-in CA in Istio's cacerts layout: ca-cert.pem + ca-key.pem (the signing CA, root or
+  // intermediate), cert-chain.pem (signing CA up to the root, optional), root-cert.pem.
+  static absl::StatusOr<std::unique_ptr<CertificateAuthority>> LoadPlugin(
+      const std::string& dir, const CaOptions& options = {});
+
+  // Signs into a leaf: the CSR's SPIFFE ID as only URI SAN, digitalSignature, serverAuth +
+  // clientAuth, random 128-bit serial, lifetime clamped to the CA's own validity.
+  absl::StatusOr<SignedCertificate> Sign(const SignRequest& request) const;
+
+  // Signs a subordinate CA (CA:TRUE, pathlen 0, keyCertSign|cRLSign, subject
+  // O=<trust domain>, CN=<common_name>) for `key`, e.g. one per cluster under a shared root.
+  // The result's chain_pem is the new CA followed by this CA's own intermediates, which is
+  // what a plug-in CA's cert-chain.pem needs (append the root for Istio's layout).
+  absl::StatusOr<SignedCertificate> IssueIntermediate(const PrivateKey& key,
+                                                      const std::string& common_name,
+                                                      absl::Duration lifetime) const;
+
+  const std::string& trust_domain() const;
+  std::string RootsPem() const;
+  CertificateInfo SigningCertificate() const;
+
+  ~CertificateAuthority();
+  struct Impl;
+
+ private:
+  explicit CertificateAuthority(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace nodeward::crypto
