@@ -1,0 +1,25 @@
+#ifndef NODEWARD_AGENT_CAPTURE_CAPTURE_LOG_H_
+#define NODEWARD_AGENT_CAPTURE_CAPTURE_LOG_H_
+
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+
+namespace nodeward::capture {
+
+enum class LogLevel { kDebug = 0, kInfo = 1, kWarning = 2, kError = 3 };
+
+absl::StatusOr<LogLevel> ParseLogLevel(absl::string_view text);
+void SetLogLevel(LogLevel level);
+bool LogEnabled(LogLevel level);
+// One line to stderr with a UTC timestamp and the level. Thread safe.
+void LogLine(LogLevel level, absl::string_view message);
+
+template <typename... Args>
+void Log(LogLevel level, const Args&... args) {
+  if (LogEnabled(level)) LogLine(level, absl::StrCat(args...));
+}
+
+}  // namespace nodeward::capture
+
+#endif  // NODEWARD_AGENT_CAPTURE_CAPTURE_LOG_H_

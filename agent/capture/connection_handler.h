@@ -1,0 +1,35 @@
+#ifndef NODEWARD_AGENT_CAPTURE_CONNECTION_HANDLER_H_
+#define NODEWARD_AGENT_CAPTURE_CONNECTION_HANDLER_H_
+
+#include <cstdint>
+#include <memory>
+
+#include "agent/capture/captured_pod.h"
+#include "bpf/socket_address.h"
+
+namespace nodeward::capture {
+
+// Receives the connections the in-pod listeners accept. Each call hands over ownership of
+// the (non-blocking) fd. Called from the accept thread: implementations must not block long.
+class ConnectionHandler {
+ public:
+  virtual ~ConnectionHandler() = default;
+
+  // An application in `pod` dialled `original_destination`.
+  virtual void OnOutbound(std::shared_ptr<const CapturedPod> pod, int client_fd,
+                          const bpf::SocketAddress& original_destination) = 0;
+
+  // A peer connected to `pod` on `original_port` (of the pod's address). `via_tunnel_port`:
+  // it arrived on 15008, the HBONE port.
+  virtual void OnInbound(std::shared_ptr<const CapturedPod> pod, int fd, uint16_t original_port,
+                         bool via_tunnel_port) = 0;
+
+  // The pod's listeners are up (enrolled or re-adopted) / it is gone. Handlers that keep
+  // per-pod state (certificates of its service account, same-node routing) follow these.
+  virtual void OnPodEnrolled(std::shared_ptr<const CapturedPod> pod) {}
+  virtual void OnPodUnenrolled(std::shared_ptr<const CapturedPod> pod) {}
+};
+
+}  // namespace nodeward::capture
+
+#endif  // NODEWARD_AGENT_CAPTURE_CONNECTION_HANDLER_H_

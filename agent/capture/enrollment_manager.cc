@@ -1,0 +1,613 @@
+#include "agent/capture/enrollment_manager.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <ifaddrs.h>
+#include <linux/magic.h>
+#include <linux/nsfs.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "agent/capture/capture_log.h"
+#include "bpf/errno_status.h"
+#include "bpf/nodeward_maps.h"
+
+#ifndef NSFS_MAGIC
+#define NSFS_MAGIC 0x6e736673
+#endif
+
+namespace nodeward::capture {
+namespace {
+
+using ::nodeward::bpf::ErrnoStatus;
+using ::nodeward::bpf::IpAddress;
+using ::nodeward::bpf::ListenerSlot;
+using ::nodeward::bpf::SocketAddress;
+
+constexpr char kStateSuffix[] = ".binpb";
+
+void Keep(absl::Status& first, absl::Status next) {
+  if (first.ok() && !next.ok()) first = std::move(next);
+}
+
+absl::Status MakeDirectories(const std::string& path) {
+  std::string prefix;
+  for (absl::string_view part : absl::StrSplit(path, '/', absl::SkipEmpty())) {
+    absl::StrAppend(&prefix, "/", part);
+    if (mkdir(prefix.c_str(), 0700) != 0 && errno != EEXIST) {
+      return ErrnoStatus(errno, absl::StrCat("mkdir ", prefix));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> OpenNetns(const std::string& path) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus(errno, absl::StrCat("open netns ", path));
+  struct statfs info {};
+  if (fstatfs(fd, &info) != 0 || static_cast<long>(info.f_type) != NSFS_MAGIC ||
+      ioctl(fd, NS_GET_NSTYPE) != CLONE_NEWNET) {
+    close(fd);
+    return absl::InvalidArgumentError(absl::StrCat(path, " is not a network namespace"));
+  }
+  return fd;
+}
+
+bool SameFile(int fd_a, int fd_b) {
+  struct stat a {};
+  struct stat b {};
+  return fstat(fd_a, &a) == 0 && fstat(fd_b, &b) == 0 && a.st_dev == b.st_dev &&
+         a.st_ino == b.st_ino;
+}
+
+// Runs inside the pod netns. The listeners bind loopback: outbound connects are rewritten to
+// it, and sk_lookup hands inbound connections to them whatever address they are bound to.
+absl::StatusOr<int> CreateListener(int family, uint16_t port) {
+  int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return ErrnoStatus(errno, "listener socket");
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  SocketAddress address;
+  if (family == AF_INET6) {
+    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    address.ip = *IpAddress::Parse("::1");
+  } else {
+    address.ip = IpAddress::V4(htonl(INADDR_LOOPBACK));
+  }
+  address.port = port;
+  sockaddr_storage storage;
+  socklen_t length = address.ToSockaddr(&storage);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&storage), length) != 0 || listen(fd, 4096) != 0) {
+    int error = errno;
+    close(fd);
+    return ErrnoStatus(error, absl::StrCat("listen on ", address.ToString(), " in pod netns"));
+  }
+  return fd;
+}
+
+// Runs inside the pod netns: its global unicast addresses, for requests that name none.
+std::vector<IpAddress> DiscoverAddresses() {
+  std::vector<IpAddress> addresses;
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) return addresses;
+  for (ifaddrs* entry = list; entry != nullptr; entry = entry->ifa_next) {
+    if (entry->ifa_addr == nullptr || (entry->ifa_flags & IFF_LOOPBACK) != 0) continue;
+    absl::StatusOr<SocketAddress> address =
+        SocketAddress::FromSockaddr(entry->ifa_addr, sizeof(sockaddr_storage));
+    if (!address.ok()) continue;
+    const IpAddress& ip = address->ip;
+    if (ip.family == AF_INET6 && ip.bytes[0] == 0xfe && (ip.bytes[1] & 0xc0) == 0x80) continue;
+    addresses.push_back(ip);
+  }
+  freeifaddrs(list);
+  return addresses;
+}
+
+bool IsSafeFileName(absl::string_view name) {
+  if (name.empty() || name.size() > 200 || name == "." || name == "..") return false;
+  for (char c : name) {
+    if (!(absl::ascii_isalnum(c) || c == '-' || c == '_' || c == '.')) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+struct EnrollmentManager::Listener {
+  ~Listener() { close(fd); }
+  int fd = -1;
+  ListenerKind kind = ListenerKind::kOutbound;
+  std::string address;
+  std::shared_ptr<const CapturedPod> pod;
+};
+
+struct EnrollmentManager::Enrollment {
+  std::shared_ptr<const CapturedPod> pod;
+  v1::EnrolledPod record;
+  std::vector<IpAddress> addresses;
+  std::vector<uint64_t> listener_ids;
+};
+
+absl::StatusOr<PodMetadata> ValidateEnrollRequest(const v1::EnrollRequest& request) {
+  if (!IsSafeFileName(request.uid())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("uid \"", request.uid(), "\" must be 1-200 of [A-Za-z0-9._-]"));
+  }
+  if (request.netns_path().empty() || request.netns_path().front() != '/') {
+    return absl::InvalidArgumentError("netns_path must be an absolute path");
+  }
+  PodMetadata metadata;
+  metadata.netns_path = request.netns_path();
+  metadata.namespace_name = request.namespace_();
+  metadata.name = request.name().empty() ? request.uid() : request.name();
+  metadata.uid = request.uid();
+  metadata.service_account = request.service_account();
+  for (const std::string& ip : request.ips()) {
+    absl::StatusOr<IpAddress> address = IpAddress::Parse(ip);
+    if (!address.ok()) return address.status();
+    if (address->IsLoopback() || address->IsV4Mapped()) {
+      return absl::InvalidArgumentError(absl::StrCat("pod address ", ip, " is not a pod address"));
+    }
+    metadata.ips.push_back(address->ToString());
+  }
+  metadata.labels.insert(request.labels().begin(), request.labels().end());
+  return metadata;
+}
+
+absl::StatusOr<std::unique_ptr<EnrollmentManager>> EnrollmentManager::Create(
+    bpf::CaptureDataplane* dataplane, ConnectionHandler* handler, NetnsExecutor* executor,
+    const EnrollmentOptions& options) {
+  if (absl::Status status = MakeDirectories(options.state_dir); !status.ok()) return status;
+  int epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+  if (epoll_fd < 0) return ErrnoStatus(errno, "epoll_create1");
+  int wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  epoll_event event{};
+  event.events = EPOLLIN;
+  event.data.u64 = 0;
+  if (wake_fd < 0 || epoll_ctl(epoll_fd, EPOLL_CTL_ADD, wake_fd, &event) != 0) {
+    int error = errno;
+    if (wake_fd >= 0) close(wake_fd);
+    close(epoll_fd);
+    return ErrnoStatus(error, "accept loop wake-up");
+  }
+  return std::unique_ptr<EnrollmentManager>(
+      new EnrollmentManager(dataplane, handler, executor, options, epoll_fd, wake_fd));
+}
+
+EnrollmentManager::EnrollmentManager(bpf::CaptureDataplane* dataplane, ConnectionHandler* handler,
+                                     NetnsExecutor* executor, EnrollmentOptions options,
+                                     int epoll_fd, int wake_fd)
+    : dataplane_(dataplane),
+      handler_(handler),
+      executor_(executor),
+      options_(std::move(options)),
+      epoll_fd_(epoll_fd),
+      wake_fd_(wake_fd) {
+  accept_thread_ = std::thread([this] { AcceptLoop(); });
+}
+
+EnrollmentManager::~EnrollmentManager() {
+  Stop();
+  close(wake_fd_);
+  close(epoll_fd_);
+}
+
+void EnrollmentManager::Stop() {
+  {
+    absl::MutexLock lock(&mutex_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  uint64_t one = 1;
+  (void)!write(wake_fd_, &one, sizeof(one));
+  accept_thread_.join();
+  absl::MutexLock lock(&mutex_);
+  listeners_.clear();
+}
+
+std::string EnrollmentManager::StatePath(const std::string& uid) const {
+  return absl::StrCat(options_.state_dir, "/", uid, kStateSuffix);
+}
+
+absl::Status EnrollmentManager::Persist(const v1::EnrolledPod& record) const {
+  const std::string path = StatePath(record.pod().uid());
+  const std::string temporary = absl::StrCat(path, ".tmp");
+  {
+    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
+    if (!out || !record.SerializeToOstream(&out) || !out.flush()) {
+      return absl::InternalError(absl::StrCat("cannot write ", temporary));
+    }
+  }
+  if (rename(temporary.c_str(), path.c_str()) != 0) {
+    return ErrnoStatus(errno, absl::StrCat("rename ", temporary));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status EnrollmentManager::ForgetNetns(uint64_t netns_cookie,
+                                            const std::vector<IpAddress>& addresses) {
+  // Outbound first: from here on new connects leave directly instead of being refused.
+  absl::Status result = dataplane_->UnenrollNetns(netns_cookie);
+  for (const IpAddress& address : addresses) Keep(result, dataplane_->RemovePodAddress(address));
+  Keep(result, dataplane_->UnlinkNetns(netns_cookie));
+  return result;
+}
+
+absl::StatusOr<v1::EnrolledPod> EnrollmentManager::Enroll(const v1::EnrollRequest& request) {
+  absl::StatusOr<PodMetadata> metadata = ValidateEnrollRequest(request);
+  if (!metadata.ok()) return metadata.status();
+  absl::StatusOr<int> netns_fd = OpenNetns(metadata->netns_path);
+  if (!netns_fd.ok()) return netns_fd.status();
+
+  absl::MutexLock operation_lock(&operation_);
+  if (auto existing = pods_.find(metadata->uid); existing != pods_.end()) {
+    if (SameFile(existing->second.pod->netns_fd(), *netns_fd)) {
+      close(*netns_fd);
+      return existing->second.record;
+    }
+    Log(LogLevel::kInfo, "pod=", existing->second.pod->display_name(),
+        " moved to a new netns, re-enrolling");
+    if (absl::Status status = UnenrollLocked(metadata->uid); !status.ok()) {
+      close(*netns_fd);
+      return status;
+    }
+  }
+
+  for (const auto& [uid, enrollment] : pods_) {
+    if (SameFile(enrollment.pod->netns_fd(), *netns_fd)) {
+      close(*netns_fd);
+      return absl::AlreadyExistsError(
+          absl::StrCat("netns ", metadata->netns_path, " is already enrolled as pod ",
+                       enrollment.pod->display_name(), " (uid ", uid, ")"));
+    }
+  }
+
+  // Everything that must happen inside the pod netns, in one visit.
+  struct InPod {
+    absl::Status status;
+    uint64_t cookie = 0;
+    std::vector<IpAddress> discovered;
+    std::vector<std::pair<ListenerKind, int>> v4;  // fds
+    std::vector<std::pair<ListenerKind, int>> v6;
+    std::string v6_skipped;
+  } in_pod;
+  const std::pair<ListenerKind, uint16_t> ports[] = {
+      {ListenerKind::kOutbound, NW_PORT_OUTBOUND},
+      {ListenerKind::kInboundPlaintext, NW_PORT_INBOUND_PLAINTEXT},
+      {ListenerKind::kTunnel, NW_PORT_TUNNEL}};
+  absl::Status entered = executor_->Run(*netns_fd, [&] {
+    int probe = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (probe < 0) {
+      in_pod.status = ErrnoStatus(errno, "socket in pod netns");
+      return;
+    }
+    absl::StatusOr<uint64_t> cookie = NetnsCookieOfSocket(probe);
+    close(probe);
+    if (!cookie.ok()) {
+      in_pod.status = cookie.status();
+      return;
+    }
+    in_pod.cookie = *cookie;
+    for (auto [kind, port] : ports) {
+      absl::StatusOr<int> fd = CreateListener(AF_INET, port);
+      if (!fd.ok()) {
+        in_pod.status = fd.status();
+        return;
+      }
+      in_pod.v4.emplace_back(kind, *fd);
+    }
+    for (auto [kind, port] : ports) {
+      absl::StatusOr<int> fd = CreateListener(AF_INET6, port);
+      if (!fd.ok()) {
+        // A pod without IPv6 loopback: IPv4 only.
+        in_pod.v6_skipped = fd.status().ToString();
+        for (auto& [unused, v6_fd] : in_pod.v6) close(v6_fd);
+        in_pod.v6.clear();
+        break;
+      }
+      in_pod.v6.emplace_back(kind, *fd);
+    }
+    if (metadata->ips.empty()) in_pod.discovered = DiscoverAddresses();
+  });
+  auto close_listeners = [&] {
+    for (auto& [kind, fd] : in_pod.v4) close(fd);
+    for (auto& [kind, fd] : in_pod.v6) close(fd);
+  };
+  if (!entered.ok() || !in_pod.status.ok()) {
+    close_listeners();
+    close(*netns_fd);
+    return entered.ok() ? in_pod.status : entered;
+  }
+  for (const auto& [uid, enrollment] : pods_) {
+    if (enrollment.pod->netns_cookie() == in_pod.cookie) {
+      close_listeners();
+      close(*netns_fd);
+      return absl::AlreadyExistsError(
+          absl::StrCat("netns ", metadata->netns_path, " is already enrolled as pod ",
+                       enrollment.pod->display_name(), " (uid ", uid, ")"));
+    }
+  }
+
+  std::vector<IpAddress> addresses = std::move(in_pod.discovered);
+  for (const std::string& ip : metadata->ips) addresses.push_back(*IpAddress::Parse(ip));
+  auto listener_fd = [&](int family, ListenerKind kind) {
+    for (auto& [listener_kind, fd] : family == AF_INET6 ? in_pod.v6 : in_pod.v4) {
+      if (listener_kind == kind) return fd;
+    }
+    return -1;
+  };
+
+  const uint64_t cookie = in_pod.cookie;
+  auto pod =
+      std::make_shared<const CapturedPod>(*std::move(metadata), *netns_fd, cookie, executor_);
+  Enrollment enrollment;
+  enrollment.pod = pod;
+  enrollment.addresses = addresses;
+  // The listeners are served before anything steers connections to them. From here on the
+  // Listener objects own the fds and `pod` owns the netns fd.
+  absl::Status status;
+  {
+    absl::MutexLock lock(&mutex_);
+    for (const auto* group : {&in_pod.v4, &in_pod.v6}) {
+      for (const auto& [kind, fd] : *group) {
+        auto listener = std::make_shared<Listener>();
+        listener->fd = fd;
+        listener->kind = kind;
+        listener->pod = pod;
+        absl::StatusOr<SocketAddress> local = SocketAddress::LocalOf(fd);
+        listener->address = local.ok() ? local->ToString() : "?";
+        enrollment.record.add_listeners(listener->address);
+        const uint64_t id = next_listener_id_++;
+        listeners_[id] = std::move(listener);
+        enrollment.listener_ids.push_back(id);
+        epoll_event event{};
+        event.events = EPOLLIN;
+        event.data.u64 = id;
+        if (status.ok() && epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &event) != 0) {
+          status = ErrnoStatus(errno, "serve in-pod listener");
+        }
+      }
+    }
+  }
+  auto drop_listeners = [&] {
+    absl::MutexLock lock(&mutex_);
+    for (uint64_t id : enrollment.listener_ids) {
+      auto it = listeners_.find(id);
+      if (it == listeners_.end()) continue;
+      epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, it->second->fd, nullptr);
+      listeners_.erase(it);
+    }
+  };
+
+  const uint32_t pod_id = next_pod_id_++;
+  std::vector<IpAddress> added;
+  for (const IpAddress& address : addresses) {
+    if (!status.ok()) break;
+    if (address.family == AF_INET6 && in_pod.v6.empty()) {
+      status = absl::FailedPreconditionError(absl::StrCat(
+          "pod address ", address.ToString(), " needs IPv6 listeners: ", in_pod.v6_skipped));
+      break;
+    }
+    status = dataplane_->AddPodAddress(address, cookie);
+    if (!status.ok()) break;
+    added.push_back(address);
+    // The listeners go in before the netns is linked, so no inbound connection is refused
+    // while enrollment is in progress.
+    status = dataplane_->SetInboundListener(
+        address, ListenerSlot::kInboundPlaintext,
+        listener_fd(address.family, ListenerKind::kInboundPlaintext));
+    if (!status.ok()) break;
+    status = dataplane_->SetInboundListener(address, ListenerSlot::kTunnel,
+                                            listener_fd(address.family, ListenerKind::kTunnel));
+  }
+  if (status.ok()) status = dataplane_->LinkNetns(cookie, pod->netns_fd());
+  if (status.ok()) status = dataplane_->EnrollNetns(cookie, pod_id);
+
+  *enrollment.record.mutable_pod() = request;
+  enrollment.record.set_netns_cookie(cookie);
+  for (const IpAddress& address : addresses) enrollment.record.add_addresses(address.ToString());
+  if (status.ok()) status = Persist(enrollment.record);
+  if (!status.ok()) {
+    if (absl::Status rollback = ForgetNetns(cookie, added); !rollback.ok()) {
+      Log(LogLevel::kError, "pod=", pod->display_name(),
+          " rollback of failed enrollment incomplete: ", rollback.ToString());
+    }
+    drop_listeners();
+    return status;
+  }
+  Log(LogLevel::kInfo, "pod=", pod->display_name(), " enrolled netns_cookie=", cookie,
+      " addresses=", absl::StrJoin(enrollment.record.addresses(), ","),
+      in_pod.v6.empty() ? absl::StrCat(" ipv6=off (", in_pod.v6_skipped, ")") : "");
+  v1::EnrolledPod record = enrollment.record;
+  pods_[pod->metadata().uid] = std::move(enrollment);
+  handler_->OnPodEnrolled(pod);
+  return record;
+}
+
+absl::Status EnrollmentManager::Unenroll(const std::string& uid) {
+  absl::MutexLock operation_lock(&operation_);
+  return UnenrollLocked(uid);
+}
+
+absl::Status EnrollmentManager::UnenrollLocked(const std::string& uid) {
+  auto it = pods_.find(uid);
+  if (it == pods_.end()) return absl::NotFoundError(absl::StrCat("no enrolled pod with uid ", uid));
+  Enrollment& enrollment = it->second;
+  absl::Status result = ForgetNetns(enrollment.pod->netns_cookie(), enrollment.addresses);
+  {
+    absl::MutexLock lock(&mutex_);
+    for (uint64_t id : enrollment.listener_ids) {
+      auto listener = listeners_.find(id);
+      if (listener == listeners_.end()) continue;
+      epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, listener->second->fd, nullptr);
+      listeners_.erase(listener);
+    }
+  }
+  if (unlink(StatePath(uid).c_str()) != 0 && errno != ENOENT) {
+    Keep(result, ErrnoStatus(errno, absl::StrCat("remove ", StatePath(uid))));
+  }
+  Log(LogLevel::kInfo, "pod=", enrollment.pod->display_name(), " unenrolled",
+      result.ok() ? "" : absl::StrCat(" with errors: ", result.ToString()));
+  handler_->OnPodUnenrolled(enrollment.pod);
+  pods_.erase(it);
+  return result;
+}
+
+absl::Status EnrollmentManager::UnenrollAll() {
+  absl::MutexLock operation_lock(&operation_);
+  std::vector<std::string> uids;
+  for (const auto& [uid, enrollment] : pods_) uids.push_back(uid);
+  absl::Status result;
+  for (const std::string& uid : uids) Keep(result, UnenrollLocked(uid));
+  return result;
+}
+
+std::vector<v1::EnrolledPod> EnrollmentManager::List() const {
+  absl::MutexLock operation_lock(&operation_);
+  std::vector<v1::EnrolledPod> records;
+  for (const auto& [uid, enrollment] : pods_) records.push_back(enrollment.record);
+  std::sort(records.begin(), records.end(),
+            [](const auto& a, const auto& b) { return a.pod().uid() < b.pod().uid(); });
+  return records;
+}
+
+absl::Status EnrollmentManager::Restore() {
+  std::vector<v1::EnrolledPod> saved;
+  if (DIR* dir = opendir(options_.state_dir.c_str()); dir != nullptr) {
+    while (dirent* entry = readdir(dir)) {
+      const std::string name = entry->d_name;
+      if (!absl::EndsWith(name, kStateSuffix)) continue;
+      const std::string path = absl::StrCat(options_.state_dir, "/", name);
+      std::ifstream in(path, std::ios::binary);
+      v1::EnrolledPod record;
+      if (!in || !record.ParseFromIstream(&in)) {
+        Log(LogLevel::kWarning, "dropping unreadable pod state ", path);
+        unlink(path.c_str());
+        continue;
+      }
+      saved.push_back(std::move(record));
+    }
+    closedir(dir);
+  } else {
+    return ErrnoStatus(errno, absl::StrCat("read state dir ", options_.state_dir));
+  }
+
+  for (const v1::EnrolledPod& record : saved) {
+    absl::StatusOr<v1::EnrolledPod> restored = Enroll(record.pod());
+    if (restored.ok()) continue;
+    Log(LogLevel::kWarning, "pod=", record.pod().namespace_(), "/", record.pod().name(),
+        " not restored reason=", restored.status().ToString());
+    unlink(StatePath(record.pod().uid()).c_str());
+  }
+
+  // Whatever the kernel still holds for a netns no pod owns any more goes now.
+  absl::StatusOr<bpf::DataplaneSnapshot> snapshot = dataplane_->Snapshot();
+  if (!snapshot.ok()) return snapshot.status();
+  absl::flat_hash_map<uint64_t, bool> owned;
+  {
+    absl::MutexLock operation_lock(&operation_);
+    for (const auto& [uid, enrollment] : pods_) owned[enrollment.pod->netns_cookie()] = true;
+  }
+  absl::Status result;
+  for (const auto& entry : snapshot->enrolled) {
+    if (!owned.contains(entry.netns_cookie)) {
+      Log(LogLevel::kInfo, "removing stale enrollment netns_cookie=", entry.netns_cookie);
+      Keep(result, dataplane_->UnenrollNetns(entry.netns_cookie));
+    }
+  }
+  for (const auto& entry : snapshot->pod_addresses) {
+    if (!owned.contains(entry.netns_cookie)) {
+      Log(LogLevel::kInfo, "removing stale pod address ", entry.address.ToString());
+      Keep(result, dataplane_->RemovePodAddress(entry.address));
+    }
+  }
+  for (uint64_t cookie : snapshot->linked_netns_cookies) {
+    if (!owned.contains(cookie)) {
+      Log(LogLevel::kInfo, "removing stale sk_lookup link netns_cookie=", cookie);
+      Keep(result, dataplane_->UnlinkNetns(cookie));
+    }
+  }
+  return result;
+}
+
+void EnrollmentManager::AcceptLoop() {
+  epoll_event events[32];
+  while (true) {
+    int count = epoll_wait(epoll_fd_, events, 32, -1);
+    if (count < 0) {
+      if (errno == EINTR) continue;
+      Log(LogLevel::kError, "accept loop stopped: ", ErrnoStatus(errno, "epoll_wait").ToString());
+      return;
+    }
+    for (int i = 0; i < count; ++i) {
+      // epoll_event is packed: copy the id out rather than bind a reference to it.
+      const uint64_t id = events[i].data.u64;
+      std::shared_ptr<Listener> listener;
+      {
+        absl::MutexLock lock(&mutex_);
+        if (stopping_) return;
+        auto it = listeners_.find(id);
+        if (it == listeners_.end()) continue;
+        listener = it->second;
+      }
+      AcceptFrom(listener);
+    }
+  }
+}
+
+void EnrollmentManager::AcceptFrom(const std::shared_ptr<Listener>& listener) {
+  // Bounded per wake-up so one busy pod cannot starve the others' listeners.
+  for (int accepted = 0; accepted < 64; ++accepted) {
+    int fd = accept4(listener->fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
+        Log(LogLevel::kWarning, "pod=", listener->pod->display_name(), " accept on ",
+            listener->address, ": ", std::strerror(errno));
+      }
+      return;
+    }
+    if (listener->kind == ListenerKind::kOutbound) {
+      absl::StatusOr<SocketAddress> destination = dataplane_->TakeOriginalDestination(fd);
+      if (!destination.ok()) {
+        absl::StatusOr<SocketAddress> peer = SocketAddress::PeerOf(fd);
+        Log(LogLevel::kWarning, "outbound pod=", listener->pod->display_name(),
+            " peer=", peer.ok() ? peer->ToString() : "?",
+            " refused reason=", destination.status().ToString());
+        close(fd);
+        continue;
+      }
+      handler_->OnOutbound(listener->pod, fd, *destination);
+      continue;
+    }
+    absl::StatusOr<SocketAddress> local = SocketAddress::LocalOf(fd);
+    if (!local.ok()) {
+      Log(LogLevel::kWarning, "inbound pod=", listener->pod->display_name(),
+          " refused reason=", local.status().ToString());
+      close(fd);
+      continue;
+    }
+    handler_->OnInbound(listener->pod, fd, local->port, listener->kind == ListenerKind::kTunnel);
+  }
+}
+
+}  // namespace nodeward::capture

@@ -1,0 +1,96 @@
+#ifndef NODEWARD_AGENT_CAPTURE_ENROLLMENT_MANAGER_H_
+#define NODEWARD_AGENT_CAPTURE_ENROLLMENT_MANAGER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "agent/capture/captured_pod.h"
+#include "agent/capture/connection_handler.h"
+#include "agent/capture/enrollment.pb.h"
+#include "agent/capture/netns_executor.h"
+#include "bpf/capture_dataplane.h"
+
+namespace nodeward::capture {
+
+struct EnrollmentOptions {
+  // One file per enrolled pod, so a restarted agent can take its pods back.
+  std::string state_dir = "/var/run/nodeward/pods";
+};
+
+// Turns "capture this pod" into kernel and socket state, and back:
+//  enroll   = in-pod listeners (15001, 15006, 15008; IPv4 and, when the pod has it, IPv6)
+//             created inside the pod netns + pod addresses and listeners in the inbound map +
+//             sk_lookup linked into the netns + netns cookie in `enrolled`;
+//  unenroll = the same steps reversed, leaving nothing behind.
+// Accepted connections go to the ConnectionHandler from one accept thread.
+class EnrollmentManager {
+ public:
+  static absl::StatusOr<std::unique_ptr<EnrollmentManager>> Create(
+      bpf::CaptureDataplane* dataplane, ConnectionHandler* handler, NetnsExecutor* executor,
+      const EnrollmentOptions& options);
+  ~EnrollmentManager();
+  EnrollmentManager(const EnrollmentManager&) = delete;
+  EnrollmentManager& operator=(const EnrollmentManager&) = delete;
+
+  // Re-enrolls the pods recorded by a previous run and removes kernel state that no recorded
+  // pod owns (a pod deleted while the agent was down). Call once, before serving requests.
+  absl::Status Restore();
+
+  // Idempotent per uid. A uid enrolled with another netns is moved to the new one.
+  absl::StatusOr<v1::EnrolledPod> Enroll(const v1::EnrollRequest& request);
+  absl::Status Unenroll(const std::string& uid);
+  std::vector<v1::EnrolledPod> List() const;
+  absl::Status UnenrollAll();
+
+  // Stops accepting and closes the listeners. Kernel state stays, so enrolled pods fail closed
+  // until an agent serves them again.
+  void Stop();
+
+ private:
+  enum class ListenerKind { kOutbound, kInboundPlaintext, kTunnel };
+  struct Listener;
+  struct Enrollment;
+
+  EnrollmentManager(bpf::CaptureDataplane* dataplane, ConnectionHandler* handler,
+                    NetnsExecutor* executor, EnrollmentOptions options, int epoll_fd, int wake_fd);
+
+  absl::Status UnenrollLocked(const std::string& uid) ABSL_EXCLUSIVE_LOCKS_REQUIRED(operation_);
+  // Best-effort removal of every kernel entry of a netns we no longer serve.
+  absl::Status ForgetNetns(uint64_t netns_cookie, const std::vector<bpf::IpAddress>& addresses);
+  absl::Status Persist(const v1::EnrolledPod& record) const;
+  std::string StatePath(const std::string& uid) const;
+  void AcceptLoop();
+  void AcceptFrom(const std::shared_ptr<Listener>& listener);
+
+  bpf::CaptureDataplane* const dataplane_;
+  ConnectionHandler* const handler_;
+  NetnsExecutor* const executor_;
+  const EnrollmentOptions options_;
+  const int epoll_fd_;
+  const int wake_fd_;
+
+  // Serialises Enroll/Unenroll/Restore; never held by the accept thread.
+  mutable absl::Mutex operation_;
+  absl::flat_hash_map<std::string, Enrollment> pods_ ABSL_GUARDED_BY(operation_);
+  uint32_t next_pod_id_ ABSL_GUARDED_BY(operation_) = 1;
+
+  mutable absl::Mutex mutex_;
+  absl::flat_hash_map<uint64_t, std::shared_ptr<Listener>> listeners_ ABSL_GUARDED_BY(mutex_);
+  uint64_t next_listener_id_ ABSL_GUARDED_BY(mutex_) = 1;
+  bool stopping_ ABSL_GUARDED_BY(mutex_) = false;
+  std::thread accept_thread_;
+};
+
+// Checks a request and turns it into pod metadata; the uid must be usable as a file name.
+absl::StatusOr<PodMetadata> ValidateEnrollRequest(const v1::EnrollRequest& request);
+
+}  // namespace nodeward::capture
+
+#endif  // NODEWARD_AGENT_CAPTURE_ENROLLMENT_MANAGER_H_

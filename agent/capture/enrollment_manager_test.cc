@@ -1,0 +1,342 @@
+#include "agent/capture/enrollment_manager.h"
+
+#include <arpa/inet.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "agent/capture/test_netns.h"
+#include "bpf/nodeward_maps.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace nodeward::capture {
+namespace {
+
+using ::nodeward::bpf::IpAddress;
+using ::nodeward::bpf::ListenerSlot;
+using ::nodeward::bpf::SocketAddress;
+using ::testing::Contains;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+// Records what the manager asks of the kernel side, and can be told to fail one step.
+class FakeDataplane : public bpf::CaptureDataplane {
+ public:
+  absl::Status EnrollNetns(uint64_t cookie, uint32_t pod_id) override {
+    return Record(absl::StrCat("enroll ", cookie));
+  }
+  absl::Status UnenrollNetns(uint64_t cookie) override {
+    return Record(absl::StrCat("unenroll ", cookie));
+  }
+  absl::Status LinkNetns(uint64_t cookie, int netns_fd) override {
+    return Record(absl::StrCat("link ", cookie));
+  }
+  absl::Status UnlinkNetns(uint64_t cookie) override {
+    return Record(absl::StrCat("unlink ", cookie));
+  }
+  absl::Status AddPodAddress(const IpAddress& address, uint64_t cookie) override {
+    return Record(absl::StrCat("add ", address.ToString()));
+  }
+  absl::Status RemovePodAddress(const IpAddress& address) override {
+    return Record(absl::StrCat("remove ", address.ToString()));
+  }
+  absl::Status SetInboundListener(const IpAddress& address, ListenerSlot slot,
+                                  int listener_fd) override {
+    if (listener_fd < 0) return absl::InvalidArgumentError("no listener");
+    return Record(absl::StrCat("listener ", address.ToString(), " ", bpf::ListenerSlotName(slot)));
+  }
+  absl::StatusOr<SocketAddress> TakeOriginalDestination(int accepted_fd) override {
+    absl::MutexLock lock(&mutex_);
+    return original_destination_;
+  }
+  absl::StatusOr<bpf::DataplaneSnapshot> Snapshot() const override {
+    absl::MutexLock lock(&mutex_);
+    return snapshot_;
+  }
+
+  std::vector<std::string> TakeCalls() {
+    absl::MutexLock lock(&mutex_);
+    return std::exchange(calls_, {});
+  }
+  void FailOn(std::string prefix) {
+    absl::MutexLock lock(&mutex_);
+    fail_prefix_ = std::move(prefix);
+  }
+  void SetSnapshot(bpf::DataplaneSnapshot snapshot) {
+    absl::MutexLock lock(&mutex_);
+    snapshot_ = std::move(snapshot);
+  }
+
+ private:
+  absl::Status Record(std::string call) {
+    absl::MutexLock lock(&mutex_);
+    if (!fail_prefix_.empty() && call.rfind(fail_prefix_, 0) == 0) {
+      return absl::InternalError(absl::StrCat("injected failure: ", call));
+    }
+    calls_.push_back(std::move(call));
+    return absl::OkStatus();
+  }
+
+  mutable absl::Mutex mutex_;
+  std::vector<std::string> calls_;
+  std::string fail_prefix_;
+  SocketAddress original_destination_ = *SocketAddress::Parse("10.9.9.9:80");
+  bpf::DataplaneSnapshot snapshot_;
+};
+
+class RecordingHandler : public ConnectionHandler {
+ public:
+  void OnOutbound(std::shared_ptr<const CapturedPod> pod, int fd,
+                  const SocketAddress& destination) override {
+    close(fd);
+    absl::MutexLock lock(&mutex_);
+    events_.push_back(absl::StrCat("outbound ", pod->display_name(), " ", destination.ToString()));
+  }
+  void OnInbound(std::shared_ptr<const CapturedPod> pod, int fd, uint16_t port,
+                 bool via_tunnel_port) override {
+    close(fd);
+    absl::MutexLock lock(&mutex_);
+    events_.push_back(
+        absl::StrCat("inbound ", pod->display_name(), " ", port, via_tunnel_port ? " tunnel" : ""));
+  }
+  // Waits until `count` events arrived (or two seconds passed) and returns them.
+  std::vector<std::string> WaitFor(size_t count) {
+    absl::MutexLock lock(&mutex_);
+    auto enough = [&]() ABSL_SHARED_LOCKS_REQUIRED(mutex_) { return events_.size() >= count; };
+    mutex_.AwaitWithTimeout(absl::Condition(&enough), absl::Seconds(2));
+    return events_;
+  }
+
+ private:
+  absl::Mutex mutex_;
+  std::vector<std::string> events_;
+};
+
+// Connects to 127.0.0.1:port inside the netns; returns the errno of a failed connect, 0 on
+// success.
+int ConnectLoopbackIn(NetnsExecutor& executor, int netns_fd, uint16_t port) {
+  absl::StatusOr<int> fd = executor.CreateSocket(netns_fd, AF_INET, SOCK_STREAM);
+  if (!fd.ok()) return EBADF;
+  SocketAddress target{IpAddress::V4(htonl(INADDR_LOOPBACK)), port};
+  sockaddr_storage storage;
+  socklen_t length = target.ToSockaddr(&storage);
+  int result = connect(*fd, reinterpret_cast<sockaddr*>(&storage), length) == 0 ? 0 : errno;
+  close(*fd);
+  return result;
+}
+
+v1::EnrollRequest Request(const TestNetns& netns, const std::string& uid) {
+  v1::EnrollRequest request;
+  request.set_netns_path(netns.path());
+  request.set_uid(uid);
+  request.set_namespace_("shop");
+  request.set_name("cart-1");
+  request.set_service_account("cart");
+  request.add_ips("10.1.0.5");
+  return request;
+}
+
+TEST(ValidateEnrollRequestTest, RejectsUnsafeOrMalformedFields) {
+  v1::EnrollRequest request;
+  request.set_netns_path("/var/run/netns/x");
+  request.set_uid("abc-123");
+  EXPECT_TRUE(ValidateEnrollRequest(request).ok());
+  for (const char* uid : {"", "..", "a/b", "a b", "x\n"}) {
+    v1::EnrollRequest bad = request;
+    bad.set_uid(uid);
+    EXPECT_FALSE(ValidateEnrollRequest(bad).ok()) << uid;
+  }
+  v1::EnrollRequest relative = request;
+  relative.set_netns_path("netns/x");
+  EXPECT_FALSE(ValidateEnrollRequest(relative).ok());
+  for (const char* ip : {"10.0.0", "127.0.0.1", "::1", "::ffff:10.0.0.1", "host"}) {
+    v1::EnrollRequest bad = request;
+    bad.add_ips(ip);
+    EXPECT_FALSE(ValidateEnrollRequest(bad).ok()) << ip;
+  }
+  v1::EnrollRequest good = request;
+  good.add_ips("fd00:0:0::1");
+  absl::StatusOr<PodMetadata> metadata = ValidateEnrollRequest(good);
+  ASSERT_TRUE(metadata.ok());
+  EXPECT_THAT(metadata->ips, ElementsAre("fd00::1"));
+  EXPECT_EQ(metadata->name, "abc-123");
+}
+
+class EnrollmentManagerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root for network namespaces";
+    char pattern[] = "/tmp/nodeward-enroll-test-XXXXXX";
+    ASSERT_NE(mkdtemp(pattern), nullptr);
+    state_dir_ = pattern;
+    absl::StatusOr<std::unique_ptr<TestNetns>> netns = TestNetns::Create();
+    ASSERT_TRUE(netns.ok()) << netns.status();
+    netns_ = std::move(*netns);
+    manager_ = MakeManager();
+    ASSERT_NE(manager_, nullptr);
+  }
+
+  void TearDown() override {
+    manager_.reset();
+    if (!state_dir_.empty()) {
+      std::string command = absl::StrCat("rm -rf '", state_dir_, "'");
+      EXPECT_EQ(std::system(command.c_str()), 0);
+    }
+  }
+
+  std::unique_ptr<EnrollmentManager> MakeManager() {
+    absl::StatusOr<std::unique_ptr<EnrollmentManager>> manager =
+        EnrollmentManager::Create(&dataplane_, &handler_, &executor_, {state_dir_});
+    EXPECT_TRUE(manager.ok()) << manager.status();
+    return manager.ok() ? std::move(*manager) : nullptr;
+  }
+
+  bool StateFileExists(const std::string& uid) {
+    return access(absl::StrCat(state_dir_, "/", uid, ".binpb").c_str(), F_OK) == 0;
+  }
+
+  std::string state_dir_;
+  FakeDataplane dataplane_;
+  RecordingHandler handler_;
+  NetnsExecutor executor_;
+  std::unique_ptr<TestNetns> netns_;
+  std::unique_ptr<EnrollmentManager> manager_;
+};
+
+TEST_F(EnrollmentManagerTest, EnrollSetsUpListenersAndKernelStateInOrder) {
+  absl::StatusOr<v1::EnrolledPod> enrolled = manager_->Enroll(Request(*netns_, "uid-1"));
+  ASSERT_TRUE(enrolled.ok()) << enrolled.status();
+  const uint64_t cookie = enrolled->netns_cookie();
+  EXPECT_NE(cookie, 0u);
+  // Inbound listeners before the link, outbound redirect last, so nothing is refused while
+  // enrollment is in progress.
+  EXPECT_THAT(
+      dataplane_.TakeCalls(),
+      ElementsAre("add 10.1.0.5", "listener 10.1.0.5 inbound-plaintext", "listener 10.1.0.5 tunnel",
+                  absl::StrCat("link ", cookie), absl::StrCat("enroll ", cookie)));
+  EXPECT_THAT(enrolled->listeners(), Contains("127.0.0.1:15001"));
+  EXPECT_THAT(enrolled->listeners(), Contains("127.0.0.1:15006"));
+  EXPECT_THAT(enrolled->listeners(), Contains("127.0.0.1:15008"));
+  EXPECT_TRUE(StateFileExists("uid-1"));
+  ASSERT_EQ(manager_->List().size(), 1u);
+  EXPECT_EQ(manager_->List()[0].pod().uid(), "uid-1");
+}
+
+TEST_F(EnrollmentManagerTest, AcceptedConnectionsReachTheHandler) {
+  ASSERT_TRUE(manager_->Enroll(Request(*netns_, "uid-1")).ok());
+  EXPECT_EQ(ConnectLoopbackIn(executor_, netns_->fd(), NW_PORT_OUTBOUND), 0);
+  EXPECT_EQ(ConnectLoopbackIn(executor_, netns_->fd(), NW_PORT_INBOUND_PLAINTEXT), 0);
+  EXPECT_EQ(ConnectLoopbackIn(executor_, netns_->fd(), NW_PORT_TUNNEL), 0);
+  std::vector<std::string> events = handler_.WaitFor(3);
+  EXPECT_THAT(events, Contains("outbound shop/cart-1 10.9.9.9:80"));
+  EXPECT_THAT(events, Contains("inbound shop/cart-1 15006"));
+  EXPECT_THAT(events, Contains("inbound shop/cart-1 15008 tunnel"));
+}
+
+TEST_F(EnrollmentManagerTest, EnrollIsIdempotentAndOneNetnsIsOnePod) {
+  absl::StatusOr<v1::EnrolledPod> first = manager_->Enroll(Request(*netns_, "uid-1"));
+  ASSERT_TRUE(first.ok());
+  dataplane_.TakeCalls();
+  absl::StatusOr<v1::EnrolledPod> again = manager_->Enroll(Request(*netns_, "uid-1"));
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->netns_cookie(), first->netns_cookie());
+  EXPECT_TRUE(dataplane_.TakeCalls().empty());
+  absl::StatusOr<v1::EnrolledPod> other = manager_->Enroll(Request(*netns_, "uid-2"));
+  EXPECT_FALSE(other.ok());
+  EXPECT_THAT(std::string(other.status().message()), HasSubstr("already enrolled"));
+}
+
+TEST_F(EnrollmentManagerTest, UnenrollReversesEveryStep) {
+  absl::StatusOr<v1::EnrolledPod> enrolled = manager_->Enroll(Request(*netns_, "uid-1"));
+  ASSERT_TRUE(enrolled.ok());
+  const uint64_t cookie = enrolled->netns_cookie();
+  dataplane_.TakeCalls();
+  ASSERT_TRUE(manager_->Unenroll("uid-1").ok());
+  EXPECT_THAT(dataplane_.TakeCalls(),
+              ElementsAre(absl::StrCat("unenroll ", cookie), "remove 10.1.0.5",
+                          absl::StrCat("unlink ", cookie)));
+  EXPECT_EQ(ConnectLoopbackIn(executor_, netns_->fd(), NW_PORT_OUTBOUND), ECONNREFUSED);
+  EXPECT_EQ(ConnectLoopbackIn(executor_, netns_->fd(), NW_PORT_INBOUND_PLAINTEXT), ECONNREFUSED);
+  EXPECT_FALSE(StateFileExists("uid-1"));
+  EXPECT_TRUE(manager_->List().empty());
+  EXPECT_EQ(manager_->Unenroll("uid-1").code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(EnrollmentManagerTest, FailedEnrollmentRollsBack) {
+  dataplane_.FailOn("link");
+  absl::StatusOr<v1::EnrolledPod> enrolled = manager_->Enroll(Request(*netns_, "uid-1"));
+  ASSERT_FALSE(enrolled.ok());
+  std::vector<std::string> calls = dataplane_.TakeCalls();
+  EXPECT_THAT(calls, Contains("remove 10.1.0.5"));
+  EXPECT_FALSE(StateFileExists("uid-1"));
+  EXPECT_TRUE(manager_->List().empty());
+  // The listeners were closed: the ports are free for the retry.
+  EXPECT_EQ(ConnectLoopbackIn(executor_, netns_->fd(), NW_PORT_OUTBOUND), ECONNREFUSED);
+  dataplane_.FailOn("");
+  EXPECT_TRUE(manager_->Enroll(Request(*netns_, "uid-1")).ok());
+}
+
+TEST_F(EnrollmentManagerTest, RejectsWhatIsNotANetns) {
+  v1::EnrollRequest request = Request(*netns_, "uid-1");
+  request.set_netns_path("/tmp");
+  EXPECT_EQ(manager_->Enroll(request).status().code(), absl::StatusCode::kInvalidArgument);
+  request.set_netns_path("/nonexistent/netns");
+  EXPECT_EQ(manager_->Enroll(request).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(dataplane_.TakeCalls().empty());
+}
+
+TEST_F(EnrollmentManagerTest, RestoreTakesBackRecordedPodsAndDropsStaleKernelState) {
+  absl::StatusOr<v1::EnrolledPod> enrolled = manager_->Enroll(Request(*netns_, "uid-1"));
+  ASSERT_TRUE(enrolled.ok());
+  const uint64_t cookie = enrolled->netns_cookie();
+  manager_.reset();  // the agent stops; its state file stays
+  ASSERT_TRUE(StateFileExists("uid-1"));
+  dataplane_.TakeCalls();
+
+  bpf::DataplaneSnapshot leftovers;
+  leftovers.enrolled = {{cookie, 1}, {999, 2}};
+  leftovers.pod_addresses = {{*IpAddress::Parse("10.1.0.5"), cookie},
+                             {*IpAddress::Parse("10.1.0.77"), 999}};
+  leftovers.linked_netns_cookies = {cookie, 999};
+  dataplane_.SetSnapshot(leftovers);
+
+  manager_ = MakeManager();
+  ASSERT_TRUE(manager_->Restore().ok());
+  ASSERT_EQ(manager_->List().size(), 1u);
+  EXPECT_EQ(manager_->List()[0].netns_cookie(), cookie);
+  std::vector<std::string> calls = dataplane_.TakeCalls();
+  EXPECT_THAT(calls, Contains(absl::StrCat("enroll ", cookie)));
+  EXPECT_THAT(calls, Contains("unenroll 999"));
+  EXPECT_THAT(calls, Contains("remove 10.1.0.77"));
+  EXPECT_THAT(calls, Contains("unlink 999"));
+  EXPECT_EQ(ConnectLoopbackIn(executor_, netns_->fd(), NW_PORT_OUTBOUND), 0);
+}
+
+TEST_F(EnrollmentManagerTest, RestoreDropsPodsWhoseNetnsIsGone) {
+  v1::EnrollRequest request = Request(*netns_, "uid-gone");
+  {
+    absl::StatusOr<std::unique_ptr<TestNetns>> short_lived = TestNetns::Create();
+    ASSERT_TRUE(short_lived.ok());
+    request.set_netns_path((*short_lived)->path());
+    ASSERT_TRUE(manager_->Enroll(request).ok());
+    manager_.reset();
+  }
+  // The fd behind the recorded path is closed: the netns no longer exists.
+  manager_ = MakeManager();
+  EXPECT_TRUE(manager_->Restore().ok());
+  EXPECT_TRUE(manager_->List().empty());
+  EXPECT_FALSE(StateFileExists("uid-gone"));
+}
+
+}  // namespace
+}  // namespace nodeward::capture

@@ -1,0 +1,289 @@
+// nodeward-agent: the node agent. Loads and attaches the capture programs, serves the
+// enrollment API on a Unix socket, keeps the certificates of its pods' service accounts (from
+// nodeward-sds) and carries captured connections as policy decides.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "agent/capture/capture_log.h"
+#include "agent/capture/enrollment_manager.h"
+#include "agent/capture/enrollment_service.h"
+#include "agent/capture/netns_executor.h"
+#include "agent/capture/passthrough_handler.h"
+#include "agent/proxy/access_log.h"
+#include "agent/proxy/credentials.h"
+#include "agent/proxy/mesh_handler.h"
+#include "bpf/capture_loader.h"
+#include "common/dashed_flags.h"
+#include "grpcpp/grpcpp.h"
+#include "policy/directory_source.h"
+#include "policy/kube_source.h"
+#include "sds/certificate_cache.h"
+
+ABSL_FLAG(std::string, attach_cgroup, "",
+          "cgroup-v2 directory the connect hooks attach to: the cgroup-v2 root on a node, a "
+          "cgroup holding only the pods' processes anywhere else (required)");
+ABSL_FLAG(std::string, bpf_pin_path, "/sys/fs/bpf/nodeward",
+          "bpffs directory for pinned maps and links (bpffs is mounted if missing)");
+ABSL_FLAG(std::string, enroll_socket, "/var/run/nodeward/enroll.sock",
+          "Unix socket serving the enrollment API");
+ABSL_FLAG(std::string, state_dir, "/var/run/nodeward/pods",
+          "directory recording enrolled pods, so a restarted agent takes them back");
+ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
+ABSL_FLAG(std::string, mode, "mesh",
+          "mesh: apply policy (HBONE mTLS, TLS origination, plaintext, refuse); passthrough: "
+          "relay captured connections unchanged (capture diagnostics only, no protection)");
+ABSL_FLAG(std::string, config_dir, "",
+          "directory of Kubernetes YAML (Namespaces, Pods, Services, PeerAuthentication, "
+          "DestinationRule), reloaded on change; without it the Kubernetes API is watched "
+          "with the in-cluster service account");
+ABSL_FLAG(std::string, sds_socket, "/var/run/nodeward/sds.sock", "nodeward-sds Unix socket");
+ABSL_FLAG(std::string, node_name, "", "this node's name (default: the host name)");
+ABSL_FLAG(std::string, trust_domain, "cluster.local", "SPIFFE trust domain of the mesh");
+ABSL_FLAG(std::string, access_log, "-", "file for one JSON line per connection; - is stderr");
+ABSL_FLAG(int, workers, 0, "io_uring worker loops (0: one per core)");
+ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(5),
+          "on SIGTERM, how long live connections may finish before they are cut");
+ABSL_FLAG(bool, cleanup_on_exit, false,
+          "on SIGTERM/SIGINT unenroll every pod and remove all BPF state. Without it the pinned "
+          "programs keep enrolled pods failing closed until the agent is back");
+
+namespace nodeward {
+namespace {
+
+using capture::Log;
+using capture::LogLevel;
+
+absl::Status MakeParentDirectory(const std::string& path) {
+  std::string prefix;
+  std::vector<std::string> parts = absl::StrSplit(path, '/', absl::SkipEmpty());
+  if (!parts.empty()) parts.pop_back();
+  for (const std::string& part : parts) {
+    absl::StrAppend(&prefix, "/", part);
+    if (mkdir(prefix.c_str(), 0755) != 0 && errno != EEXIST) {
+      return absl::InternalError(absl::StrCat("mkdir ", prefix, ": ", std::strerror(errno)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::string NodeName() {
+  std::string name = absl::GetFlag(FLAGS_node_name);
+  if (!name.empty()) return name;
+  char host[256] = {};
+  gethostname(host, sizeof(host) - 1);
+  return host;
+}
+
+// The policy source, the certificate cache and the access log, then the handler on top.
+absl::StatusOr<std::unique_ptr<proxy::MeshHandler>> StartMesh(
+    std::unique_ptr<policy::ConfigSource>& config,
+    std::unique_ptr<sds::CertificateCache>& certificates,
+    std::unique_ptr<proxy::MeshCredentials>& credentials,
+    std::unique_ptr<proxy::AccessLog>& access_log) {
+  policy::SnapshotOptions snapshot;
+  snapshot.trust_domain = absl::GetFlag(FLAGS_trust_domain);
+  if (const std::string dir = absl::GetFlag(FLAGS_config_dir); !dir.empty()) {
+    policy::DirectorySource::Options options;
+    options.directory = dir;
+    options.snapshot = snapshot;
+    absl::StatusOr<std::unique_ptr<policy::DirectorySource>> source =
+        policy::DirectorySource::Start(options);
+    if (!source.ok()) return source.status();
+    config = *std::move(source);
+    Log(LogLevel::kInfo, "policy from ", dir);
+  } else {
+    absl::StatusOr<policy::KubeSourceOptions> options = policy::KubeSourceOptions::InCluster();
+    if (!options.ok()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("no --config-dir and not in a cluster: ", options.status().message()));
+    }
+    options->snapshot = snapshot;
+    absl::StatusOr<std::unique_ptr<policy::KubeSource>> source =
+        policy::KubeSource::Start(*std::move(options));
+    if (!source.ok()) return source.status();
+    config = *std::move(source);
+    Log(LogLevel::kInfo, "policy from the Kubernetes API");
+  }
+  sds::CertificateCacheOptions cache_options;
+  cache_options.sds.socket_path = absl::GetFlag(FLAGS_sds_socket);
+  cache_options.sds.node_id = NodeName();
+  certificates = std::make_unique<sds::CertificateCache>(cache_options);
+  certificates->Start();
+  credentials = std::make_unique<proxy::CachedMeshCredentials>(certificates.get());
+  absl::StatusOr<std::unique_ptr<proxy::AccessLog>> log =
+      proxy::AccessLog::Open(absl::GetFlag(FLAGS_access_log));
+  if (!log.ok()) return log.status();
+  access_log = *std::move(log);
+  proxy::MeshHandler::Options options;
+  options.trust_domain = snapshot.trust_domain;
+  options.workers = absl::GetFlag(FLAGS_workers);
+  return proxy::MeshHandler::Create(options, config.get(), credentials.get(), access_log.get());
+}
+
+int Run() {
+  absl::StatusOr<LogLevel> level = capture::ParseLogLevel(absl::GetFlag(FLAGS_log_level));
+  if (!level.ok()) {
+    Log(LogLevel::kError, level.status().ToString());
+    return 2;
+  }
+  capture::SetLogLevel(*level);
+  if (absl::GetFlag(FLAGS_attach_cgroup).empty()) {
+    Log(LogLevel::kError, "--attach-cgroup is required");
+    return 2;
+  }
+
+  // Signals are taken synchronously by the main thread; every thread started below inherits
+  // the blocked mask, so none of them is interrupted by SIGTERM.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  // Two agents on one state directory would fight over the same pods, links and listeners.
+  const std::string state_dir = absl::GetFlag(FLAGS_state_dir);
+  if (absl::Status status = MakeParentDirectory(absl::StrCat(state_dir, "/agent.lock"));
+      !status.ok()) {
+    Log(LogLevel::kError, status.ToString());
+    return 1;
+  }
+  const std::string lock_path = absl::StrCat(state_dir, "/agent.lock");
+  int lock_fd = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lock_fd < 0 || flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    Log(LogLevel::kError, "another agent holds ", lock_path, ": ", std::strerror(errno));
+    return 1;
+  }
+
+  absl::StatusOr<std::unique_ptr<bpf::CaptureLoader>> loader = bpf::CaptureLoader::Open(
+      {absl::GetFlag(FLAGS_attach_cgroup), absl::GetFlag(FLAGS_bpf_pin_path)});
+  if (!loader.ok()) {
+    Log(LogLevel::kError, "capture programs not loaded: ", loader.status().ToString());
+    return 1;
+  }
+  Log(LogLevel::kInfo, "capture attached to cgroup ", absl::GetFlag(FLAGS_attach_cgroup),
+      ", state pinned under ", (*loader)->pin_path());
+
+  capture::NetnsExecutor executor;
+  std::unique_ptr<capture::ConnectionHandler> handler;
+  proxy::MeshHandler* mesh = nullptr;
+  std::unique_ptr<policy::ConfigSource> config;
+  std::unique_ptr<sds::CertificateCache> certificates;
+  std::unique_ptr<proxy::MeshCredentials> credentials;
+  std::unique_ptr<proxy::AccessLog> access_log;
+  if (absl::GetFlag(FLAGS_mode) == "passthrough") {
+    absl::StatusOr<std::unique_ptr<capture::PassthroughHandler>> passthrough =
+        capture::PassthroughHandler::Create();
+    if (!passthrough.ok()) {
+      Log(LogLevel::kError, passthrough.status().ToString());
+      return 1;
+    }
+    handler = *std::move(passthrough);
+    Log(LogLevel::kWarning, "passthrough mode: captured connections are relayed unprotected");
+  } else if (absl::GetFlag(FLAGS_mode) == "mesh") {
+    absl::StatusOr<std::unique_ptr<proxy::MeshHandler>> built =
+        StartMesh(config, certificates, credentials, access_log);
+    if (!built.ok()) {
+      Log(LogLevel::kError, built.status().ToString());
+      return 1;
+    }
+    mesh = built->get();
+    handler = *std::move(built);
+  } else {
+    Log(LogLevel::kError, "--mode must be mesh or passthrough, not ", absl::GetFlag(FLAGS_mode));
+    return 2;
+  }
+  absl::StatusOr<std::unique_ptr<capture::EnrollmentManager>> manager =
+      capture::EnrollmentManager::Create(loader->get(), handler.get(), &executor, {state_dir});
+  if (!manager.ok()) {
+    Log(LogLevel::kError, manager.status().ToString());
+    return 1;
+  }
+  if (absl::Status restored = (*manager)->Restore(); !restored.ok()) {
+    Log(LogLevel::kWarning, "restoring enrolled pods: ", restored.ToString());
+  }
+
+  const std::string socket_path = absl::GetFlag(FLAGS_enroll_socket);
+  if (absl::Status status = MakeParentDirectory(socket_path); !status.ok()) {
+    Log(LogLevel::kError, status.ToString());
+    return 1;
+  }
+  unlink(socket_path.c_str());  // a stale socket of a previous run
+  capture::EnrollmentService service(manager->get());
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(absl::StrCat("unix:", socket_path), grpc::InsecureServerCredentials());
+  builder.RegisterService(&service);
+  // Only root may enroll: the socket is created owner-only rather than tightened afterwards.
+  const mode_t previous_umask = umask(0077);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  umask(previous_umask);
+  if (server == nullptr) {
+    Log(LogLevel::kError, "cannot serve enrollment API on ", socket_path);
+    return 1;
+  }
+  Log(LogLevel::kInfo, "enrollment API on unix:", socket_path);
+
+  int received = 0;
+  while (sigwait(&signals, &received) != 0) {
+  }
+  Log(LogLevel::kInfo, "signal ", received, ", shutting down");
+  server->Shutdown();
+  server.reset();
+  unlink(socket_path.c_str());
+  int exit_code = 0;
+  if (mesh != nullptr) {
+    const absl::Duration grace = absl::GetFlag(FLAGS_drain_timeout);
+    const std::size_t cut = mesh->Drain(grace);
+    Log(LogLevel::kInfo, "drained",
+        cut > 0 ? absl::StrCat(": ", cut, " connections cut after ", absl::FormatDuration(grace))
+                : "");
+  }
+  if (absl::GetFlag(FLAGS_cleanup_on_exit)) {
+    if (absl::Status status = (*manager)->UnenrollAll(); !status.ok()) {
+      Log(LogLevel::kError, "unenrolling: ", status.ToString());
+      exit_code = 1;
+    }
+  }
+  (*manager)->Stop();
+  manager->reset();
+  handler.reset();
+  if (certificates != nullptr) certificates->Stop();
+  if (absl::GetFlag(FLAGS_cleanup_on_exit)) {
+    if (absl::Status status = (*loader)->DetachAll(); !status.ok()) {
+      Log(LogLevel::kError, "detaching capture: ", status.ToString());
+      exit_code = 1;
+    }
+    Log(LogLevel::kInfo, "capture detached");
+  } else {
+    // Pinned links and maps stay: enrolled pods' connections are refused, not leaked in
+    // plaintext, until an agent adopts them again.
+    Log(LogLevel::kInfo, "capture left pinned; enrolled pods fail closed until restart");
+  }
+  return exit_code;
+}
+
+}  // namespace
+}  // namespace nodeward
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("nodeward node agent: --attach-cgroup=<cgroup-v2 dir> [flags]");
+  std::vector<std::string> arguments;
+  std::vector<char*> normalized = nodeward::DashedFlagsToUnderscores(argc, argv, arguments);
+  absl::ParseCommandLine(static_cast<int>(normalized.size()), normalized.data());
+  return nodeward::Run();
+}

@@ -1,0 +1,149 @@
+// A TCP connection driven by an EventLoop: multishot receive into provided buffers, a bounded
+// send queue with a high-water mark, half-close, idle timeout and byte counters. Loop-thread
+// only. Held by shared_ptr: in-flight operations keep it alive until their final completion.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <vector>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "agent/io/event_loop.h"
+#include "agent/io/io_buffer.h"
+#include "agent/io/socket.h"
+
+namespace nodeward::io {
+
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  struct Options {
+    // Above this many queued bytes, producers should stop feeding Send() (see over_high_water()
+    // and Callbacks::on_send_drained).
+    std::size_t send_high_water = 256 * 1024;
+    // Closed with DEADLINE_EXCEEDED after this long without any byte moving either way.
+    absl::Duration idle_timeout = absl::InfiniteDuration();
+    // SO_MARK for outgoing connections (0: unset).
+    std::uint32_t socket_mark = 0;
+  };
+
+  struct Callbacks {
+    // Received bytes; the receiver may keep the buffer (it returns to the ring when released).
+    absl::AnyInvocable<void(IoBuffer)> on_data;
+    // The peer shut down its sending side; no more on_data.
+    absl::AnyInvocable<void()> on_read_eof;
+    // The send queue fell back under half the high-water mark after having reached it.
+    absl::AnyInvocable<void()> on_send_drained;
+    // Our shutdown(SHUT_WR) has completed after everything queued was sent.
+    absl::AnyInvocable<void()> on_write_closed;
+    // How many more bytes the receiver can take now; 0 stops receiving until
+    // ReceiveRoomChanged(). Unset means unbounded.
+    absl::AnyInvocable<std::size_t()> receive_room;
+    // The connection is closed: OK when Close() was called without a reason, else why.
+    absl::AnyInvocable<void(const absl::Status&)> on_closed;
+  };
+
+  struct Stats {
+    std::uint64_t bytes_received = 0;
+    std::uint64_t bytes_sent = 0;
+  };
+
+  // Takes ownership of a connected socket.
+  static std::shared_ptr<Connection> Adopt(EventLoop& loop, int fd, const Options& options);
+
+  using ConnectCallback = absl::AnyInvocable<void(absl::StatusOr<std::shared_ptr<Connection>>)>;
+  // Connects asynchronously; fails with DEADLINE_EXCEEDED past `timeout`, UNAVAILABLE when
+  // refused or unreachable.
+  static void Connect(EventLoop& loop, const SocketAddress& peer, absl::Duration timeout,
+                      const Options& options, ConnectCallback done);
+  // As Connect, on a TCP socket the caller created (e.g. inside another network namespace);
+  // takes ownership of `fd` whatever the outcome.
+  static void ConnectSocket(EventLoop& loop, int fd, const SocketAddress& peer,
+                            absl::Duration timeout, const Options& options, ConnectCallback done);
+
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // Starts receiving and the idle timer.
+  void Start(Callbacks callbacks);
+  // Stops delivering on_data as soon as the kernel acknowledges (buffers already received are
+  // still delivered). Idempotent.
+  void PauseReading();
+  void ResumeReading();
+  bool reading_paused() const { return paused_; }
+  // The receiver made room: start receiving again if it had stopped for lack of it.
+  void ReceiveRoomChanged() { ArmReceive(); }
+
+  // Queues bytes; they are sent in order, several chunks per sendmsg.
+  void Send(IoBuffer chunk);
+  std::size_t queued_bytes() const { return queued_bytes_; }
+  bool over_high_water() const { return queued_bytes_ >= options_.send_high_water; }
+  // shutdown(SHUT_WR) once the queue is empty.
+  void ShutdownWrite();
+  bool write_closed() const { return write_closed_; }
+  bool read_eof() const { return read_eof_; }
+
+  // Cancels everything in flight and closes the socket; on_closed runs with `reason`.
+  void Close(const absl::Status& reason = absl::OkStatus());
+  bool closed() const { return closed_; }
+
+  // Observers that outlive the user callbacks (e.g. a listener counting live connections).
+  void AddCloseObserver(absl::AnyInvocable<void()> observer);
+
+  int fd() const { return fd_; }
+  const Stats& stats() const { return stats_; }
+  const Options& options() const { return options_; }
+  EventLoop& loop() { return loop_; }
+
+ private:
+  Connection(EventLoop& loop, int fd, const Options& options);
+  void ArmReceive();
+  void OnReceive(Completion& completion);
+  void MaybeSend();
+  void OnSent(Completion& completion);
+  void ArmIdleTimer(absl::Duration delay);
+  void Touch() { last_activity_ = absl::Now(); }
+
+  static constexpr int kMaxIovecs = 32;
+
+  EventLoop& loop_;
+  int fd_;
+  Options options_;
+  // Shared so that a callback that ends up closing this connection (which drops the
+  // callbacks) keeps its own closure alive until it returns.
+  std::shared_ptr<Callbacks> callbacks_ = std::make_shared<Callbacks>();
+  std::vector<absl::AnyInvocable<void()>> close_observers_;
+  Stats stats_;
+  bool started_ = false;
+  bool closed_ = false;
+
+  EventLoop::OpId receive_op_ = 0;
+  bool receive_limited_ = false;
+  bool paused_ = false;
+  bool read_eof_ = false;
+  bool waiting_for_buffers_ = false;
+
+  std::deque<IoBuffer> send_queue_;
+  std::size_t queued_bytes_ = 0;
+  bool crossed_high_water_ = false;
+  EventLoop::OpId send_op_ = 0;
+  iovec iovecs_[kMaxIovecs];
+  msghdr message_{};
+  bool shutdown_requested_ = false;
+  EventLoop::OpId shutdown_op_ = 0;
+  bool write_closed_ = false;
+
+  EventLoop::OpId idle_timer_op_ = 0;
+  absl::Time last_activity_;
+
+  SocketAddress connect_peer_;
+  EventLoop::OpId connect_op_ = 0;
+};
+
+}  // namespace nodeward::io

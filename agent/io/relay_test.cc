@@ -1,0 +1,424 @@
+#include "agent/io/relay.h"
+
+#include <sys/socket.h>
+
+#include <atomic>
+#include <deque>
+#include <functional>
+#include <thread>
+
+#include "agent/io/io_test_util.h"
+#include "agent/io/listener.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace nodeward::io {
+namespace {
+
+using ::nodeward::io::testing::AcceptOne;
+using ::nodeward::io::testing::ConnectLoopback;
+using ::nodeward::io::testing::Fd;
+using ::nodeward::io::testing::ListenLoopback;
+using ::nodeward::io::testing::PortOf;
+using ::nodeward::io::testing::RandomBytes;
+using ::nodeward::io::testing::ReadToEof;
+using ::nodeward::io::testing::WriteAll;
+
+// A proxy under test: accepts on a loopback port and relays each connection to `backend_port`,
+// with a transform on the accepted side when a factory is given.
+class RelayProxy {
+ public:
+  RelayProxy(EventLoop& loop, std::uint16_t backend_port, Connection::Options options,
+             std::function<std::unique_ptr<Transform>()> transform_factory = nullptr)
+      : loop_(loop),
+        backend_port_(backend_port),
+        options_(options),
+        transform_factory_(std::move(transform_factory)) {
+    Listener::Options listener_options;
+    listener_options.connection = options;
+    auto listener = Listener::Bind(
+        loop, SocketAddress::Loopback4(0), listener_options,
+        [this](std::shared_ptr<Connection> accepted) { OnAccepted(std::move(accepted)); });
+    status_ = listener.status();
+    if (listener.ok()) listener_ = std::move(*listener);
+  }
+
+  const absl::Status& status() const { return status_; }
+  std::uint16_t port() const { return listener_->local_address().port(); }
+  const std::vector<Relay::Result>& results() const { return results_; }
+  std::vector<std::shared_ptr<Relay>>& relays() { return relays_; }
+
+ private:
+  void OnAccepted(std::shared_ptr<Connection> accepted) {
+    Connection::Connect(
+        loop_, SocketAddress::Loopback4(backend_port_), absl::Seconds(5), options_,
+        [this, accepted](absl::StatusOr<std::shared_ptr<Connection>> upstream) {
+          if (!upstream.ok()) {
+            accepted->Close(upstream.status());
+            results_.push_back({upstream.status()});
+            return;
+          }
+          relays_.push_back(
+              Relay::Start(accepted, *upstream, transform_factory_ ? transform_factory_() : nullptr,
+                           [this](const Relay::Result& result) { results_.push_back(result); }));
+        });
+  }
+
+  EventLoop& loop_;
+  std::uint16_t backend_port_;
+  Connection::Options options_;
+  std::function<std::unique_ptr<Transform>()> transform_factory_;
+  absl::Status status_;
+  std::unique_ptr<Listener> listener_;
+  std::vector<Relay::Result> results_;
+  std::vector<std::shared_ptr<Relay>> relays_;
+};
+
+// One side of a two-way exchange: writes `out` then half-closes while reading to EOF.
+struct Endpoint {
+  explicit Endpoint(std::vector<std::uint8_t> out, std::size_t read_pause_every = 0,
+                    absl::Duration read_pause = absl::ZeroDuration())
+      : out(std::move(out)), read_pause_every(read_pause_every), read_pause(read_pause) {}
+
+  std::vector<std::uint8_t> out;
+  absl::StatusOr<std::vector<std::uint8_t>> in = absl::UnknownError("exchange did not run");
+  absl::Status write_status;
+  std::size_t read_pause_every;
+  absl::Duration read_pause;
+
+  void Exchange(int fd) {
+    std::thread writer([&] {
+      write_status = WriteAll(fd, out);
+      testing::ShutdownWrite(fd);
+    });
+    in = ReadToEof(fd, read_pause_every, read_pause);
+    writer.join();
+  }
+};
+
+TEST(RelayTest, RelaysEightMebibytesBothWaysWithHalfClose) {
+  NODEWARD_LOOP_OR_SKIP(loop);
+  auto backend = ListenLoopback();
+  ASSERT_TRUE(backend.ok());
+  RelayProxy proxy(*loop, PortOf(backend->get()), {});
+  ASSERT_TRUE(proxy.status().ok()) << proxy.status();
+
+  Endpoint client(RandomBytes(8 << 20, 7));
+  Endpoint server(RandomBytes(8 << 20, 8));
+  std::atomic<int> finished{0};
+  std::thread client_thread([&] {
+    auto fd = ConnectLoopback(proxy.port());
+    if (fd.ok())
+      client.Exchange(fd->get());
+    else
+      client.in = fd.status();
+    ++finished;
+  });
+  std::thread server_thread([&] {
+    auto fd = AcceptOne(backend->get());
+    if (fd.ok())
+      server.Exchange(fd->get());
+    else
+      server.in = fd.status();
+    ++finished;
+  });
+  auto done = loop->RunUntil([&] { return finished == 2 && proxy.results().size() == 1; },
+                             absl::Seconds(60));
+  client_thread.join();
+  server_thread.join();
+  ASSERT_TRUE(done.ok() && *done);
+  ASSERT_TRUE(client.in.ok()) << client.in.status();
+  ASSERT_TRUE(server.in.ok()) << server.in.status();
+  EXPECT_TRUE(client.write_status.ok()) << client.write_status;
+  EXPECT_TRUE(server.write_status.ok()) << server.write_status;
+  EXPECT_EQ(client.in->size(), server.out.size());
+  EXPECT_TRUE(*client.in == server.out);
+  EXPECT_EQ(server.in->size(), client.out.size());
+  EXPECT_TRUE(*server.in == client.out);
+  const Relay::Result& result = proxy.results()[0];
+  EXPECT_TRUE(result.status.ok()) << result.status;
+  EXPECT_EQ(result.a_to_b_bytes, client.out.size());
+  EXPECT_EQ(result.b_to_a_bytes, server.out.size());
+}
+
+TEST(RelayTest, TinyBufferRingStillRelaysEverything) {
+  // Four 4 KiB receive buffers shared by both directions: receives run out of buffers
+  // (-ENOBUFS) all the time and must resume when one is handed back.
+  EventLoop::Options loop_options;
+  loop_options.buffer_count = 4;
+  loop_options.buffer_size = 4096;
+  NODEWARD_LOOP_OR_SKIP(loop, loop_options);
+  auto backend = ListenLoopback();
+  ASSERT_TRUE(backend.ok());
+  RelayProxy proxy(*loop, PortOf(backend->get()), {});
+  ASSERT_TRUE(proxy.status().ok());
+
+  Endpoint client(RandomBytes(2 << 20, 31));
+  Endpoint server(RandomBytes(2 << 20, 32));
+  std::atomic<int> finished{0};
+  std::thread client_thread([&] {
+    auto fd = ConnectLoopback(proxy.port());
+    if (fd.ok()) client.Exchange(fd->get());
+    ++finished;
+  });
+  std::thread server_thread([&] {
+    auto fd = AcceptOne(backend->get());
+    if (fd.ok()) server.Exchange(fd->get());
+    ++finished;
+  });
+  auto done = loop->RunUntil([&] { return finished == 2 && proxy.results().size() == 1; },
+                             absl::Seconds(60));
+  client_thread.join();
+  server_thread.join();
+  ASSERT_TRUE(done.ok() && *done);
+  ASSERT_TRUE(client.in.ok() && server.in.ok());
+  EXPECT_TRUE(*server.in == client.out);
+  EXPECT_TRUE(*client.in == server.out);
+  EXPECT_TRUE(proxy.results()[0].status.ok()) << proxy.results()[0].status;
+  EXPECT_EQ(loop->buffers().available(), loop->buffers().count());
+}
+
+TEST(RelayTest, HalfCloseInEachDirectionIsForwarded) {
+  NODEWARD_LOOP_OR_SKIP(loop);
+  auto backend = ListenLoopback();
+  ASSERT_TRUE(backend.ok());
+  RelayProxy proxy(*loop, PortOf(backend->get()), {});
+  ASSERT_TRUE(proxy.status().ok());
+
+  // Request/response: the server answers only after it saw the client's EOF, and the client
+  // keeps reading after its own half-close.
+  absl::StatusOr<std::vector<std::uint8_t>> request;
+  absl::StatusOr<std::vector<std::uint8_t>> response;
+  std::atomic<int> finished{0};
+  std::thread client_thread([&] {
+    auto fd = ConnectLoopback(proxy.port());
+    if (fd.ok()) {
+      (void)WriteAll(fd->get(), {'p', 'i', 'n', 'g'});
+      testing::ShutdownWrite(fd->get());
+      response = ReadToEof(fd->get());
+    } else {
+      response = fd.status();
+    }
+    ++finished;
+  });
+  std::thread server_thread([&] {
+    auto fd = AcceptOne(backend->get());
+    if (fd.ok()) {
+      request = ReadToEof(fd->get());
+      (void)WriteAll(fd->get(), {'p', 'o', 'n', 'g'});
+      testing::ShutdownWrite(fd->get());
+      // Wait for the relay to close its side before closing ours.
+      (void)ReadToEof(fd->get());
+    } else {
+      request = fd.status();
+    }
+    ++finished;
+  });
+  auto done =
+      loop->RunUntil([&] { return finished == 2 && !proxy.results().empty(); }, absl::Seconds(20));
+  client_thread.join();
+  server_thread.join();
+  ASSERT_TRUE(done.ok() && *done);
+  ASSERT_TRUE(request.ok()) << request.status();
+  ASSERT_TRUE(response.ok()) << response.status();
+  EXPECT_EQ(std::string(request->begin(), request->end()), "ping");
+  EXPECT_EQ(std::string(response->begin(), response->end()), "pong");
+  EXPECT_TRUE(proxy.results()[0].status.ok()) << proxy.results()[0].status;
+}
+
+TEST(RelayTest, SlowReaderKeepsRelayMemoryWithinBudget) {
+  EventLoop::Options loop_options;
+  loop_options.buffer_count = 256;
+  loop_options.buffer_size = 16 * 1024;
+  NODEWARD_LOOP_OR_SKIP(loop, loop_options);
+  auto backend = ListenLoopback();
+  ASSERT_TRUE(backend.ok());
+  Connection::Options options;
+  options.send_high_water = 128 * 1024;
+  RelayProxy proxy(*loop, PortOf(backend->get()), options);
+  ASSERT_TRUE(proxy.status().ok());
+
+  // Budget: the high-water mark plus one receive buffer, since each receive is capped by the
+  // room left under the mark. Kernels without capped multishot receives can overshoot by
+  // whatever one receive burst takes from the shared ring.
+  const std::size_t budget =
+      options.send_high_water + (loop->receive_limit_supported()
+                                     ? loop_options.buffer_size
+                                     : loop_options.buffer_count * loop_options.buffer_size);
+  Endpoint client(RandomBytes(24 << 20, 3));
+  Endpoint server({}, /*read_pause_every=*/256 * 1024, /*read_pause=*/absl::Milliseconds(5));
+  std::atomic<int> finished{0};
+  std::thread client_thread([&] {
+    auto fd = ConnectLoopback(proxy.port());
+    if (fd.ok()) client.Exchange(fd->get());
+    ++finished;
+  });
+  std::thread server_thread([&] {
+    auto fd = AcceptOne(backend->get());
+    if (fd.ok()) {
+      // A small receive buffer so the slow reader pushes back on the relay quickly.
+      const int small = 64 * 1024;
+      setsockopt(fd->get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+      server.Exchange(fd->get());
+    }
+    ++finished;
+  });
+  std::size_t max_seen = 0;
+  auto done = loop->RunUntil(
+      [&] {
+        for (auto& relay : proxy.relays()) max_seen = std::max(max_seen, relay->buffered_bytes());
+        return finished == 2 && proxy.results().size() == 1;
+      },
+      absl::Seconds(90));
+  client_thread.join();
+  server_thread.join();
+  ASSERT_TRUE(done.ok() && *done);
+  ASSERT_TRUE(server.in.ok()) << server.in.status();
+  EXPECT_TRUE(*server.in == client.out);
+  const Relay::Result& result = proxy.results()[0];
+  EXPECT_TRUE(result.status.ok()) << result.status;
+  EXPECT_LE(result.peak_buffered_bytes, budget);
+  EXPECT_LE(max_seen, result.peak_buffered_bytes);
+  // The reader was slow enough that the relay must have reached its high-water mark.
+  EXPECT_GE(result.peak_buffered_bytes, options.send_high_water);
+  RecordProperty("peak_buffered_bytes", static_cast<int>(result.peak_buffered_bytes));
+  RecordProperty("receive_limit_supported", loop->receive_limit_supported());
+}
+
+TEST(RelayTest, UnreachableBackendClosesTheClient) {
+  NODEWARD_LOOP_OR_SKIP(loop);
+  std::uint16_t dead_port;
+  {
+    auto closed = ListenLoopback();
+    ASSERT_TRUE(closed.ok());
+    dead_port = PortOf(closed->get());
+  }
+  RelayProxy proxy(*loop, dead_port, {});
+  ASSERT_TRUE(proxy.status().ok());
+  absl::StatusOr<std::vector<std::uint8_t>> response;
+  std::atomic<bool> finished{false};
+  std::thread client_thread([&] {
+    auto fd = ConnectLoopback(proxy.port());
+    response = fd.ok() ? ReadToEof(fd->get()) : fd.status();
+    finished = true;
+  });
+  auto done = loop->RunUntil([&] { return finished.load(); }, absl::Seconds(20));
+  client_thread.join();
+  ASSERT_TRUE(done.ok() && *done);
+  ASSERT_TRUE(response.ok()) << response.status();
+  EXPECT_TRUE(response->empty());
+  ASSERT_EQ(proxy.results().size(), 1u);
+  EXPECT_EQ(proxy.results()[0].status.code(), absl::StatusCode::kUnavailable);
+}
+
+TEST(RelayTest, ResetByOnePeerCutsTheOther) {
+  NODEWARD_LOOP_OR_SKIP(loop);
+  auto backend = ListenLoopback();
+  ASSERT_TRUE(backend.ok());
+  RelayProxy proxy(*loop, PortOf(backend->get()), {});
+  ASSERT_TRUE(proxy.status().ok());
+  absl::StatusOr<std::vector<std::uint8_t>> client_saw;
+  std::atomic<int> finished{0};
+  std::thread server_thread([&] {
+    auto fd = AcceptOne(backend->get());
+    if (fd.ok()) {
+      // SO_LINGER 0: close sends a reset instead of a FIN.
+      linger hard{.l_onoff = 1, .l_linger = 0};
+      setsockopt(fd->get(), SOL_SOCKET, SO_LINGER, &hard, sizeof(hard));
+    }
+    ++finished;
+  });
+  std::thread client_thread([&] {
+    auto fd = ConnectLoopback(proxy.port());
+    client_saw = fd.ok() ? ReadToEof(fd->get()) : fd.status();
+    ++finished;
+  });
+  auto done =
+      loop->RunUntil([&] { return finished == 2 && !proxy.results().empty(); }, absl::Seconds(20));
+  client_thread.join();
+  server_thread.join();
+  ASSERT_TRUE(done.ok() && *done);
+  EXPECT_FALSE(proxy.results()[0].status.ok());
+}
+
+// Inverts every byte and holds at most `capacity` bytes of undecoded input, to exercise the
+// relay's transform path (partial feeds, plaintext backpressure, close) without TLS.
+class InvertingTransform : public Transform {
+ public:
+  explicit InvertingTransform(std::size_t capacity) : capacity_(capacity) {}
+
+  std::size_t FeedWire(absl::Span<const std::uint8_t> bytes) override {
+    const std::size_t taken = std::min(bytes.size(), capacity_ - decoded_.size());
+    for (std::size_t i = 0; i < taken; ++i) decoded_.push_back(~bytes[i]);
+    return taken;
+  }
+  absl::Status Advance() override { return absl::OkStatus(); }
+  absl::StatusOr<std::size_t> ReadPlaintext(absl::Span<std::uint8_t> out) override {
+    const std::size_t n = std::min(out.size(), decoded_.size());
+    std::copy_n(decoded_.begin(), n, out.begin());
+    decoded_.erase(decoded_.begin(), decoded_.begin() + static_cast<std::ptrdiff_t>(n));
+    return n;
+  }
+  absl::StatusOr<std::size_t> WritePlaintext(absl::Span<const std::uint8_t> bytes) override {
+    const std::size_t taken = std::min(bytes.size(), capacity_ - encoded_.size());
+    for (std::size_t i = 0; i < taken; ++i) encoded_.push_back(~bytes[i]);
+    return taken;
+  }
+  std::size_t PendingWire() const override { return encoded_.size(); }
+  std::size_t ReadWire(absl::Span<std::uint8_t> out) override {
+    const std::size_t n = std::min(out.size(), encoded_.size());
+    std::copy_n(encoded_.begin(), n, out.begin());
+    encoded_.erase(encoded_.begin(), encoded_.begin() + static_cast<std::ptrdiff_t>(n));
+    return n;
+  }
+  void CloseWrite() override {}
+  bool PeerClosed() const override { return false; }
+  absl::Status WireEnded() override { return absl::OkStatus(); }
+
+ private:
+  std::size_t capacity_;
+  std::deque<std::uint8_t> decoded_;
+  std::deque<std::uint8_t> encoded_;
+};
+
+std::vector<std::uint8_t> Inverted(std::vector<std::uint8_t> bytes) {
+  for (auto& byte : bytes) byte = ~byte;
+  return bytes;
+}
+
+TEST(RelayTest, TransformOnOneSideEncodesAndDecodesBothWays) {
+  NODEWARD_LOOP_OR_SKIP(loop);
+  auto backend = ListenLoopback();
+  ASSERT_TRUE(backend.ok());
+  RelayProxy proxy(*loop, PortOf(backend->get()), {},
+                   [] { return std::make_unique<InvertingTransform>(20000); });
+  ASSERT_TRUE(proxy.status().ok());
+
+  const std::vector<std::uint8_t> plain_up = RandomBytes(3 << 20, 11);
+  const std::vector<std::uint8_t> plain_down = RandomBytes(3 << 20, 12);
+  Endpoint client(Inverted(plain_up));  // the client speaks the encoded form
+  Endpoint server(plain_down, 512 * 1024, absl::Milliseconds(2));
+  std::atomic<int> finished{0};
+  std::thread client_thread([&] {
+    auto fd = ConnectLoopback(proxy.port());
+    if (fd.ok()) client.Exchange(fd->get());
+    ++finished;
+  });
+  std::thread server_thread([&] {
+    auto fd = AcceptOne(backend->get());
+    if (fd.ok()) server.Exchange(fd->get());
+    ++finished;
+  });
+  auto done = loop->RunUntil([&] { return finished == 2 && proxy.results().size() == 1; },
+                             absl::Seconds(60));
+  client_thread.join();
+  server_thread.join();
+  ASSERT_TRUE(done.ok() && *done);
+  ASSERT_TRUE(server.in.ok() && client.in.ok());
+  EXPECT_TRUE(*server.in == plain_up);
+  EXPECT_TRUE(*client.in == Inverted(plain_down));
+  EXPECT_TRUE(proxy.results()[0].status.ok()) << proxy.results()[0].status;
+}
+
+}  // namespace
+}  // namespace nodeward::io

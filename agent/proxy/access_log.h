@@ -1,0 +1,51 @@
+// One JSON line per connection when it ends: who talked to whom, how it was protected, what
+// decided it, and the bytes each way. Field names follow Istio's telemetry labels.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+
+namespace nodeward::proxy {
+
+struct AccessRecord {
+  std::string direction;        // "outbound" or "inbound"
+  std::string source_workload;  // namespace/name, empty when unknown
+  std::string source_principal;
+  std::string source_address;
+  std::string destination_workload;
+  std::string destination_principal;
+  std::string destination_address;  // the address the application dialled (or was dialled on)
+  std::string mode;  // "hbone_mtls", "same_node", "tls_origination", "plaintext", "refused"
+  std::string connection_security_policy;  // "mutual_tls" or "none"
+  std::string policy;                      // resources that decided, "Kind ns/name; ..."
+  std::string reason;                      // the decision or the failure, in words
+  std::string result;                      // "ok", "refused" or "error"
+  std::uint64_t sent_bytes = 0;            // from the source toward the destination
+  std::uint64_t received_bytes = 0;
+  absl::Duration duration;
+};
+
+std::string FormatAccessRecord(const AccessRecord& record, absl::Time end);
+
+class AccessLog {
+ public:
+  // Appends to `path`; "-" or empty writes to stderr.
+  static absl::StatusOr<std::unique_ptr<AccessLog>> Open(const std::string& path);
+  ~AccessLog();
+  // Thread safe.
+  void Write(const AccessRecord& record);
+
+ private:
+  explicit AccessLog(std::FILE* file, bool owned) : file_(file), owned_(owned) {}
+  absl::Mutex mutex_;
+  std::FILE* file_ ABSL_GUARDED_BY(mutex_);
+  const bool owned_;
+};
+
+}  // namespace nodeward::proxy

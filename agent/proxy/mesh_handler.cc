@@ -1,0 +1,714 @@
+#include "agent/proxy/mesh_handler.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "agent/capture/capture_log.h"
+#include "agent/capture/captured_pod.h"
+#include "agent/io/relay.h"
+#include "agent/io/socket.h"
+#include "agent/io/tls_transform.h"
+#include "policy/decisions.h"
+
+namespace nodeward::proxy {
+namespace {
+
+using capture::Log;
+using capture::LogLevel;
+
+void ResetFd(int fd) {
+  linger option{1, 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &option, sizeof(option));
+  close(fd);
+}
+
+void ResetConnection(io::Connection& connection, const absl::Status& reason) {
+  if (connection.closed()) return;
+  linger option{1, 0};
+  setsockopt(connection.fd(), SOL_SOCKET, SO_LINGER, &option, sizeof(option));
+  connection.Close(reason);
+}
+
+std::string HostPort(const std::string& address, uint32_t port) {
+  return address.find(':') == std::string::npos ? absl::StrCat(address, ":", port)
+                                                : absl::StrCat("[", address, "]:", port);
+}
+
+// The pod as the policy engine knows it; a pod the configuration does not list yet is
+// described from its enrollment, so decisions about it still follow its namespace's policy.
+policy::Pod PolicyPod(const policy::Snapshot& snapshot, const capture::CapturedPod& pod) {
+  const capture::PodMetadata& metadata = pod.metadata();
+  if (const policy::Pod* known = snapshot.FindPod(metadata.namespace_name, metadata.name)) {
+    return *known;
+  }
+  policy::Pod synthesized;
+  synthesized.meta.name = metadata.name;
+  synthesized.meta.ns = metadata.namespace_name;
+  synthesized.meta.uid = metadata.uid;
+  synthesized.meta.origin = "enrollment";
+  for (const auto& [key, value] : metadata.labels) synthesized.meta.labels[key] = value;
+  synthesized.service_account = metadata.service_account;
+  synthesized.ips = metadata.ips;
+  synthesized.ready = true;
+  synthesized.phase = "Running";
+  return synthesized;
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  std::stringstream contents;
+  contents << in.rdbuf();
+  return contents.str();
+}
+
+// DestinationRule ClientTLSSettings -> what the TLS engine needs. File paths are read here,
+// per connection, so a rotated file is picked up without a restart.
+absl::StatusOr<crypto::OriginationSettings> OriginationFrom(const policy::ClientTlsSettings& tls) {
+  if (!tls.credential_name.empty()) {
+    return absl::UnimplementedError(
+        "credentialName (Kubernetes secrets) is not supported; use file paths");
+  }
+  crypto::OriginationSettings settings;
+  settings.mode = tls.mode == policy::TlsMode::kMutual ? crypto::OriginationSettings::Mode::kMutual
+                                                       : crypto::OriginationSettings::Mode::kSimple;
+  settings.subject_alt_names = tls.subject_alt_names;
+  settings.sni = tls.sni;
+  settings.insecure_skip_verify = tls.insecure_skip_verify;
+  if (!tls.ca_certificates.empty()) {
+    absl::StatusOr<std::string> ca = ReadFile(tls.ca_certificates);
+    if (!ca.ok()) return ca.status();
+    settings.ca_certificates_pem = *std::move(ca);
+  }
+  if (settings.mode == crypto::OriginationSettings::Mode::kMutual) {
+    absl::StatusOr<std::string> cert = ReadFile(tls.client_certificate);
+    if (!cert.ok()) return cert.status();
+    absl::StatusOr<std::string> key = ReadFile(tls.private_key);
+    if (!key.ok()) return key.status();
+    settings.client_credentials = crypto::TlsCredentials{*std::move(cert), *std::move(key)};
+  }
+  return settings;
+}
+
+}  // namespace
+
+struct MeshHandler::Worker {
+  std::unique_ptr<io::LoopThread> thread;
+  // Loop-thread only from here on.
+  absl::flat_hash_map<std::string, std::vector<std::shared_ptr<HboneTunnel>>> pool;
+  absl::flat_hash_map<std::string, std::vector<PendingStream>> connecting;
+  std::vector<std::weak_ptr<HboneTunnel>> server_tunnels;
+  std::atomic<std::size_t> pooled{0};
+};
+
+// One application connection, from capture to its access-log line.
+struct MeshHandler::Flow {
+  AccessRecord record;
+  absl::Time start = absl::Now();
+  bool finished = false;
+};
+
+struct MeshHandler::PendingStream {
+  std::shared_ptr<Flow> flow;
+  std::shared_ptr<io::Connection> app;
+  std::string authority;
+};
+
+absl::StatusOr<std::unique_ptr<MeshHandler>> MeshHandler::Create(const Options& options,
+                                                                 policy::ConfigSource* config,
+                                                                 MeshCredentials* credentials,
+                                                                 AccessLog* access_log) {
+  std::unique_ptr<MeshHandler> handler(new MeshHandler(options, config, credentials, access_log));
+  int workers =
+      options.workers > 0 ? options.workers : static_cast<int>(std::thread::hardware_concurrency());
+  if (workers <= 0) workers = 1;
+  for (int i = 0; i < workers; ++i) {
+    auto worker = std::make_unique<Worker>();
+    absl::StatusOr<std::unique_ptr<io::LoopThread>> thread = io::LoopThread::Start(options.loop);
+    if (!thread.ok()) return thread.status();
+    worker->thread = *std::move(thread);
+    handler->workers_.push_back(std::move(worker));
+  }
+  return handler;
+}
+
+MeshHandler::MeshHandler(const Options& options, policy::ConfigSource* config,
+                         MeshCredentials* credentials, AccessLog* access_log)
+    : options_(options), config_(config), credentials_(credentials), access_log_(access_log) {}
+
+MeshHandler::~MeshHandler() {
+  for (auto& worker : workers_) worker->thread->Stop().IgnoreError();
+  workers_.clear();
+}
+
+MeshHandler::Worker& MeshHandler::WorkerFor(const capture::CapturedPod& pod) {
+  // One pod's connections share a loop, so they share that loop's pooled tunnels.
+  return *workers_[pod.netns_cookie() % workers_.size()];
+}
+
+absl::StatusOr<crypto::SpiffeId> MeshHandler::IdentityOf(const capture::CapturedPod& pod) const {
+  return crypto::SpiffeId::Make(options_.trust_domain, pod.metadata().namespace_name,
+                                pod.metadata().service_account);
+}
+
+std::shared_ptr<const capture::CapturedPod> MeshHandler::LocalPodByIp(const std::string& ip) const {
+  absl::MutexLock lock(&pods_mutex_);
+  auto it = pods_by_ip_.find(ip);
+  return it == pods_by_ip_.end() ? nullptr : it->second;
+}
+
+void MeshHandler::OnPodEnrolled(std::shared_ptr<const capture::CapturedPod> pod) {
+  absl::StatusOr<crypto::SpiffeId> identity = IdentityOf(*pod);
+  if (!identity.ok()) {
+    Log(LogLevel::kError, "pod=", pod->display_name(),
+        " has no valid identity: ", identity.status().ToString());
+  } else {
+    credentials_->Acquire(*identity);
+  }
+  absl::MutexLock lock(&pods_mutex_);
+  for (const std::string& ip : pod->metadata().ips) pods_by_ip_[ip] = pod;
+}
+
+void MeshHandler::OnPodUnenrolled(std::shared_ptr<const capture::CapturedPod> pod) {
+  if (absl::StatusOr<crypto::SpiffeId> identity = IdentityOf(*pod); identity.ok()) {
+    credentials_->Release(*identity);
+  }
+  absl::MutexLock lock(&pods_mutex_);
+  for (const std::string& ip : pod->metadata().ips) {
+    auto it = pods_by_ip_.find(ip);
+    if (it != pods_by_ip_.end() && it->second == pod) pods_by_ip_.erase(it);
+  }
+}
+
+bool MeshHandler::Admit(int fd, const std::string& description) {
+  if (draining_.load()) {
+    Log(LogLevel::kInfo, description, " refused reason=agent is draining");
+    ResetFd(fd);
+    return false;
+  }
+  if (live_.fetch_add(1) >= options_.max_connections) {
+    live_.fetch_sub(1);
+    Log(LogLevel::kWarning, description, " refused reason=connection limit ",
+        options_.max_connections, " reached");
+    ResetFd(fd);
+    return false;
+  }
+  return true;
+}
+
+void MeshHandler::OnOutbound(std::shared_ptr<const capture::CapturedPod> pod, int client_fd,
+                             const bpf::SocketAddress& original_destination) {
+  if (!Admit(client_fd, absl::StrCat("pod=", pod->display_name(), " outbound to ",
+                                     original_destination.ToString()))) {
+    return;
+  }
+  Worker& worker = WorkerFor(*pod);
+  worker.thread->Post([this, &worker, pod = std::move(pod), client_fd, original_destination] {
+    HandleOutbound(worker, pod, client_fd, original_destination);
+  });
+}
+
+void MeshHandler::OnInbound(std::shared_ptr<const capture::CapturedPod> pod, int fd,
+                            uint16_t original_port, bool via_tunnel_port) {
+  if (!Admit(fd, absl::StrCat("pod=", pod->display_name(), " inbound port ", original_port))) {
+    return;
+  }
+  Worker& worker = WorkerFor(*pod);
+  worker.thread->Post([this, &worker, pod = std::move(pod), fd, original_port, via_tunnel_port] {
+    HandleInbound(worker, pod, fd, original_port, via_tunnel_port);
+  });
+}
+
+void MeshHandler::Finish(Flow& flow, const std::string& result, const std::string& reason) {
+  if (flow.finished) return;
+  flow.finished = true;
+  flow.record.result = result;
+  if (!reason.empty()) flow.record.reason = reason;
+  flow.record.duration = absl::Now() - flow.start;
+  live_.fetch_sub(1);
+  if (access_log_ != nullptr) access_log_->Write(flow.record);
+  const AccessRecord& r = flow.record;
+  Log(result == "ok" ? LogLevel::kDebug : LogLevel::kInfo, r.direction,
+      " source=", r.source_workload.empty() ? r.source_address : r.source_workload,
+      " source_principal=", r.source_principal, " destination=", r.destination_address,
+      " destination_principal=", r.destination_principal, " mode=", r.mode, " result=", result,
+      " reason=", r.reason);
+}
+
+void MeshHandler::Refuse(std::shared_ptr<Flow> flow, std::shared_ptr<io::Connection> app,
+                         const std::string& reason) {
+  flow->record.mode = "refused";
+  flow->record.connection_security_policy = "none";
+  ResetConnection(*app, absl::PermissionDeniedError(reason));
+  Finish(*flow, "refused", reason);
+}
+
+void MeshHandler::ConnectFromPod(Worker& worker, const capture::CapturedPod& pod,
+                                 const std::string& address, uint32_t port,
+                                 io::Connection::ConnectCallback done) {
+  absl::StatusOr<io::SocketAddress> peer = io::SocketAddress::Parse(HostPort(address, port));
+  if (!peer.ok()) {
+    done(peer.status());
+    return;
+  }
+  absl::StatusOr<int> fd = pod.CreateAgentSocket(peer->family());
+  if (!fd.ok()) {
+    done(fd.status());
+    return;
+  }
+  io::Connection::Options connection;
+  connection.idle_timeout = options_.idle_timeout;
+  io::Connection::ConnectSocket(worker.thread->loop(), *fd, *peer, options_.connect_timeout,
+                                connection, std::move(done));
+}
+
+void MeshHandler::ConnectAndRelay(Worker& worker, const capture::CapturedPod& pod,
+                                  const std::string& address, uint32_t port,
+                                  std::shared_ptr<Flow> flow, std::shared_ptr<io::Connection> app,
+                                  std::shared_ptr<const crypto::TlsContext> origination) {
+  ConnectFromPod(worker, pod, address, port,
+                 [this, flow, app, origination = std::move(origination)](
+                     absl::StatusOr<std::shared_ptr<io::Connection>> upstream) {
+                   if (!upstream.ok()) {
+                     ResetConnection(*app, upstream.status());
+                     Finish(*flow, "error", std::string(upstream.status().message()));
+                     return;
+                   }
+                   std::unique_ptr<io::Transform> tls;
+                   if (origination != nullptr) {
+                     tls =
+                         std::make_unique<io::TlsTransform>(crypto::TlsEngine::Client(origination));
+                   }
+                   RelayPlain(flow, app, *std::move(upstream), std::move(tls));
+                 });
+}
+
+void MeshHandler::RelayPlain(std::shared_ptr<Flow> flow, std::shared_ptr<io::Connection> app,
+                             std::shared_ptr<io::Connection> upstream,
+                             std::unique_ptr<io::Transform> tls) {
+  // The transform, when there is one, sits on side A: the upstream is then A.
+  const bool upstream_is_a = tls != nullptr;
+  auto done = [this, flow, upstream_is_a](const io::Relay::Result& result) {
+    flow->record.sent_bytes = upstream_is_a ? result.b_to_a_bytes : result.a_to_b_bytes;
+    flow->record.received_bytes = upstream_is_a ? result.a_to_b_bytes : result.b_to_a_bytes;
+    Finish(*flow, result.status.ok() ? "ok" : "error",
+           result.status.ok() ? "" : std::string(result.status.message()));
+  };
+  if (upstream_is_a) {
+    io::Relay::Start(std::move(upstream), std::move(app), std::move(tls), std::move(done));
+  } else {
+    io::Relay::Start(std::move(app), std::move(upstream), nullptr, std::move(done));
+  }
+}
+
+void MeshHandler::HandleOutbound(Worker& worker, std::shared_ptr<const capture::CapturedPod> pod,
+                                 int fd, const bpf::SocketAddress& destination) {
+  io::Connection::Options connection_options;
+  connection_options.idle_timeout = options_.idle_timeout;
+  std::shared_ptr<io::Connection> app =
+      io::Connection::Adopt(worker.thread->loop(), fd, connection_options);
+  auto flow = std::make_shared<Flow>();
+  flow->record.direction = "outbound";
+  flow->record.source_workload =
+      absl::StrCat(pod->metadata().namespace_name, "/", pod->metadata().name);
+  if (auto peer = bpf::SocketAddress::PeerOf(fd); peer.ok()) {
+    flow->record.source_address = peer->ToString();
+  }
+  flow->record.destination_address = destination.ToString();
+
+  absl::StatusOr<crypto::SpiffeId> source = IdentityOf(*pod);
+  if (!source.ok()) {
+    Refuse(flow, app, absl::StrCat("source identity: ", source.status().message()));
+    return;
+  }
+  flow->record.source_principal = source->ToString();
+  std::shared_ptr<const policy::Snapshot> snapshot = config_->Current();
+  if (snapshot == nullptr) {
+    Refuse(flow, app, "no configuration loaded yet");
+    return;
+  }
+  const policy::Pod source_pod = PolicyPod(*snapshot, *pod);
+  policy::OutboundDecision decision =
+      policy::DecideOutbound(*snapshot, source_pod, destination.ip.Unmapped().ToString(),
+                             destination.port, endpoint_hint_.fetch_add(1));
+  flow->record.policy = absl::StrJoin(decision.trace.deciding, "; ");
+  flow->record.reason = decision.reason;
+  if (decision.destination_pod != nullptr) {
+    flow->record.destination_workload =
+        absl::StrCat(decision.destination_pod->meta.ns, "/", decision.destination_pod->meta.name);
+  }
+  const absl::Time deadline = absl::Now() + options_.credentials_wait;
+
+  switch (decision.action) {
+    case policy::OutboundAction::kRefuse:
+      Log(LogLevel::kInfo, "pod=", pod->display_name(), " identity=", source->ToString(),
+          " peer=", destination.ToString(), " refused: ", decision.trace.ToString());
+      Refuse(flow, app, decision.reason);
+      return;
+
+    case policy::OutboundAction::kPlaintext: {
+      flow->record.mode = "plaintext";
+      flow->record.connection_security_policy = "none";
+      ConnectAndRelay(worker, *pod, decision.address, decision.port, flow, app, nullptr);
+      return;
+    }
+
+    case policy::OutboundAction::kTlsOrigination: {
+      flow->record.mode = "tls_origination";
+      flow->record.connection_security_policy = "none";
+      absl::StatusOr<crypto::OriginationSettings> settings = OriginationFrom(*decision.origination);
+      absl::StatusOr<std::shared_ptr<const crypto::TlsContext>> context =
+          settings.ok()
+              ? crypto::TlsContext::OriginationClient(*settings)
+              : absl::StatusOr<std::shared_ptr<const crypto::TlsContext>>(settings.status());
+      if (!context.ok()) {
+        Refuse(flow, app, absl::StrCat("TLS origination: ", context.status().message()));
+        return;
+      }
+      ConnectAndRelay(worker, *pod, decision.address, decision.port, flow, app, *context);
+      return;
+    }
+
+    case policy::OutboundAction::kHbone: {
+      absl::StatusOr<crypto::SpiffeId> peer =
+          crypto::SpiffeId::Parse(decision.expected_peer_identity);
+      if (!peer.ok()) {
+        Refuse(flow, app, absl::StrCat("expected peer identity: ", peer.status().message()));
+        return;
+      }
+      flow->record.destination_principal = peer->ToString();
+      flow->record.connection_security_policy = "mutual_tls";
+      if (std::shared_ptr<const capture::CapturedPod> local = LocalPodByIp(decision.address)) {
+        // Both ends are pods of this agent: it has authenticated both, so the bytes stay on
+        // the node, but the destination's inbound policy still decides.
+        flow->record.mode = "same_node";
+        const policy::Pod destination_pod = PolicyPod(*snapshot, *local);
+        policy::InboundDecision inbound =
+            policy::DecideInbound(*snapshot, destination_pod, decision.port,
+                                  policy::InboundTransport::kMtls, source->ToString());
+        if (!inbound.allow) {
+          flow->record.policy = absl::StrJoin(inbound.trace.deciding, "; ");
+          Refuse(flow, app, inbound.reason);
+          return;
+        }
+        const bool v6 = decision.address.find(':') != std::string::npos;
+        ConnectAndRelay(worker, *local, v6 ? "::1" : "127.0.0.1", decision.port, flow, app,
+                        nullptr);
+        return;
+      }
+      flow->record.mode = "hbone_mtls";
+      OpenHboneStream(worker, pod, flow, app, *source, *peer, decision.address, decision.port,
+                      deadline);
+      return;
+    }
+  }
+}
+
+void MeshHandler::OpenHboneStream(Worker& worker, std::shared_ptr<const capture::CapturedPod> pod,
+                                  std::shared_ptr<Flow> flow, std::shared_ptr<io::Connection> app,
+                                  const crypto::SpiffeId& source, const crypto::SpiffeId& peer,
+                                  const std::string& address, uint32_t port, absl::Time deadline) {
+  absl::StatusOr<std::shared_ptr<const crypto::TlsContext>> context =
+      credentials_->ClientContext(source);
+  if (!context.ok()) {
+    if (absl::Now() >= deadline || app->closed()) {
+      ResetConnection(*app, context.status());
+      Finish(*flow, "error", std::string(context.status().message()));
+      return;
+    }
+    // The pod was just enrolled and its first certificate is on its way.
+    worker.thread->loop().Timer(
+        absl::Milliseconds(50),
+        [this, &worker, pod, flow, app, source, peer, address, port, deadline](io::Completion&) {
+          OpenHboneStream(worker, pod, flow, app, source, peer, address, port, deadline);
+        });
+    return;
+  }
+  // Tunnels are shared per source pod (its netns is where the tunnel's socket lives), source
+  // identity, destination identity and destination address.
+  const std::string key =
+      absl::StrCat(pod->netns_cookie(), "|", source.ToString(), "|", peer.ToString(), "|", address);
+  PendingStream pending{flow, app, HostPort(address, port)};
+  auto& tunnels = worker.pool[key];
+  for (const std::shared_ptr<HboneTunnel>& tunnel : tunnels) {
+    if (tunnel->AcceptsNewStreams()) {
+      StartTunnelStream(worker, key, std::move(pending));
+      return;
+    }
+  }
+  auto [waiting, first] = worker.connecting.try_emplace(key);
+  waiting->second.push_back(std::move(pending));
+  if (!first) return;  // a tunnel for this key is being connected
+
+  ConnectFromPod(
+      worker, *pod, address, 15008,
+      [this, &worker, key, context = *context,
+       peer](absl::StatusOr<std::shared_ptr<io::Connection>> wire) {
+        std::vector<PendingStream> waiters = std::move(worker.connecting[key]);
+        worker.connecting.erase(key);
+        absl::StatusOr<std::shared_ptr<HboneTunnel>> tunnel =
+            wire.ok() ? absl::StatusOr<std::shared_ptr<HboneTunnel>>(absl::UnknownError(""))
+                      : wire.status();
+        if (wire.ok()) {
+          crypto::TlsEngine::ClientOptions client_options;
+          client_options.expected_peer = peer;
+          tunnel = HboneTunnel::Start(
+              HboneTunnel::Role::kClient, *wire, crypto::TlsEngine::Client(context, client_options),
+              options_.tunnel, nullptr, [&worker, key](const absl::Status& status) {
+                auto it = worker.pool.find(key);
+                if (it == worker.pool.end()) return;
+                std::erase_if(it->second,
+                              [](const std::shared_ptr<HboneTunnel>& t) { return t->closed(); });
+                if (it->second.empty()) worker.pool.erase(it);
+                worker.pooled.store(0);
+                std::size_t count = 0;
+                for (const auto& [unused, list] : worker.pool) count += list.size();
+                worker.pooled.store(count);
+              });
+        }
+        if (!tunnel.ok()) {
+          const std::string reason =
+              absl::StrCat("tunnel to ", peer.ToString(), ": ", tunnel.status().message());
+          for (PendingStream& waiter : waiters) {
+            ResetConnection(*waiter.app, tunnel.status());
+            Finish(*waiter.flow, "error", reason);
+          }
+          return;
+        }
+        worker.pool[key].push_back(*tunnel);
+        worker.pooled.fetch_add(1);
+        for (PendingStream& waiter : waiters) StartTunnelStream(worker, key, std::move(waiter));
+      });
+}
+
+void MeshHandler::StartTunnelStream(Worker& worker, const std::string& key, PendingStream pending) {
+  std::shared_ptr<HboneTunnel> chosen;
+  for (const std::shared_ptr<HboneTunnel>& tunnel : worker.pool[key]) {
+    if (tunnel->AcceptsNewStreams()) {
+      chosen = tunnel;
+      break;
+    }
+  }
+  std::shared_ptr<Flow> flow = pending.flow;
+  if (chosen == nullptr) {
+    // Every tunnel is full or going away: this stream opens a new one.
+    Log(LogLevel::kDebug, "opening another tunnel for ", key);
+    ResetConnection(*pending.app, absl::UnavailableError("no tunnel capacity"));
+    Finish(*flow, "error", "no tunnel with room for another stream");
+    return;
+  }
+  absl::Status opened =
+      chosen->OpenStream(pending.authority, pending.app, [this, flow](const StreamResult& result) {
+        flow->record.sent_bytes = result.from_app_bytes;
+        flow->record.received_bytes = result.to_app_bytes;
+        const bool refused = absl::IsPermissionDenied(result.status);
+        Finish(*flow, result.status.ok() ? "ok" : (refused ? "refused" : "error"),
+               result.status.ok() ? "" : std::string(result.status.message()));
+      });
+  if (!opened.ok()) {
+    ResetConnection(*pending.app, opened);
+    Finish(*flow, "error", std::string(opened.message()));
+  }
+}
+
+void MeshHandler::HandleInbound(Worker& worker, std::shared_ptr<const capture::CapturedPod> pod,
+                                int fd, uint16_t port, bool via_tunnel) {
+  io::Connection::Options connection_options;
+  connection_options.idle_timeout = options_.idle_timeout;
+  std::shared_ptr<io::Connection> app =
+      io::Connection::Adopt(worker.thread->loop(), fd, connection_options);
+  if (via_tunnel) {
+    // The tunnel itself is not an application connection: its streams are.
+    live_.fetch_sub(1);
+    ServeTunnel(worker, pod, app, absl::Now() + options_.credentials_wait);
+    return;
+  }
+  auto flow = std::make_shared<Flow>();
+  flow->record.direction = "inbound";
+  flow->record.mode = "plaintext";
+  flow->record.connection_security_policy = "none";
+  flow->record.destination_workload =
+      absl::StrCat(pod->metadata().namespace_name, "/", pod->metadata().name);
+  if (auto identity = IdentityOf(*pod); identity.ok()) {
+    flow->record.destination_principal = identity->ToString();
+  }
+  if (auto peer = bpf::SocketAddress::PeerOf(fd); peer.ok()) {
+    flow->record.source_address = peer->ToString();
+  }
+  if (auto local = bpf::SocketAddress::LocalOf(fd); local.ok()) {
+    flow->record.destination_address = local->ToString();
+  }
+  std::shared_ptr<const policy::Snapshot> snapshot = config_->Current();
+  if (snapshot == nullptr) {
+    Refuse(flow, app, "no configuration loaded yet");
+    return;
+  }
+  policy::InboundDecision decision = policy::DecideInbound(
+      *snapshot, PolicyPod(*snapshot, *pod), port, policy::InboundTransport::kPlaintext);
+  flow->record.policy = absl::StrJoin(decision.trace.deciding, "; ");
+  flow->record.reason = decision.reason;
+  if (!decision.allow) {
+    Log(LogLevel::kInfo, "pod=", pod->display_name(), " peer=", flow->record.source_address,
+        " plaintext refused: ", decision.trace.ToString());
+    Refuse(flow, app, decision.reason);
+    return;
+  }
+  const bool v6 = flow->record.destination_address.starts_with("[");
+  ConnectAndRelay(worker, *pod, v6 ? "::1" : "127.0.0.1", port, flow, app, nullptr);
+}
+
+void MeshHandler::ServeTunnel(Worker& worker, std::shared_ptr<const capture::CapturedPod> pod,
+                              std::shared_ptr<io::Connection> wire, absl::Time deadline) {
+  absl::StatusOr<crypto::SpiffeId> identity = IdentityOf(*pod);
+  absl::StatusOr<std::shared_ptr<const crypto::TlsContext>> context =
+      identity.ok() ? credentials_->ServerContext(*identity)
+                    : absl::StatusOr<std::shared_ptr<const crypto::TlsContext>>(identity.status());
+  if (!context.ok()) {
+    if (absl::Now() < deadline && identity.ok()) {
+      worker.thread->loop().Timer(absl::Milliseconds(50),
+                                  [this, &worker, pod, wire, deadline](io::Completion&) {
+                                    ServeTunnel(worker, pod, wire, deadline);
+                                  });
+      return;
+    }
+    Log(LogLevel::kWarning, "pod=", pod->display_name(),
+        " tunnel refused: ", context.status().ToString());
+    ResetConnection(*wire, context.status());
+    return;
+  }
+  auto holder = std::make_shared<std::weak_ptr<HboneTunnel>>();
+  absl::StatusOr<std::shared_ptr<HboneTunnel>> tunnel = HboneTunnel::Start(
+      HboneTunnel::Role::kServer, wire, crypto::TlsEngine::Server(*context), options_.tunnel,
+      [this, &worker, pod, holder](hbone::StreamId stream, const std::string& authority) {
+        AnswerConnect(worker, pod, *holder, stream, authority);
+      },
+      [pod](const absl::Status& status) {
+        if (!status.ok() && !absl::IsUnavailable(status)) {
+          Log(LogLevel::kInfo, "pod=", pod->display_name(), " tunnel ended: ", status.ToString());
+        }
+      });
+  if (!tunnel.ok()) {
+    Log(LogLevel::kWarning, "pod=", pod->display_name(), " tunnel: ", tunnel.status().ToString());
+    return;
+  }
+  *holder = *tunnel;
+  std::erase_if(worker.server_tunnels,
+                [](const std::weak_ptr<HboneTunnel>& t) { return t.expired(); });
+  worker.server_tunnels.push_back(*tunnel);
+}
+
+void MeshHandler::AnswerConnect(Worker& worker, std::shared_ptr<const capture::CapturedPod> pod,
+                                std::weak_ptr<HboneTunnel> weak_tunnel, hbone::StreamId stream,
+                                const std::string& authority) {
+  std::shared_ptr<HboneTunnel> tunnel = weak_tunnel.lock();
+  if (tunnel == nullptr) return;
+  if (draining_.load()) {
+    tunnel->RefuseStream(stream, 503, "agent is draining").IgnoreError();
+    return;
+  }
+  live_.fetch_add(1);
+  auto flow = std::make_shared<Flow>();
+  flow->record.direction = "inbound";
+  flow->record.mode = "hbone_mtls";
+  flow->record.connection_security_policy = "mutual_tls";
+  flow->record.destination_workload =
+      absl::StrCat(pod->metadata().namespace_name, "/", pod->metadata().name);
+  flow->record.destination_address = authority;
+  if (auto identity = IdentityOf(*pod); identity.ok()) {
+    flow->record.destination_principal = identity->ToString();
+  }
+  const std::optional<crypto::SpiffeId>& peer = tunnel->peer_identity();
+  flow->record.source_principal = peer.has_value() ? peer->ToString() : "";
+  auto refuse = [&](int http_status, const std::string& reason) {
+    Log(LogLevel::kInfo, "pod=", pod->display_name(), " peer=", flow->record.source_principal,
+        " CONNECT ", authority, " refused: ", reason);
+    tunnel->RefuseStream(stream, http_status, reason).IgnoreError();
+    flow->record.mode = "refused";
+    Finish(*flow, "refused", reason);
+  };
+  absl::StatusOr<std::pair<std::string, std::uint16_t>> target = hbone::ParseAuthority(authority);
+  if (!target.ok()) {
+    refuse(400, std::string(target.status().message()));
+    return;
+  }
+  const std::vector<std::string>& ips = pod->metadata().ips;
+  if (std::find(ips.begin(), ips.end(), target->first) == ips.end()) {
+    refuse(400, absl::StrCat("CONNECT target ", target->first, " is not an address of pod ",
+                             pod->display_name()));
+    return;
+  }
+  std::shared_ptr<const policy::Snapshot> snapshot = config_->Current();
+  if (snapshot == nullptr) {
+    refuse(503, "no configuration loaded yet");
+    return;
+  }
+  policy::InboundDecision decision =
+      policy::DecideInbound(*snapshot, PolicyPod(*snapshot, *pod), target->second,
+                            policy::InboundTransport::kMtls, flow->record.source_principal);
+  flow->record.policy = absl::StrJoin(decision.trace.deciding, "; ");
+  flow->record.reason = decision.reason;
+  if (!decision.allow) {
+    refuse(403, decision.reason);
+    return;
+  }
+  const bool v6 = target->first.find(':') != std::string::npos;
+  ConnectFromPod(
+      worker, *pod, v6 ? "::1" : "127.0.0.1", target->second,
+      [this, weak_tunnel, stream, flow](absl::StatusOr<std::shared_ptr<io::Connection>> app) {
+        std::shared_ptr<HboneTunnel> tunnel = weak_tunnel.lock();
+        if (!app.ok() || tunnel == nullptr) {
+          const std::string reason =
+              app.ok() ? "tunnel closed" : std::string(app.status().message());
+          if (tunnel != nullptr) tunnel->RefuseStream(stream, 503, reason).IgnoreError();
+          if (app.ok()) (*app)->Close();
+          Finish(*flow, "error", reason);
+          return;
+        }
+        absl::Status accepted =
+            tunnel->AcceptStream(stream, *app, [this, flow](const StreamResult& result) {
+              flow->record.sent_bytes = result.to_app_bytes;
+              flow->record.received_bytes = result.from_app_bytes;
+              Finish(*flow, result.status.ok() ? "ok" : "error",
+                     result.status.ok() ? "" : std::string(result.status.message()));
+            });
+        if (!accepted.ok()) {
+          (*app)->Close();
+          Finish(*flow, "error", std::string(accepted.message()));
+        }
+      });
+}
+
+std::size_t MeshHandler::pooled_tunnels() const {
+  std::size_t total = 0;
+  for (const auto& worker : workers_) total += worker->pooled.load();
+  return total;
+}
+
+std::size_t MeshHandler::Drain(absl::Duration grace) {
+  draining_.store(true);
+  for (auto& worker : workers_) {
+    Worker* w = worker.get();
+    w->thread->Post([w] {
+      for (auto& [key, tunnels] : w->pool) {
+        for (const std::shared_ptr<HboneTunnel>& tunnel : tunnels) tunnel->Drain("agent draining");
+      }
+      for (const std::weak_ptr<HboneTunnel>& weak : w->server_tunnels) {
+        if (auto tunnel = weak.lock()) tunnel->Drain("agent draining");
+      }
+    });
+  }
+  const absl::Time deadline = absl::Now() + grace;
+  while (live_.load() > 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(20));
+  return live_.load();
+}
+
+}  // namespace nodeward::proxy

@@ -1,0 +1,190 @@
+#include "policy/directory_source.h"
+
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace nodeward::policy {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+std::string NamespaceYaml(const std::string& name) {
+  return "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: " + name + "\n";
+}
+
+class DirectorySourceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string pattern = (fs::temp_directory_path() / "nodeward-policy-XXXXXX").string();
+    ASSERT_NE(mkdtemp(pattern.data()), nullptr);
+    root_ = pattern;
+  }
+  // Runs on failure too: the source (and its thread) go first, then the files.
+  void TearDown() override {
+    source_.reset();
+    std::error_code ignored;
+    fs::remove_all(root_, ignored);
+  }
+
+  void Write(const std::string& relative, const std::string& text) {
+    fs::path path = root_ / relative;
+    fs::create_directories(path.parent_path());
+    // Write then rename, as a ConfigMap update or a careful editor does.
+    fs::path temporary = path.parent_path() / (".tmp-" + path.filename().string());
+    {
+      std::ofstream out(temporary, std::ios::trunc);
+      out << text;
+    }
+    fs::rename(temporary, path);
+  }
+
+  absl::Status StartSource() {
+    DirectorySource::Options options;
+    options.directory = root_.string();
+    options.debounce = absl::Milliseconds(50);
+    absl::StatusOr<std::unique_ptr<DirectorySource>> source = DirectorySource::Start(options);
+    if (!source.ok()) return source.status();
+    source_ = *std::move(source);
+    return absl::OkStatus();
+  }
+
+  // Waits up to 10 s for `done`.
+  bool WaitFor(const std::function<bool()>& done) {
+    absl::Time deadline = absl::Now() + absl::Seconds(10);
+    while (absl::Now() < deadline) {
+      if (done()) return true;
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    return done();
+  }
+
+  bool HasNamespace(absl::string_view name) {
+    std::shared_ptr<const Snapshot> snapshot = source_->Current();
+    return snapshot != nullptr && snapshot->FindNamespace(name) != nullptr;
+  }
+
+  fs::path root_;
+  std::unique_ptr<DirectorySource> source_;
+};
+
+TEST_F(DirectorySourceTest, LoadsYamlYmlAndJsonRecursivelySkippingHiddenAndOthers) {
+  Write("a.yaml", NamespaceYaml("from-yaml"));
+  Write("nested/b.yml", NamespaceYaml("from-yml"));
+  Write("nested/deeper/c.json",
+        R"({"apiVersion":"v1","kind":"Namespace","metadata":{"name":"from-json"}})");
+  Write(".hidden/d.yaml", NamespaceYaml("hidden"));
+  Write("notes.txt", "not: [valid");
+  ASSERT_TRUE(StartSource().ok());
+  std::shared_ptr<const Snapshot> snapshot = source_->Current();
+  ASSERT_NE(snapshot, nullptr);
+  EXPECT_EQ(snapshot->generation(), 1u);
+  EXPECT_NE(snapshot->FindNamespace("from-yaml"), nullptr);
+  EXPECT_NE(snapshot->FindNamespace("from-yml"), nullptr);
+  EXPECT_NE(snapshot->FindNamespace("from-json"), nullptr);
+  EXPECT_EQ(snapshot->FindNamespace("hidden"), nullptr);
+  EXPECT_TRUE(source_->Status().last_error.ok());
+}
+
+TEST_F(DirectorySourceTest, InvalidInitialConfigFailsWithFileAndLine) {
+  Write("ok.yaml", NamespaceYaml("fine"));
+  Write("zz-bad.yaml", NamespaceYaml("one") +
+                           "---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\n"
+                           "metadata: {name: p, namespace: x}\nspec:\n  mtls: {mode: SRTICT}\n");
+  absl::Status status = StartSource();
+  ASSERT_FALSE(status.ok());
+  EXPECT_THAT(std::string(status.message()),
+              HasSubstr("zz-bad.yaml:10: PeerAuthentication x/p: spec.mtls.mode"));
+}
+
+TEST_F(DirectorySourceTest, MissingDirectoryFails) {
+  fs::remove_all(root_);
+  EXPECT_EQ(StartSource().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(DirectorySourceTest, AppliesValidChangesAndKeepsLastGoodOnInvalidOnes) {
+  Write("a.yaml", NamespaceYaml("first"));
+  ASSERT_TRUE(StartSource().ok());
+
+  absl::Mutex mutex;
+  std::vector<uint64_t> delivered;
+  uint64_t subscription = source_->Subscribe([&](std::shared_ptr<const Snapshot> snapshot) {
+    absl::MutexLock lock(&mutex);
+    delivered.push_back(snapshot->generation());
+  });
+  {
+    absl::MutexLock lock(&mutex);
+    ASSERT_EQ(delivered.size(), 1u);  // the current snapshot, right away
+  }
+
+  // A valid change is picked up and swapped in.
+  Write("b.yaml", NamespaceYaml("second"));
+  ASSERT_TRUE(WaitFor([&] { return HasNamespace("second"); }));
+  std::shared_ptr<const Snapshot> good = source_->Current();
+  EXPECT_GE(good->generation(), 2u);
+  EXPECT_TRUE(source_->Status().last_error.ok());
+
+  // An invalid change is reported and the last good snapshot stays.
+  Write("b.yaml", NamespaceYaml("third") + "  labels: [oops]\n");
+  ASSERT_TRUE(WaitFor([&] { return !source_->Status().last_error.ok(); }));
+  SourceStatus status = source_->Status();
+  EXPECT_THAT(std::string(status.last_error.message()),
+              HasSubstr("b.yaml:5: Namespace third: metadata.labels: expected a map"));
+  EXPECT_EQ(source_->Current(), good);
+  EXPECT_EQ(status.generation, good->generation());
+  EXPECT_TRUE(HasNamespace("second"));
+
+  // Two objects with one name across files is also an invalid change.
+  Write("c.yaml", NamespaceYaml("first"));
+  Write("b.yaml", NamespaceYaml("third"));
+  ASSERT_TRUE(WaitFor(
+      [&] { return absl::StrContains(source_->Status().last_error.message(), "defined twice"); }));
+  EXPECT_EQ(source_->Current(), good);
+
+  // Fixing it recovers.
+  fs::remove(root_ / "c.yaml");
+  ASSERT_TRUE(WaitFor([&] { return HasNamespace("third"); }));
+  EXPECT_TRUE(source_->Status().last_error.ok());
+  EXPECT_FALSE(HasNamespace("second"));
+
+  source_->Unsubscribe(subscription);
+  absl::MutexLock lock(&mutex);
+  ASSERT_GE(delivered.size(), 3u);
+  for (size_t i = 1; i < delivered.size(); ++i) EXPECT_GT(delivered[i], delivered[i - 1]);
+}
+
+TEST_F(DirectorySourceTest, WatchesNewSubdirectoriesAndDeletions) {
+  Write("a.yaml", NamespaceYaml("first"));
+  ASSERT_TRUE(StartSource().ok());
+  Write("team/x.yaml", NamespaceYaml("team-x"));
+  ASSERT_TRUE(WaitFor([&] { return HasNamespace("team-x"); }));
+  // A file created later inside the new subdirectory is seen too.
+  Write("team/y.yaml", NamespaceYaml("team-y"));
+  ASSERT_TRUE(WaitFor([&] { return HasNamespace("team-y"); }));
+  fs::remove(root_ / "a.yaml");
+  ASSERT_TRUE(WaitFor([&] { return !HasNamespace("first"); }));
+}
+
+TEST_F(DirectorySourceTest, ReloadReportsTheOutcome) {
+  Write("a.yaml", NamespaceYaml("first"));
+  ASSERT_TRUE(StartSource().ok());
+  std::ofstream(root_ / "broken.yaml") << "kind: [";
+  absl::Status status = source_->Reload();
+  EXPECT_FALSE(status.ok());
+  EXPECT_THAT(std::string(status.message()), HasSubstr("broken.yaml:1: invalid YAML"));
+  EXPECT_TRUE(HasNamespace("first"));
+}
+
+}  // namespace
+}  // namespace nodeward::policy

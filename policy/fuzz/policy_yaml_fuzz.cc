@@ -1,0 +1,34 @@
+// Feeds arbitrary bytes to the YAML loader and, when they parse, to the snapshot builder and a
+// few decisions: none of it may crash on untrusted configuration.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "policy/decisions.h"
+#include "policy/resources.h"
+#include "policy/snapshot.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  using namespace nodeward::policy;
+  ResourceSet set;
+  std::string text(reinterpret_cast<const char*>(data), size);
+  if (!AppendYamlResources(text, "fuzz.yaml", set).ok()) return 0;
+  absl::StatusOr<std::shared_ptr<const Snapshot>> snapshot = Snapshot::Build(set, {});
+  if (!snapshot.ok()) return 0;
+  const Snapshot& view = **snapshot;
+  for (const Pod& pod : view.resources().pods) {
+    ResolveEnrollment(view, pod);
+    for (const ContainerPort& port : pod.ports) {
+      DecideInbound(view, pod, port.container_port, InboundTransport::kPlaintext);
+    }
+    for (const Service& service : view.resources().services) {
+      for (const std::string& ip : service.cluster_ips) {
+        for (const ServicePort& port : service.ports) DecideOutbound(view, pod, ip, port.port, 7);
+      }
+    }
+    for (const Pod& other : view.resources().pods) {
+      for (const std::string& ip : other.ips) DecideOutbound(view, pod, ip, 80);
+    }
+  }
+  return 0;
+}

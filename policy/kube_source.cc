@@ -1,0 +1,715 @@
+#include "policy/kube_source.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "crypto/tls.h"
+#include "policy/http_client.h"
+#include "policy/object_parser.h"
+#include "yaml-cpp/yaml.h"
+
+namespace nodeward::policy {
+
+struct KubeSource::Kind {
+  std::string name;                         // "PeerAuthentication"
+  std::string resource;                     // "peerauthentications"
+  std::vector<std::string> group_versions;  // tried in order until one is served
+  // Guarded by KubeSource::mutex_.
+  std::map<std::string, ResourceSet> objects;  // by "namespace/name"
+  bool synced = false;
+};
+
+namespace {
+
+constexpr size_t kMaxListBody = 256u << 20;
+constexpr size_t kMaxWatchLine = 32u << 20;
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+bool IsIpv6Literal(absl::string_view host) { return host.find(':') != absl::string_view::npos; }
+
+std::string HostHeader(const KubeSourceOptions& options) {
+  std::string host =
+      IsIpv6Literal(options.host) ? absl::StrCat("[", options.host, "]") : options.host;
+  return absl::StrCat(host, ":", options.port);
+}
+
+// A connected TCP socket whose waits give up when the source stops or the peer stalls.
+class Socket {
+ public:
+  Socket(int fd, const std::atomic<bool>& stopping) : fd_(fd), stopping_(stopping) {}
+  ~Socket() {
+    if (fd_ >= 0) close(fd_);
+  }
+  Socket(const Socket&) = delete;
+  Socket& operator=(const Socket&) = delete;
+
+  // Waits for `events`; the idle limit counts from the last progress.
+  absl::Status Wait(short events, absl::Duration idle_limit) {
+    absl::Time deadline = absl::Now() + idle_limit;
+    while (true) {
+      if (stopping_.load()) return absl::CancelledError("source stopping");
+      absl::Duration left = deadline - absl::Now();
+      if (left <= absl::ZeroDuration()) {
+        return absl::DeadlineExceededError(
+            absl::StrCat("no progress from the API server in ", absl::FormatDuration(idle_limit)));
+      }
+      pollfd fd = {fd_, events, 0};
+      int slice = static_cast<int>(std::min<int64_t>(absl::ToInt64Milliseconds(left) + 1, 200));
+      int ready = poll(&fd, 1, slice);
+      if (ready < 0 && errno != EINTR) {
+        return absl::UnavailableError(absl::StrCat("poll: ", std::strerror(errno)));
+      }
+      if (ready > 0) return absl::OkStatus();
+    }
+  }
+
+  absl::Status SendAll(absl::string_view data, absl::Duration idle_limit) {
+    while (!data.empty()) {
+      ssize_t sent = send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
+      if (sent > 0) {
+        data.remove_prefix(static_cast<size_t>(sent));
+      } else if (sent < 0 && (errno == EAGAIN || errno == EINTR)) {
+        if (absl::Status status = Wait(POLLOUT, idle_limit); !status.ok()) return status;
+      } else {
+        return absl::UnavailableError(absl::StrCat("send: ", std::strerror(errno)));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // 0 at end of stream.
+  absl::StatusOr<size_t> Receive(char* buffer, size_t size, absl::Duration idle_limit) {
+    while (true) {
+      ssize_t received = recv(fd_, buffer, size, 0);
+      if (received >= 0) return static_cast<size_t>(received);
+      if (errno != EAGAIN && errno != EINTR) {
+        return absl::UnavailableError(absl::StrCat("recv: ", std::strerror(errno)));
+      }
+      if (absl::Status status = Wait(POLLIN, idle_limit); !status.ok()) return status;
+    }
+  }
+
+ private:
+  int fd_;
+  const std::atomic<bool>& stopping_;
+};
+
+absl::StatusOr<std::unique_ptr<Socket>> Connect(const KubeSourceOptions& options,
+                                                const std::atomic<bool>& stopping) {
+  addrinfo hints = {};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* addresses = nullptr;
+  std::string port = absl::StrCat(options.port);
+  if (int error = getaddrinfo(options.host.c_str(), port.c_str(), &hints, &addresses); error != 0) {
+    return absl::UnavailableError(
+        absl::StrCat("resolving ", options.host, ": ", gai_strerror(error)));
+  }
+  absl::Status last = absl::UnavailableError(absl::StrCat("no address for ", options.host));
+  for (addrinfo* address = addresses; address != nullptr; address = address->ai_next) {
+    int fd = socket(address->ai_family, address->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                    address->ai_protocol);
+    if (fd < 0) {
+      last = absl::UnavailableError(absl::StrCat("socket: ", std::strerror(errno)));
+      continue;
+    }
+    auto connection = std::make_unique<Socket>(fd, stopping);
+    if (connect(fd, address->ai_addr, address->ai_addrlen) != 0 && errno != EINPROGRESS) {
+      last = absl::UnavailableError(
+          absl::StrCat("connect to ", HostHeader(options), ": ", std::strerror(errno)));
+      continue;
+    }
+    if (absl::Status status = connection->Wait(POLLOUT, options.io_timeout); !status.ok()) {
+      last = status;
+      continue;
+    }
+    int error = 0;
+    socklen_t length = sizeof(error);
+    getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length);
+    if (error != 0) {
+      last = absl::UnavailableError(
+          absl::StrCat("connect to ", HostHeader(options), ": ", std::strerror(error)));
+      continue;
+    }
+    freeaddrinfo(addresses);
+    return connection;
+  }
+  freeaddrinfo(addresses);
+  return last;
+}
+
+class PlainStream : public http::Stream {
+ public:
+  PlainStream(std::unique_ptr<Socket> socket, absl::Duration idle_limit)
+      : socket_(std::move(socket)), idle_limit_(idle_limit) {}
+  absl::Status WriteAll(absl::string_view data) override {
+    return socket_->SendAll(data, idle_limit_);
+  }
+  absl::StatusOr<size_t> Read(char* buffer, size_t size) override {
+    return socket_->Receive(buffer, size, idle_limit_);
+  }
+  void set_idle_limit(absl::Duration limit) { idle_limit_ = limit; }
+
+ private:
+  std::unique_ptr<Socket> socket_;
+  absl::Duration idle_limit_;
+};
+
+// TLS over the blocking socket, driving the memory-BIO engine by hand.
+class TlsStream : public http::Stream {
+ public:
+  TlsStream(std::unique_ptr<Socket> socket, std::unique_ptr<crypto::TlsEngine> engine,
+            absl::Duration idle_limit)
+      : socket_(std::move(socket)), engine_(std::move(engine)), idle_limit_(idle_limit) {}
+
+  absl::Status Handshake() {
+    while (engine_->state() == crypto::TlsEngine::State::kHandshaking) {
+      if (absl::Status status = engine_->Advance(); !status.ok()) {
+        return absl::UnavailableError(absl::StrCat("TLS handshake: ", status.message()));
+      }
+      if (absl::Status status = Flush(); !status.ok()) return status;
+      if (engine_->state() != crypto::TlsEngine::State::kHandshaking) break;
+      if (absl::StatusOr<bool> more = Pull(); !more.ok()) {
+        return absl::Status(more.status().code(),
+                            absl::StrCat("TLS handshake: ", more.status().message()));
+      } else if (!*more) {
+        return absl::UnavailableError("connection closed during the TLS handshake");
+      }
+    }
+    if (engine_->state() != crypto::TlsEngine::State::kEstablished) {
+      return absl::UnavailableError(absl::StrCat("TLS handshake: ", engine_->error().message()));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status WriteAll(absl::string_view data) override {
+    while (!data.empty()) {
+      absl::StatusOr<size_t> written = engine_->WritePlaintext(
+          absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(data.data()), data.size()));
+      if (!written.ok()) return written.status();
+      data.remove_prefix(*written);
+      if (absl::Status status = Flush(); !status.ok()) return status;
+      if (*written == 0) return absl::UnavailableError("TLS connection not writable");
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<size_t> Read(char* buffer, size_t size) override {
+    while (true) {
+      absl::StatusOr<size_t> n =
+          engine_->ReadPlaintext(absl::MakeSpan(reinterpret_cast<uint8_t*>(buffer), size));
+      if (!n.ok()) return n.status();
+      if (*n > 0) return *n;
+      if (engine_->PeerClosed() || engine_->state() == crypto::TlsEngine::State::kClosed) {
+        return 0;
+      }
+      if (engine_->state() == crypto::TlsEngine::State::kFailed) return engine_->error();
+      if (absl::Status status = Flush(); !status.ok()) return status;
+      absl::StatusOr<bool> more = Pull();
+      if (!more.ok()) return more.status();
+      if (!*more) {
+        // The server closed TCP without close_notify: treat what was framed as the end.
+        return 0;
+      }
+      if (absl::Status status = engine_->Advance(); !status.ok()) return status;
+    }
+  }
+
+  void set_idle_limit(absl::Duration limit) { idle_limit_ = limit; }
+
+ private:
+  absl::Status Flush() {
+    uint8_t buffer[16 * 1024];
+    while (engine_->PendingWire() > 0) {
+      size_t n = engine_->ReadWire(absl::MakeSpan(buffer));
+      if (absl::Status status = socket_->SendAll(
+              absl::string_view(reinterpret_cast<const char*>(buffer), n), idle_limit_);
+          !status.ok()) {
+        return status;
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // Feeds received ciphertext to the engine; false at end of stream.
+  absl::StatusOr<bool> Pull() {
+    char buffer[16 * 1024];
+    absl::StatusOr<size_t> n = socket_->Receive(buffer, sizeof(buffer), idle_limit_);
+    if (!n.ok()) return n.status();
+    if (*n == 0) {
+      engine_->FeedWireEof();
+      return false;
+    }
+    absl::Span<const uint8_t> data(reinterpret_cast<const uint8_t*>(buffer), *n);
+    while (!data.empty()) {
+      size_t consumed = engine_->FeedWire(data);
+      data.remove_prefix(consumed);
+      if (absl::Status status = engine_->Advance(); !status.ok()) return status;
+      if (consumed == 0 && !data.empty()) {
+        return absl::InternalError("TLS engine accepts no more input");
+      }
+    }
+    return true;
+  }
+
+  std::unique_ptr<Socket> socket_;
+  std::unique_ptr<crypto::TlsEngine> engine_;
+  absl::Duration idle_limit_;
+};
+
+std::string ScalarAt(const YAML::Node& node, const char* first, const char* second = nullptr) {
+  if (!node.IsDefined() || !node.IsMap()) return "";
+  YAML::Node child = node[first];
+  if (second == nullptr) return internal::ScalarField(node, first);
+  return internal::ScalarField(child, second);
+}
+
+std::string ObjectKey(const YAML::Node& object) {
+  return absl::StrCat(ScalarAt(object, "metadata", "namespace"), "/",
+                      ScalarAt(object, "metadata", "name"));
+}
+
+// Parses `text` as one JSON (or YAML) value, turning parser exceptions into errors.
+absl::StatusOr<YAML::Node> ParseJson(absl::string_view text, absl::string_view what) {
+  try {
+    return YAML::Load(std::string(text));
+  } catch (const YAML::Exception& e) {
+    return absl::DataLossError(absl::StrCat(what, ": invalid JSON: ", e.msg));
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<KubeSourceOptions> KubeSourceOptions::InCluster() {
+  KubeSourceOptions options;
+  const char* host = std::getenv("KUBERNETES_SERVICE_HOST");
+  const char* port = std::getenv("KUBERNETES_SERVICE_PORT");
+  if (host == nullptr || *host == '\0') {
+    return absl::FailedPreconditionError(
+        "KUBERNETES_SERVICE_HOST is not set: not running in a Kubernetes pod");
+  }
+  options.host = host;
+  if (port != nullptr && *port != '\0') {
+    uint32_t value = 0;
+    if (!absl::SimpleAtoi(port, &value) || value == 0 || value > 65535) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("KUBERNETES_SERVICE_PORT \"", port, "\" is not a port"));
+    }
+    options.port = static_cast<uint16_t>(value);
+  }
+  // The API server certificate names its service, not necessarily the service IP.
+  options.server_names = {options.host, "kubernetes.default.svc",
+                          "kubernetes.default.svc.cluster.local"};
+  return options;
+}
+
+absl::StatusOr<std::unique_ptr<KubeSource>> KubeSource::Start(KubeSourceOptions options) {
+  if (options.host.empty()) return absl::InvalidArgumentError("no API server host");
+  if (options.scheme != "https" && options.scheme != "http") {
+    return absl::InvalidArgumentError(absl::StrCat("unsupported scheme ", options.scheme));
+  }
+  std::unique_ptr<KubeSource> source(new KubeSource(std::move(options)));
+  if (source->options_.scheme == "https") {
+    absl::StatusOr<std::string> ca = ReadFile(source->options_.ca_path);
+    if (!ca.ok()) return ca.status();
+    source->ca_pem_ = *std::move(ca);
+  }
+  auto add = [&](std::string name, std::string resource, std::vector<std::string> versions) {
+    auto kind = std::make_unique<Kind>();
+    kind->name = std::move(name);
+    kind->resource = std::move(resource);
+    kind->group_versions = std::move(versions);
+    source->kinds_.push_back(std::move(kind));
+  };
+  add("Namespace", "namespaces", {"v1"});
+  add("Pod", "pods", {"v1"});
+  add("Service", "services", {"v1"});
+  add("EndpointSlice", "endpointslices", {"discovery.k8s.io/v1"});
+  add("PeerAuthentication", "peerauthentications",
+      {"security.istio.io/v1", "security.istio.io/v1beta1"});
+  add("DestinationRule", "destinationrules",
+      {"networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"});
+  for (size_t i = 0; i < source->kinds_.size(); ++i) {
+    source->threads_.emplace_back([raw = source.get(), i] { raw->RunKind(i); });
+  }
+  source->threads_.emplace_back([raw = source.get()] { raw->RunBuilder(); });
+  return source;
+}
+
+KubeSource::KubeSource(KubeSourceOptions options)
+    : options_(std::move(options)),
+      publisher_(absl::StrCat("kubernetes ", options_.scheme, "://", HostHeader(options_))) {}
+
+KubeSource::~KubeSource() {
+  stopping_.store(true);
+  {
+    absl::MutexLock lock(&mutex_);
+    stop_requested_ = true;
+  }
+  for (std::thread& thread : threads_) thread.join();
+}
+
+bool KubeSource::WaitForSync(absl::Duration timeout) const {
+  absl::Time deadline = absl::Now() + timeout;
+  while (publisher_.Current() == nullptr) {
+    if (absl::Now() >= deadline) return false;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  return true;
+}
+
+bool KubeSource::Sleep(absl::Duration duration) {
+  absl::MutexLock lock(&mutex_);
+  auto stop = [this]() ABSL_SHARED_LOCKS_REQUIRED(mutex_) { return stop_requested_; };
+  mutex_.AwaitWithTimeout(absl::Condition(&stop), duration);
+  return !stop_requested_;
+}
+
+void KubeSource::MarkDirty() {
+  absl::MutexLock lock(&mutex_);
+  dirty_ = true;
+}
+
+void KubeSource::ReportError(absl::Status error) { publisher_.RecordFailure(std::move(error)); }
+
+namespace {
+
+enum class WatchEnd { kResume, kRelist };
+
+struct Connection {
+  std::unique_ptr<http::Stream> stream;
+};
+
+}  // namespace
+
+void KubeSource::RunKind(size_t index) {
+  Kind& kind = *kinds_[index];
+  size_t version = 0;
+  std::string resource_version;
+  bool need_list = true;
+  absl::Duration backoff = options_.initial_backoff;
+
+  // One HTTP exchange: connects, sends `target` with the current token, returns the stream
+  // and response head through the callback's arguments.
+  auto open = [&](const std::string& target, Connection& connection,
+                  std::unique_ptr<http::Exchange>& exchange) -> absl::StatusOr<http::ResponseHead> {
+    absl::StatusOr<std::unique_ptr<Socket>> socket = Connect(options_, stopping_);
+    if (!socket.ok()) return socket.status();
+    if (options_.scheme == "https") {
+      crypto::OriginationSettings settings;
+      settings.mode = crypto::OriginationSettings::Mode::kSimple;
+      settings.ca_certificates_pem = ca_pem_;
+      settings.subject_alt_names = options_.server_names;
+      if (settings.subject_alt_names.empty()) settings.subject_alt_names = {options_.host};
+      settings.sni = options_.host;
+      settings.alpn = {"http/1.1"};
+      absl::StatusOr<std::shared_ptr<const crypto::TlsContext>> context =
+          crypto::TlsContext::OriginationClient(settings);
+      if (!context.ok()) return context.status();
+      auto tls = std::make_unique<TlsStream>(
+          *std::move(socket), crypto::TlsEngine::Client(*std::move(context)), options_.io_timeout);
+      if (absl::Status status = tls->Handshake(); !status.ok()) return status;
+      connection.stream = std::move(tls);
+    } else {
+      connection.stream = std::make_unique<PlainStream>(*std::move(socket), options_.io_timeout);
+    }
+    http::Request request;
+    request.host = HostHeader(options_);
+    request.target = target;
+    request.headers.emplace_back("Accept", "application/json");
+    request.headers.emplace_back("User-Agent", "nodeward");
+    absl::StatusOr<std::string> token = ReadFile(options_.token_path);
+    if (token.ok()) {
+      request.headers.emplace_back("Authorization",
+                                   absl::StrCat("Bearer ", absl::StripAsciiWhitespace(*token)));
+    }
+    exchange = std::make_unique<http::Exchange>(*connection.stream);
+    return exchange->Start(request);
+  };
+
+  auto base_path = [&]() {
+    const std::string& gv = kind.group_versions[version];
+    return gv.find('/') == std::string::npos ? absl::StrCat("/api/", gv, "/", kind.resource)
+                                             : absl::StrCat("/apis/", gv, "/", kind.resource);
+  };
+
+  auto record_invalid = [&](const std::string& key, absl::Status status) {
+    absl::MutexLock lock(&mutex_);
+    std::string label = absl::StrCat(kind.name, " ", key);
+    if (status.ok()) {
+      invalid_objects_.erase(label);
+    } else {
+      invalid_objects_[label] = std::string(status.message());
+    }
+  };
+
+  // Parses one object into its own ResourceSet; errors name the object.
+  auto parse = [&](const YAML::Node& object) -> absl::StatusOr<ResourceSet> {
+    ResourceSet one;
+    absl::Status status =
+        internal::AppendObject(object, kind.name, kind.group_versions[version],
+                               absl::StrCat("api ", base_path()), /*first_line=*/-1, one);
+    if (!status.ok()) return status;
+    return one;
+  };
+
+  // Lists every page; on success replaces the kind's objects and sets resource_version.
+  auto list = [&]() -> absl::Status {
+    std::map<std::string, ResourceSet> objects;
+    std::map<std::string, std::string> invalid;
+    std::string continue_token;
+    std::string list_version;
+    while (!stopping_.load()) {
+      std::string target = absl::StrCat(base_path(), "?limit=", options_.page_size);
+      if (!continue_token.empty()) absl::StrAppend(&target, "&continue=", continue_token);
+      Connection connection;
+      std::unique_ptr<http::Exchange> exchange;
+      absl::StatusOr<http::ResponseHead> head = open(target, connection, exchange);
+      if (!head.ok()) return head.status();
+      absl::StatusOr<std::string> body = exchange->ReadAll(kMaxListBody);
+      if (!body.ok()) return body.status();
+      if (head->status == 404 && continue_token.empty() &&
+          version + 1 < kind.group_versions.size()) {
+        ++version;  // the CRD may serve only an older API version
+        continue;
+      }
+      if (head->status == 404) return absl::NotFoundError(absl::StrCat("list ", target, ": 404"));
+      if (head->status != 200) {
+        return absl::UnavailableError(
+            absl::StrCat("list ", target, ": HTTP ", head->status, " ", body->substr(0, 200)));
+      }
+      absl::StatusOr<YAML::Node> root = ParseJson(*body, absl::StrCat("list ", target));
+      if (!root.ok()) return root.status();
+      if (!root->IsMap()) {
+        return absl::DataLossError(absl::StrCat("list ", target, ": not an object"));
+      }
+      list_version = ScalarAt(*root, "metadata", "resourceVersion");
+      continue_token = ScalarAt(*root, "metadata", "continue");
+      YAML::Node items = (*root)["items"];
+      if (items.IsDefined() && items.IsSequence()) {
+        for (const YAML::Node& item : items) {
+          std::string key = ObjectKey(item);
+          absl::StatusOr<ResourceSet> one = parse(item);
+          if (one.ok()) {
+            objects[key] = *std::move(one);
+          } else {
+            invalid[absl::StrCat(kind.name, " ", key)] = std::string(one.status().message());
+          }
+        }
+      }
+      if (continue_token.empty()) break;
+    }
+    if (stopping_.load()) return absl::CancelledError("source stopping");
+    {
+      absl::MutexLock lock(&mutex_);
+      kind.objects = std::move(objects);
+      kind.synced = true;
+      dirty_ = true;
+      std::string prefix = absl::StrCat(kind.name, " ");
+      for (auto it = invalid_objects_.begin(); it != invalid_objects_.end();) {
+        it = absl::StartsWith(it->first, prefix) ? invalid_objects_.erase(it) : std::next(it);
+      }
+      invalid_objects_.merge(invalid);
+    }
+    resource_version = list_version;
+    return absl::OkStatus();
+  };
+
+  // Follows one watch request to its end.
+  auto watch = [&]() -> absl::StatusOr<WatchEnd> {
+    std::string target = absl::StrCat(
+        base_path(), "?watch=1&allowWatchBookmarks=true&resourceVersion=", resource_version,
+        "&timeoutSeconds=", options_.watch_timeout_seconds);
+    Connection connection;
+    std::unique_ptr<http::Exchange> exchange;
+    absl::StatusOr<http::ResponseHead> head = open(target, connection, exchange);
+    if (!head.ok()) return head.status();
+    if (head->status == 410) return WatchEnd::kRelist;
+    if (head->status != 200) {
+      absl::StatusOr<std::string> body = exchange->ReadAll(64 * 1024);
+      return absl::UnavailableError(absl::StrCat("watch ", target, ": HTTP ", head->status, " ",
+                                                 body.ok() ? body->substr(0, 200) : ""));
+    }
+    // A watch is quiet between events: allow the server its timeout plus slack.
+    absl::Duration idle = absl::Seconds(options_.watch_timeout_seconds) + options_.io_timeout;
+    if (auto* tls = dynamic_cast<TlsStream*>(connection.stream.get())) tls->set_idle_limit(idle);
+    if (auto* plain = dynamic_cast<PlainStream*>(connection.stream.get())) {
+      plain->set_idle_limit(idle);
+    }
+    std::string pending;
+    while (true) {
+      absl::StatusOr<bool> more = exchange->ReadBody(pending);
+      if (!more.ok()) return more.status();
+      size_t newline;
+      while ((newline = pending.find('\n')) != std::string::npos) {
+        std::string line = pending.substr(0, newline);
+        pending.erase(0, newline + 1);
+        if (absl::StripAsciiWhitespace(line).empty()) continue;
+        absl::StatusOr<YAML::Node> event = ParseJson(line, absl::StrCat("watch ", base_path()));
+        if (!event.ok()) return event.status();
+        std::string type = ScalarAt(*event, "type");
+        YAML::Node object = event->IsMap() ? (*event)["object"] : YAML::Node();
+        if (type == "ERROR") {
+          std::string code = ScalarAt(object, "code");
+          if (code == "410") return WatchEnd::kRelist;
+          return absl::UnavailableError(absl::StrCat("watch ", base_path(), ": error ", code, " ",
+                                                     ScalarAt(object, "message")));
+        }
+        std::string version_seen = ScalarAt(object, "metadata", "resourceVersion");
+        if (type == "BOOKMARK") {
+          if (!version_seen.empty()) resource_version = version_seen;
+          continue;
+        }
+        if (type != "ADDED" && type != "MODIFIED" && type != "DELETED") {
+          return absl::DataLossError(
+              absl::StrCat("watch ", base_path(), ": unknown event type \"", type, "\""));
+        }
+        std::string key = ObjectKey(object);
+        if (type == "DELETED") {
+          record_invalid(key, absl::OkStatus());
+          absl::MutexLock lock(&mutex_);
+          kind.objects.erase(key);
+          dirty_ = true;
+        } else {
+          absl::StatusOr<ResourceSet> one = parse(object);
+          record_invalid(key, one.status());
+          // An object that stops parsing keeps its last good version.
+          if (one.ok()) {
+            absl::MutexLock lock(&mutex_);
+            kind.objects[key] = *std::move(one);
+            dirty_ = true;
+          } else {
+            MarkDirty();  // so the error shows in Status()
+          }
+        }
+        if (!version_seen.empty()) resource_version = version_seen;
+      }
+      if (pending.size() > kMaxWatchLine) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat("watch ", base_path(), ": event over ", kMaxWatchLine, " bytes"));
+      }
+      if (!*more) return WatchEnd::kResume;
+    }
+  };
+
+  while (!stopping_.load()) {
+    if (need_list) {
+      absl::Status status = list();
+      if (status.code() == absl::StatusCode::kNotFound) {
+        // The CRD is not installed: nothing of this kind exists. Look again later.
+        {
+          absl::MutexLock lock(&mutex_);
+          if (!kind.objects.empty() || !kind.synced) dirty_ = true;
+          kind.objects.clear();
+          kind.synced = true;
+        }
+        version = 0;
+        if (!Sleep(options_.max_backoff)) return;
+        continue;
+      }
+      if (!status.ok()) {
+        if (stopping_.load()) return;
+        ReportError(
+            absl::Status(status.code(), absl::StrCat(kind.resource, ": ", status.message())));
+        if (!Sleep(backoff)) return;
+        backoff = std::min(backoff * 2, options_.max_backoff);
+        continue;
+      }
+      need_list = false;
+      backoff = options_.initial_backoff;
+    }
+    absl::StatusOr<WatchEnd> end = watch();
+    if (stopping_.load()) return;
+    if (end.ok()) {
+      if (*end == WatchEnd::kRelist) need_list = true;
+      backoff = options_.initial_backoff;
+      continue;
+    }
+    ReportError(absl::Status(end.status().code(),
+                             absl::StrCat(kind.resource, ": ", end.status().message())));
+    if (!Sleep(backoff)) return;
+    backoff = std::min(backoff * 2, options_.max_backoff);
+  }
+}
+
+void KubeSource::RunBuilder() {
+  uint64_t generation = 0;
+  while (true) {
+    {
+      absl::MutexLock lock(&mutex_);
+      auto ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(mutex_) {
+        if (stop_requested_) return true;
+        if (!dirty_) return false;
+        for (const auto& kind : kinds_) {
+          if (!kind->synced) return false;
+        }
+        return true;
+      };
+      mutex_.Await(absl::Condition(&ready));
+      if (stop_requested_) return;
+    }
+    // Let a burst of events settle into one snapshot.
+    if (!Sleep(options_.debounce)) return;
+    ResourceSet resources;
+    std::string invalid;
+    {
+      absl::MutexLock lock(&mutex_);
+      dirty_ = false;
+      for (const auto& kind : kinds_) {
+        for (const auto& [key, one] : kind->objects) {
+          auto append = [](auto& into, const auto& from) {
+            into.insert(into.end(), from.begin(), from.end());
+          };
+          append(resources.namespaces, one.namespaces);
+          append(resources.pods, one.pods);
+          append(resources.services, one.services);
+          append(resources.endpoint_slices, one.endpoint_slices);
+          append(resources.peer_authentications, one.peer_authentications);
+          append(resources.destination_rules, one.destination_rules);
+        }
+      }
+      for (const auto& [object, error] : invalid_objects_) {
+        absl::StrAppend(&invalid, invalid.empty() ? "" : "; ", error);
+      }
+    }
+    absl::StatusOr<std::shared_ptr<const Snapshot>> snapshot =
+        Snapshot::Build(std::move(resources), options_.snapshot, generation + 1);
+    if (!snapshot.ok()) {
+      ReportError(snapshot.status());
+      continue;
+    }
+    ++generation;
+    publisher_.Publish(*std::move(snapshot));
+    if (!invalid.empty()) {
+      ReportError(
+          absl::InvalidArgumentError(absl::StrCat("objects left out of the snapshot: ", invalid)));
+    }
+  }
+}
+
+}  // namespace nodeward::policy

@@ -1,0 +1,114 @@
+// An immutable, indexed view of one configuration: what every policy decision reads. Built
+// once per configuration change by a source and shared as std::shared_ptr<const Snapshot>;
+// decisions made from it are a few hash lookups, never a scan of all objects.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/node_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "policy/resources.h"
+
+namespace nodeward::policy {
+
+struct SnapshotOptions {
+  // PeerAuthentications here without a selector are mesh-wide; DestinationRules here are the
+  // last place looked.
+  std::string root_namespace = "istio-system";
+  // spiffe://<trust_domain>/ns/<ns>/sa/<sa>
+  std::string trust_domain = "cluster.local";
+  // Services are named <name>.<namespace>.svc.<cluster_domain>.
+  std::string cluster_domain = "cluster.local";
+};
+
+// One backend of a service port: where a connection to the service actually goes.
+struct EndpointTarget {
+  std::string ip;
+  uint32_t port = 0;         // the pod's (target) port
+  const Pod* pod = nullptr;  // null for endpoints that are not pods we know
+};
+
+class Snapshot {
+ public:
+  // Indexes `resources`. Fails, naming both origins, when two objects of one kind share a
+  // namespace and name. `generation` is the source's counter, shown by the debug CLI.
+  static absl::StatusOr<std::shared_ptr<const Snapshot>> Build(ResourceSet resources,
+                                                               SnapshotOptions options,
+                                                               uint64_t generation = 0);
+
+  const SnapshotOptions& options() const { return options_; }
+  const ResourceSet& resources() const { return resources_; }
+  uint64_t generation() const { return generation_; }
+
+  // Lookups. Addresses must be normalized (NormalizeIp); pointers live as long as the snapshot.
+  const Namespace* FindNamespace(absl::string_view name) const;
+  const Pod* FindPod(absl::string_view ns, absl::string_view name) const;
+  const Pod* FindPodByIp(absl::string_view ip) const;
+  const Service* FindService(absl::string_view ns, absl::string_view name) const;
+  const Service* FindServiceByClusterIp(absl::string_view ip) const;
+  // Ready backends of `service` on its port `service_port` (empty when none or no such port).
+  const std::vector<EndpointTarget>& ServiceEndpoints(const Service& service,
+                                                      uint32_t service_port) const;
+  // <name>.<namespace>.svc.<cluster_domain>
+  std::string ServiceHost(const Service& service) const;
+
+  // PeerAuthentication candidates per level, oldest first (then by name): the first one
+  // decides, the rest are shown in traces as ignored.
+  const std::vector<const PeerAuthentication*>& MeshPeerAuthentications() const;
+  // Namespace-wide ones of `ns`; empty for the root namespace, whose are mesh-wide.
+  const std::vector<const PeerAuthentication*>& NamespacePeerAuthentications(
+      absl::string_view ns) const;
+  // Those whose selector matches `pod`'s labels (in the pod's namespace).
+  std::vector<const PeerAuthentication*> WorkloadPeerAuthentications(const Pod& pod) const;
+
+  // DestinationRules declared in `ns` whose host matches `host` (an FQDN), most specific
+  // first (exact, then longer wildcard suffix), then oldest. Visibility is not applied here.
+  std::vector<const DestinationRule*> MatchingDestinationRules(absl::string_view ns,
+                                                               absl::string_view host) const;
+  // The DR's host as an FQDN (short names are relative to the DR's namespace) or wildcard.
+  std::string ResolvedHost(const DestinationRule& rule) const;
+
+ private:
+  Snapshot() = default;
+  absl::Status Index();
+
+  struct ServiceIndex {
+    const Service* service = nullptr;
+    absl::flat_hash_map<uint32_t, std::vector<EndpointTarget>> endpoints_by_port;
+  };
+  struct RuleIndex {
+    absl::flat_hash_map<std::string, std::vector<const DestinationRule*>> exact;
+    // (suffix after "*", rule) sorted longest suffix first; "*" alone has an empty suffix.
+    std::vector<std::pair<std::string, const DestinationRule*>> wildcards;
+  };
+  struct NamespaceIndex {
+    const Namespace* ns = nullptr;
+    std::vector<const PeerAuthentication*> namespace_policies;
+    std::vector<const PeerAuthentication*> selector_policies;
+    RuleIndex rules;
+  };
+
+  const NamespaceIndex* FindNamespaceIndex(absl::string_view ns) const;
+
+  SnapshotOptions options_;
+  ResourceSet resources_;
+  uint64_t generation_ = 0;
+
+  absl::flat_hash_map<std::string, NamespaceIndex> namespaces_;
+  absl::flat_hash_map<std::string, const Pod*> pods_by_name_;  // "ns/name"
+  absl::flat_hash_map<std::string, const Pod*> pods_by_ip_;
+  // node_hash_map: services_by_ip_ points into it.
+  absl::node_hash_map<std::string, ServiceIndex> services_by_name_;  // "ns/name"
+  absl::flat_hash_map<std::string, const ServiceIndex*> services_by_ip_;
+  std::vector<const PeerAuthentication*> mesh_policies_;
+};
+
+// Whether `labels` has every key/value of `selector`.
+bool SelectorMatches(const Labels& selector, const Labels& labels);
+
+}  // namespace nodeward::policy

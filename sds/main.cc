@@ -1,0 +1,297 @@
+// nodeward-sds: the node's certificate supplier. Generates a key per workload identity, has it
+// signed (built-in CA or an upstream IstioCertificateService), rotates it, and serves Envoy
+// SDS v3 on a Unix socket. With --serve-ca it also serves IstioCertificateService over TLS for
+// the other nodes of a cluster.
+#include <signal.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+#include "crypto/certificate_authority.h"
+#include "crypto/keys.h"
+#include "sds/authorizer.h"
+#include "sds/ca_client.h"
+#include "sds/ca_service.h"
+#include "sds/certificate_signer.h"
+#include "sds/identity_manager.h"
+#include "sds/log.h"
+#include "sds/sds_server.h"
+
+ABSL_FLAG(std::string, sds_socket, "/var/run/nodeward/sds.sock",
+          "Unix socket to serve SDS on (mode 0660); empty to serve no SDS (a CA-only node)");
+ABSL_FLAG(absl::Duration, cert_lifetime, absl::Hours(24), "Lifetime of workload certificates");
+ABSL_FLAG(double, rotation_fraction, 0.5, "Renew when this fraction of the lifetime has passed");
+ABSL_FLAG(double, rotation_jitter, 0.1, "Random +/- fraction applied to the renewal time");
+ABSL_FLAG(int, issuing_threads, 4, "Concurrent signing requests");
+ABSL_FLAG(absl::Duration, identity_idle_grace, absl::Minutes(5),
+          "How long a certificate nobody watches is kept");
+ABSL_FLAG(std::string, allowed_identities_file, "",
+          "SPIFFE IDs this node may hold, one per line; re-read on change and on SIGHUP");
+ABSL_FLAG(std::vector<std::string>, allowed_identity, {},
+          "SPIFFE IDs this node may hold (comma-separated)");
+ABSL_FLAG(std::string, trust_domain, "cluster.local", "Trust domain of the built-in CA");
+ABSL_FLAG(std::string, ca_dir, "/var/lib/nodeward/ca",
+          "Directory of the built-in CA (created on first use); re-read on SIGHUP");
+ABSL_FLAG(std::string, ca_address, "",
+          "Upstream IstioCertificateService host:port (istiod, or nodeward-sds --serve-ca); "
+          "when set, the built-in CA is not used for workload certificates");
+ABSL_FLAG(std::string, ca_root_file, "", "PEM roots that the upstream CA's certificate chains to");
+ABSL_FLAG(std::string, ca_token_file, "", "Bearer token for the upstream CA, re-read per request");
+ABSL_FLAG(std::string, ca_server_identity, "",
+          "SPIFFE ID the upstream CA must present (for nodeward-sds --serve-ca); when empty the "
+          "usual host name check applies");
+ABSL_FLAG(std::string, ca_tls_server_name, "", "Host name to check the upstream CA against");
+ABSL_FLAG(std::string, cluster_id, "", "ClusterID metadata sent to the upstream CA");
+ABSL_FLAG(std::string, serve_ca, "",
+          "host:port to serve IstioCertificateService on, over TLS, from the built-in CA");
+ABSL_FLAG(std::string, ca_tokens_file, "",
+          "For --serve-ca: lines of \"<token> <node-name> [spiffe-id ...]\"; re-read on SIGHUP");
+ABSL_FLAG(std::string, ca_serving_identity,
+          "spiffe://cluster.local/ns/nodeward-system/sa/nodeward-ca",
+          "For --serve-ca: SPIFFE ID of the CA's own serving certificate");
+ABSL_FLAG(absl::Duration, ca_serving_cert_lifetime, absl::Hours(24 * 90),
+          "For --serve-ca: lifetime of the CA's serving certificate");
+ABSL_FLAG(absl::Duration, ca_max_lifetime, absl::Hours(24 * 7),
+          "For --serve-ca: longest certificate lifetime granted");
+
+namespace nodeward::sds {
+namespace {
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  std::stringstream contents;
+  contents << in.rdbuf();
+  return contents.str();
+}
+
+absl::StatusOr<crypto::SpiffeId> ParseId(const std::string& text, absl::string_view flag) {
+  absl::StatusOr<crypto::SpiffeId> id = crypto::SpiffeId::Parse(text);
+  if (!id.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, "=", text, ": ", id.status().message()));
+  }
+  return id;
+}
+
+// The CA's own serving certificate, issued by the CA it serves.
+absl::StatusOr<crypto::TlsCredentials> IssueServingCertificate(CertificateSigner& signer,
+                                                               const crypto::SpiffeId& identity,
+                                                               absl::Duration lifetime) {
+  absl::StatusOr<crypto::PrivateKey> key = crypto::PrivateKey::GenerateP256();
+  if (!key.ok()) return key.status();
+  absl::StatusOr<std::string> csr = crypto::MakeCsr(*key, identity);
+  if (!csr.ok()) return csr.status();
+  absl::StatusOr<SignedChain> signed_chain = signer.Sign(*csr, identity, lifetime);
+  if (!signed_chain.ok()) return signed_chain.status();
+  absl::StatusOr<std::string> key_pem = key->ToPem();
+  if (!key_pem.ok()) return key_pem.status();
+  return crypto::TlsCredentials{signed_chain->chain_pem, *key_pem};
+}
+
+absl::Status Run() {
+  crypto::CaOptions ca_options;
+  ca_options.trust_domain = absl::GetFlag(FLAGS_trust_domain);
+  const bool serve_ca = !absl::GetFlag(FLAGS_serve_ca).empty();
+  const bool upstream = !absl::GetFlag(FLAGS_ca_address).empty();
+  const std::string sds_socket = absl::GetFlag(FLAGS_sds_socket);
+  if (!serve_ca && sds_socket.empty()) {
+    return absl::InvalidArgumentError("nothing to do: --sds-socket is empty and no --serve-ca");
+  }
+
+  // Flags are checked before anything is created on disk.
+  std::vector<crypto::SpiffeId> fixed;
+  for (const std::string& text : absl::GetFlag(FLAGS_allowed_identity)) {
+    absl::StatusOr<crypto::SpiffeId> id = ParseId(text, "allowed-identity");
+    if (!id.ok()) return id.status();
+    fixed.push_back(*id);
+  }
+
+  std::shared_ptr<LocalCaSigner> local_ca;
+  if (serve_ca || !upstream) {
+    absl::StatusOr<std::unique_ptr<LocalCaSigner>> opened =
+        LocalCaSigner::Open(absl::GetFlag(FLAGS_ca_dir), ca_options);
+    if (!opened.ok()) return opened.status();
+    local_ca = *std::move(opened);
+  }
+
+  std::shared_ptr<CertificateSigner> workload_signer = local_ca;
+  if (upstream) {
+    IstioCaClientOptions client;
+    client.address = absl::GetFlag(FLAGS_ca_address);
+    absl::StatusOr<std::string> roots = ReadFile(absl::GetFlag(FLAGS_ca_root_file));
+    if (!roots.ok()) return roots.status();
+    client.root_cert_pem = *roots;
+    client.token_file = absl::GetFlag(FLAGS_ca_token_file);
+    if (std::string id = absl::GetFlag(FLAGS_ca_server_identity); !id.empty()) {
+      absl::StatusOr<crypto::SpiffeId> parsed = ParseId(id, "ca-server-identity");
+      if (!parsed.ok()) return parsed.status();
+      client.server_identity = *parsed;
+    }
+    client.tls_server_name = absl::GetFlag(FLAGS_ca_tls_server_name);
+    client.cluster_id = absl::GetFlag(FLAGS_cluster_id);
+    absl::StatusOr<std::unique_ptr<IstioCaSigner>> signer = IstioCaSigner::Create(client);
+    if (!signer.ok()) return signer.status();
+    workload_signer = *std::move(signer);
+  }
+
+  // Signals are taken by sigwait below; blocked before any thread starts so none gets them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGHUP);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  std::unique_ptr<CaTokenStore> tokens;
+  std::unique_ptr<CaServer> ca_server;
+  if (serve_ca) {
+    if (absl::GetFlag(FLAGS_ca_tokens_file).empty()) {
+      return absl::InvalidArgumentError("--serve-ca needs --ca-tokens-file");
+    }
+    tokens = std::make_unique<CaTokenStore>(absl::GetFlag(FLAGS_ca_tokens_file));
+    if (absl::Status loaded = tokens->Reload(); !loaded.ok()) return loaded;
+    absl::StatusOr<crypto::SpiffeId> serving_id =
+        ParseId(absl::GetFlag(FLAGS_ca_serving_identity), "ca-serving-identity");
+    if (!serving_id.ok()) return serving_id.status();
+    absl::StatusOr<crypto::TlsCredentials> serving = IssueServingCertificate(
+        *local_ca, *serving_id, absl::GetFlag(FLAGS_ca_serving_cert_lifetime));
+    if (!serving.ok()) return serving.status();
+    CaServiceOptions options;
+    options.listen_address = absl::GetFlag(FLAGS_serve_ca);
+    options.trust_domain = ca_options.trust_domain;
+    options.server_cert_chain_pem = serving->cert_chain_pem;
+    options.server_key_pem = serving->private_key_pem;
+    options.default_lifetime = absl::GetFlag(FLAGS_cert_lifetime);
+    options.max_lifetime = absl::GetFlag(FLAGS_ca_max_lifetime);
+    ca_server = std::make_unique<CaServer>(local_ca.get(), tokens.get(), options);
+    if (absl::Status started = ca_server->Start(); !started.ok()) return started;
+  }
+
+  std::unique_ptr<AllowListAuthorizer> authorizer;
+  std::unique_ptr<IdentityManager> manager;
+  std::unique_ptr<SdsServer> sds_server;
+  if (!sds_socket.empty()) {
+    std::optional<std::string> file;
+    if (std::string path = absl::GetFlag(FLAGS_allowed_identities_file); !path.empty()) {
+      file = path;
+    }
+    if (fixed.empty() && !file.has_value()) {
+      LogWarning("no --allowed-identity or --allowed-identities-file: every identity is refused");
+    }
+    authorizer = std::make_unique<AllowListAuthorizer>(std::move(fixed), file);
+    if (absl::Status loaded = authorizer->Reload(); !loaded.ok()) return loaded;
+
+    IdentityManagerOptions options;
+    options.lifetime = absl::GetFlag(FLAGS_cert_lifetime);
+    options.rotation_fraction = absl::GetFlag(FLAGS_rotation_fraction);
+    options.rotation_jitter = absl::GetFlag(FLAGS_rotation_jitter);
+    options.issuing_threads = absl::GetFlag(FLAGS_issuing_threads);
+    options.idle_grace = absl::GetFlag(FLAGS_identity_idle_grace);
+    manager = std::make_unique<IdentityManager>(workload_signer, options);
+    SdsServerOptions server_options;
+    server_options.socket_path = sds_socket;
+    sds_server = std::make_unique<SdsServer>(manager.get(), authorizer.get(), server_options);
+    if (absl::Status started = sds_server->Start(); !started.ok()) return started;
+  }
+
+  while (true) {
+    int signal_number = 0;
+    if (sigwait(&signals, &signal_number) != 0) continue;
+    if (signal_number != SIGHUP) {
+      LogInfo("signal ", signal_number, ": shutting down");
+      break;
+    }
+    LogInfo("SIGHUP: reloading allow-list, CA tokens and CA");
+    if (authorizer != nullptr) {
+      if (absl::Status status = authorizer->Reload(); !status.ok()) LogError(status.message());
+    }
+    if (tokens != nullptr) {
+      if (absl::Status status = tokens->Reload(); !status.ok()) LogError(status.message());
+    }
+    if (manager != nullptr) {
+      if (absl::Status status = manager->ReloadSigner(); !status.ok()) LogError(status.message());
+    } else if (local_ca != nullptr) {
+      if (auto changed = local_ca->Reload(); !changed.ok()) LogError(changed.status().message());
+    }
+  }
+  if (sds_server != nullptr) sds_server->Shutdown();
+  if (ca_server != nullptr) ca_server->Shutdown();
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace nodeward::sds
+
+namespace nodeward::sds {
+namespace {
+
+// Flags are spelt with dashes on the command line (--sds-socket) and may repeat where a list
+// makes sense (--allowed-identity); abseil wants underscores and keeps only the last value, so
+// names are rewritten and repeated list flags merged before parsing.
+std::vector<std::string> NormalizeArguments(int argc, char** argv) {
+  std::vector<std::string> out = {argv[0]};
+  std::vector<std::string> allowed;
+  bool flags_done = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string argument = argv[i];
+    if (flags_done || argument.size() < 3 || argument.rfind("--", 0) != 0) {
+      out.push_back(std::move(argument));
+      continue;
+    }
+    if (argument == "--") {
+      flags_done = true;
+      out.push_back(std::move(argument));
+      continue;
+    }
+    std::size_t name_end = std::min(argument.find('='), argument.size());
+    std::replace(argument.begin() + 2, argument.begin() + name_end, '-', '_');
+    constexpr std::string_view kAllowed = "--allowed_identity";
+    if (argument.rfind(kAllowed, 0) == 0 && name_end == kAllowed.size()) {
+      if (name_end < argument.size()) {
+        allowed.push_back(argument.substr(name_end + 1));
+      } else if (i + 1 < argc) {
+        allowed.push_back(argv[++i]);
+      }
+      continue;
+    }
+    out.push_back(std::move(argument));
+  }
+  if (!allowed.empty())
+    out.push_back(absl::StrCat("--allowed_identity=", absl::StrJoin(allowed, ",")));
+  return out;
+}
+
+}  // namespace
+}  // namespace nodeward::sds
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Node-local certificate supplier: Envoy SDS v3 on a Unix socket, certificates from the "
+      "built-in CA or an upstream IstioCertificateService; --serve-ca serves that service. "
+      "Flag names take dashes or underscores.");
+  std::vector<std::string> arguments = nodeward::sds::NormalizeArguments(argc, argv);
+  std::vector<char*> normalized;
+  for (std::string& argument : arguments) normalized.push_back(argument.data());
+  absl::ParseCommandLine(static_cast<int>(normalized.size()), normalized.data());
+  absl::Status status = nodeward::sds::Run();
+  if (!status.ok()) {
+    nodeward::sds::LogError("nodeward-sds: ", status.ToString());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,92 @@
+// Helpers shared by the SDS tests: temporary directories, identities, a CA and a running
+// SDS server on a Unix socket.
+#pragma once
+
+#include <stdlib.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "crypto/certificate_authority.h"
+#include "crypto/spiffe_id.h"
+#include "gtest/gtest.h"
+#include "sds/authorizer.h"
+#include "sds/certificate_signer.h"
+#include "sds/identity_manager.h"
+#include "sds/sds_server.h"
+
+namespace nodeward::sds::testing {
+
+// A fresh directory, removed with everything in it when the object dies (also on failure).
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = (std::filesystem::temp_directory_path() / "nodeward-sds-XXXXXX").string();
+    char* made = ::mkdtemp(pattern.data());
+    if (made == nullptr) throw std::runtime_error("mkdtemp failed");
+    path_ = made;
+  }
+  ~TempDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  std::string Sub(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+inline crypto::SpiffeId Id(const std::string& ns, const std::string& sa) {
+  absl::StatusOr<crypto::SpiffeId> id = crypto::SpiffeId::Make("cluster.local", ns, sa);
+  if (!id.ok()) throw std::runtime_error(std::string(id.status().message()));
+  return *id;
+}
+
+inline std::shared_ptr<const crypto::CertificateAuthority> MakeCa(const std::string& dir) {
+  auto ca = crypto::CertificateAuthority::LoadOrCreate(dir);
+  if (!ca.ok()) throw std::runtime_error(absl::StrCat("CA: ", ca.status().message()));
+  return std::shared_ptr<const crypto::CertificateAuthority>(*std::move(ca));
+}
+
+// Polls `done` until it holds or `timeout` passes.
+template <typename Predicate>
+bool Eventually(Predicate done, absl::Duration timeout) {
+  absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    if (done()) return true;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return done();
+}
+
+// An IdentityManager and SDS server on a socket in `dir`, authorising a fixed list.
+struct SdsServerFixture {
+  SdsServerFixture(std::shared_ptr<CertificateSigner> signer, std::string socket,
+                   std::vector<crypto::SpiffeId> allowed, IdentityManagerOptions options)
+      : authorizer(std::move(allowed), std::nullopt),
+        manager(std::make_unique<IdentityManager>(std::move(signer), options)),
+        server(std::make_unique<SdsServer>(manager.get(), &authorizer,
+                                           SdsServerOptions{std::move(socket)})) {}
+  AllowListAuthorizer authorizer;
+  std::unique_ptr<IdentityManager> manager;
+  std::unique_ptr<SdsServer> server;
+};
+
+inline IdentityManagerOptions ShortLived(absl::Duration lifetime) {
+  IdentityManagerOptions options;
+  options.lifetime = lifetime;
+  options.retry.initial = absl::Milliseconds(50);
+  options.retry.max = absl::Milliseconds(500);
+  options.reissue_spread = absl::Milliseconds(200);
+  options.idle_grace = absl::Seconds(2);
+  return options;
+}
+
+}  // namespace nodeward::sds::testing

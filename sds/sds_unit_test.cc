@@ -1,0 +1,158 @@
+// Pure pieces of the SDS layer: resource encoding, allow-lists, CA tokens, backoff.
+#include <fstream>
+
+#include "gtest/gtest.h"
+#include "sds/authorizer.h"
+#include "sds/backoff.h"
+#include "sds/ca_client.h"
+#include "sds/ca_service.h"
+#include "sds/sds_test_util.h"
+#include "sds/secret_resources.h"
+
+namespace nodeward::sds {
+namespace {
+
+using testing::Id;
+using testing::TempDir;
+
+TEST(SecretResourcesTest, CertificateRoundTrips) {
+  google::protobuf::Any any =
+      PackSecret(MakeTlsCertificateSecret("spiffe://cluster.local/ns/a/sa/b", "CHAIN", "KEY"));
+  EXPECT_EQ(any.type_url(), kSecretTypeUrl);
+  absl::StatusOr<ReceivedSecret> secret = UnpackSecret(any);
+  ASSERT_TRUE(secret.ok()) << secret.status();
+  const auto& certificate = std::get<ReceivedCertificate>(*secret);
+  EXPECT_EQ(certificate.name, "spiffe://cluster.local/ns/a/sa/b");
+  EXPECT_EQ(certificate.cert_chain_pem, "CHAIN");
+  EXPECT_EQ(certificate.private_key_pem, "KEY");
+}
+
+TEST(SecretResourcesTest, BundleRoundTripsAndAcceptsInlineString) {
+  SecretProto secret = MakeValidationContextSecret("ROOTS");
+  secret.mutable_validation_context()->mutable_trusted_ca()->set_inline_string("ROOTS2");
+  absl::StatusOr<ReceivedSecret> unpacked = UnpackSecret(PackSecret(secret));
+  ASSERT_TRUE(unpacked.ok()) << unpacked.status();
+  EXPECT_EQ(std::get<ReceivedBundle>(*unpacked).trusted_ca_pem, "ROOTS2");
+}
+
+TEST(SecretResourcesTest, RejectsMalformedSecrets) {
+  google::protobuf::Any wrong_type = PackSecret(MakeValidationContextSecret("R"));
+  wrong_type.set_type_url("type.googleapis.com/envoy.config.cluster.v3.Cluster");
+  EXPECT_FALSE(UnpackSecret(wrong_type).ok());
+
+  SecretProto file_source = MakeTlsCertificateSecret("spiffe://cluster.local/ns/a/sa/b", "C", "K");
+  file_source.mutable_tls_certificate()->mutable_private_key()->set_filename("/etc/shadow");
+  absl::StatusOr<ReceivedSecret> from_file = UnpackSecret(PackSecret(file_source));
+  ASSERT_FALSE(from_file.ok());
+  EXPECT_NE(from_file.status().message().find("inline"), absl::string_view::npos);
+
+  SecretProto root_as_certificate = MakeTlsCertificateSecret("ROOTCA", "C", "K");
+  EXPECT_FALSE(UnpackSecret(PackSecret(root_as_certificate)).ok());
+
+  SecretProto identity_as_bundle = MakeValidationContextSecret("R");
+  identity_as_bundle.set_name("spiffe://cluster.local/ns/a/sa/b");
+  EXPECT_FALSE(UnpackSecret(PackSecret(identity_as_bundle)).ok());
+
+  SecretProto empty_key = MakeTlsCertificateSecret("spiffe://cluster.local/ns/a/sa/b", "C", "K");
+  empty_key.mutable_tls_certificate()->clear_private_key();
+  EXPECT_FALSE(UnpackSecret(PackSecret(empty_key)).ok());
+
+  google::protobuf::Any garbage;
+  garbage.set_type_url(std::string(kSecretTypeUrl));
+  garbage.set_value("\xff\xff\xff");
+  EXPECT_FALSE(UnpackSecret(garbage).ok());
+}
+
+TEST(SecretResourcesTest, ResourceNames) {
+  EXPECT_TRUE(std::holds_alternative<RootCaResource>(*ParseResourceName("ROOTCA")));
+  EXPECT_TRUE(
+      std::holds_alternative<crypto::SpiffeId>(*ParseResourceName("spiffe://td/ns/a/sa/b")));
+  EXPECT_FALSE(ParseResourceName("default").ok());
+  EXPECT_FALSE(ParseResourceName("spiffe://td/ns/a").ok());
+  EXPECT_FALSE(ParseResourceName("").ok());
+}
+
+TEST(AuthorizerTest, ParsesListsAndNamesTheBadLine) {
+  auto parsed = ParseIdentityList("# node-1\n\nspiffe://cluster.local/ns/a/sa/b\n  \n");
+  ASSERT_TRUE(parsed.ok());
+  EXPECT_EQ(parsed->size(), 1u);
+  auto bad = ParseIdentityList("spiffe://cluster.local/ns/a/sa/b\nnot-an-id\n");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("line 2"), absl::string_view::npos);
+}
+
+TEST(AuthorizerTest, FixedAndFileIdentitiesWithReloadOnChange) {
+  TempDir dir;
+  const std::string file = dir.Sub("allowed");
+  std::ofstream(file) << "spiffe://cluster.local/ns/a/sa/from-file\n";
+  AllowListAuthorizer authorizer({Id("a", "fixed")}, file);
+  ASSERT_TRUE(authorizer.Reload().ok());
+  EXPECT_TRUE(authorizer.Authorize(Id("a", "fixed")).ok());
+  EXPECT_TRUE(authorizer.Authorize(Id("a", "from-file")).ok());
+  absl::Status refused = authorizer.Authorize(Id("a", "other"));
+  EXPECT_EQ(refused.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_NE(refused.message().find("spiffe://cluster.local/ns/a/sa/other"),
+            absl::string_view::npos);
+
+  // A changed file is picked up without a signal (its size differs).
+  std::ofstream(file) << "spiffe://cluster.local/ns/a/sa/other\n";
+  EXPECT_TRUE(authorizer.Authorize(Id("a", "other")).ok());
+  EXPECT_FALSE(authorizer.Authorize(Id("a", "from-file")).ok());
+
+  // A broken file keeps the previous list.
+  std::ofstream(file) << "garbage that is long enough to change the size\n";
+  EXPECT_FALSE(authorizer.Reload().ok());
+  EXPECT_TRUE(authorizer.Authorize(Id("a", "other")).ok());
+}
+
+TEST(CaTokensTest, Parses) {
+  auto tokens = ParseCaTokens(
+      "# token node identities\n"
+      "t1 node-1\n"
+      "t2 node-2 spiffe://cluster.local/ns/a/sa/b spiffe://cluster.local/ns/a/sa/c\n");
+  ASSERT_TRUE(tokens.ok()) << tokens.status();
+  EXPECT_EQ(tokens->at("t1").node, "node-1");
+  EXPECT_FALSE(tokens->at("t1").allowed_identities.has_value());
+  EXPECT_EQ(tokens->at("t2").allowed_identities->size(), 2u);
+  EXPECT_FALSE(ParseCaTokens("lonely\n").ok());
+  EXPECT_FALSE(ParseCaTokens("t node spiffe://bad\n").ok());
+  EXPECT_FALSE(ParseCaTokens("t a\nt b\n").ok());
+}
+
+TEST(BackoffTest, GrowsToTheCapWithJitterBelowTheBase) {
+  Backoff backoff({absl::Milliseconds(100), absl::Seconds(1), 2.0, 0.5});
+  absl::Duration previous_cap = absl::Milliseconds(100);
+  for (int i = 0; i < 10; ++i) {
+    absl::Duration delay = backoff.Next();
+    EXPECT_LE(delay, previous_cap);
+    EXPECT_GE(delay, previous_cap / 2);
+    previous_cap = std::min(absl::Seconds(1), previous_cap * 2);
+  }
+  backoff.Reset();
+  EXPECT_LE(backoff.Next(), absl::Milliseconds(100));
+}
+
+TEST(IstioChainTest, SplitsLeafFirstRootLast) {
+  TempDir dir;
+  auto ca = testing::MakeCa(dir.Sub("ca"));
+  auto key = crypto::PrivateKey::GenerateP256();
+  ASSERT_TRUE(key.ok());
+  auto csr = crypto::MakeCsr(*key, Id("a", "b"));
+  ASSERT_TRUE(csr.ok());
+  crypto::SignRequest request;
+  request.csr_pem = *csr;
+  auto signed_certificate = ca->Sign(request);
+  ASSERT_TRUE(signed_certificate.ok()) << signed_certificate.status();
+  auto split = SplitIstioCertChain({signed_certificate->chain_pem, ca->RootsPem()});
+  ASSERT_TRUE(split.ok()) << split.status();
+  auto leaf = crypto::InspectCertificate(split->chain_pem);
+  ASSERT_TRUE(leaf.ok());
+  EXPECT_EQ(leaf->serial_hex, signed_certificate->leaf.serial_hex);
+  EXPECT_EQ(*crypto::SplitPemCertificates(split->roots_pem),
+            *crypto::SplitPemCertificates(ca->RootsPem()));
+  EXPECT_FALSE(SplitIstioCertChain({signed_certificate->chain_pem}).ok());
+  EXPECT_FALSE(SplitIstioCertChain({"junk", "junk"}).ok());
+}
+
+}  // namespace
+}  // namespace nodeward::sds
