@@ -1,0 +1,98 @@
+// The sandbox description (a YAML file), the addresses and names derived from it, and the
+// Kubernetes configuration the agents read: the user's files plus generated Pods and
+// Namespaces.
+//
+//   name: demo                  # [a-z0-9]{1,12}: prefixes every object of the sandbox
+//   trustDomain: cluster.local  # optional
+//   nodes: [node1, node2]
+//   pods:
+//   - {name: web, namespace: frontend, serviceAccount: web, node: node1, ports: [8080],
+//      labels: {app: web}}
+//   config: config/             # optional; directory of Kubernetes YAML, relative to this file
+#ifndef NODEWARD_SANDBOX_SPEC_H_
+#define NODEWARD_SANDBOX_SPEC_H_
+
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace nodeward::sandbox {
+
+struct NodeSpec {
+  std::string name;
+  int index = 0;            // 1-based
+  std::string address;      // 10.240.0.<index>, on the fabric bridge
+  std::string pod_cidr;     // 10.241.<index>.0/24
+  std::string pod_gateway;  // 10.241.<index>.1, the node end of every pod veth
+};
+
+struct PodSpec {
+  std::string name;
+  std::string namespace_name = "default";
+  std::string service_account = "default";
+  std::string node;
+  std::vector<int> ports;
+  std::map<std::string, std::string> labels;
+  // Derived.
+  int node_index = 0;     // 1-based index of `node`
+  int index_on_node = 0;  // 0-based
+  std::string address;    // 10.241.<node_index>.<index_on_node + 2>
+  std::string uid;
+  bool enrolled = false;  // decided from the Namespace labels of the configuration
+};
+
+struct SandboxSpec {
+  std::string name;
+  std::string trust_domain = "cluster.local";
+  std::vector<NodeSpec> nodes;
+  std::vector<PodSpec> pods;
+  std::string config_dir;  // absolute, empty when the file names none
+};
+
+// Parses and validates a sandbox file; unknown keys are errors (they are usually typos).
+absl::StatusOr<SandboxSpec> LoadSandboxFile(const std::string& path);
+absl::StatusOr<SandboxSpec> ParseSandbox(const std::string& text, const std::string& base_dir);
+
+// Sandbox names become parts of interface-free object names; only [a-z0-9]{1,12}, so that the
+// prefix of one sandbox is never the prefix of another.
+absl::Status ValidateSandboxName(const std::string& name);
+
+// Names and paths of a sandbox's objects.
+std::string RunDir(const std::string& sandbox);  // /run/nodeward-sandbox/NAME
+std::string NetnsName(const std::string& sandbox, const std::string& member);  // nws-NAME-X
+std::string NetnsPrefix(const std::string& sandbox);                           // nws-NAME-
+std::string NetnsPath(const std::string& netns_name);                          // /run/netns/...
+std::string CgroupRoot();                               // /sys/fs/cgroup/unified
+std::string SandboxCgroup(const std::string& sandbox);  // <root>/nodeward-sandbox-NAME
+std::string PinPrefix(const std::string& sandbox);      // /sys/fs/bpf/nodeward-sandbox-NAME-
+inline constexpr char kFabric[] = "fabric";
+
+std::string SpiffeId(const std::string& trust_domain, const std::string& namespace_name,
+                     const std::string& service_account);
+
+// The user's configuration directory, parsed just enough to decide enrollment.
+struct ClusterConfig {
+  // File name -> contents, copied verbatim to the agents' configuration directory.
+  std::vector<std::pair<std::string, std::string>> files;
+  // Namespace name -> labels, for every Namespace object found.
+  std::map<std::string, std::map<std::string, std::string>> namespaces;
+};
+
+absl::StatusOr<ClusterConfig> LoadConfigDir(const std::string& directory);
+
+// Sets PodSpec::enrolled: the namespace is labelled nodeward.io/dataplane-mode=enabled or
+// istio.io/dataplane-mode=ambient, and the pod does not opt out with either label = none.
+void DecideEnrollment(const ClusterConfig& config, SandboxSpec& spec);
+
+// A v1 Pod per pod of the sandbox (multi-document YAML).
+std::string PodsYaml(const SandboxSpec& spec);
+// A v1 Namespace (no labels) for every pod namespace the configuration does not define;
+// empty when there is none.
+std::string MissingNamespacesYaml(const SandboxSpec& spec, const ClusterConfig& config);
+
+}  // namespace nodeward::sandbox
+
+#endif  // NODEWARD_SANDBOX_SPEC_H_
