@@ -42,6 +42,10 @@ test-unit: build build-sanitize
 	ctest --test-dir $(SANITIZE_DIR) $(CTEST_FLAGS) -L unit
 	ctest --test-dir $(RELEASE_DIR) $(CTEST_FLAGS) -L unit
 
+# The demo cluster (root): up, its traffic matrix under capture, a table of what happened, down.
+demo: build
+	$(RELEASE_DIR)/bin/nodeward-sandbox demo sandbox/demo/demo.yaml --bin-dir $(RELEASE_DIR)/bin
+
 format:
 	find agent bpf crypto sds policy sandbox tests bench -name '*.h' -o -name '*.cc' | xargs -r clang-format -i
 

@@ -572,6 +572,9 @@ absl::Status Up(const UpOptions& options) {
   if (absl::Status s = CheckRoot(); !s.ok()) return s;
   absl::StatusOr<SandboxSpec> spec = LoadSandboxFile(options.file);
   if (!spec.ok()) return spec.status();
+  if (!options.name.empty()) {
+    if (absl::Status renamed = RenameSandbox(*spec, options.name); !renamed.ok()) return renamed;
+  }
   absl::StatusOr<ClusterConfig> config = LoadConfigDir(spec->config_dir);
   if (!config.ok()) return config.status();
   DecideEnrollment(*config, *spec);

@@ -18,6 +18,7 @@ struct UpOptions {
   std::string file;     // the sandbox YAML
   std::string bin_dir;  // nodeward-agent, nodeward-sds, nodeward-enroll
   std::string self;     // this binary, started as the pods' application
+  std::string name;     // replaces the file's sandbox name when not empty
   bool keep_on_failure = false;
   absl::Duration ready_timeout = absl::Seconds(30);
 };

@@ -3,6 +3,7 @@
 //   nodeward-sandbox down NAME                      remove everything of it (idempotent)
 //   nodeward-sandbox status NAME                    nodes, pods and processes
 //   nodeward-sandbox exec NAME POD -- CMD ARGS...   run CMD in the pod's netns and cgroup
+//   nodeward-sandbox demo FILE.yaml [--keep]        up, the file's traffic under capture, down
 //   nodeward-sandbox app serve --port=N             the pods' application
 //   nodeward-sandbox app call --to=IP:PORT --send=TEXT
 #include <unistd.h>
@@ -22,12 +23,16 @@
 #include "common/dashed_flags.h"
 #include "sandbox/app.h"
 #include "sandbox/cluster.h"
+#include "sandbox/demo.h"
 
 ABSL_FLAG(std::string, bin_dir, "",
           "up: directory of nodeward-agent, nodeward-sds and nodeward-enroll (default: the "
           "directory of this binary)");
 ABSL_FLAG(bool, keep_on_failure, false,
           "up: leave what was created in place when up fails (remove it with down)");
+ABSL_FLAG(std::string, name, "",
+          "up, demo: sandbox name to use instead of the file's (to run a file twice at once)");
+ABSL_FLAG(bool, keep, false, "demo: leave the sandbox in place afterwards (remove it with down)");
 ABSL_FLAG(absl::Duration, ready_timeout, absl::Seconds(30),
           "up: how long each process may take to become ready");
 ABSL_FLAG(int, port, 0, "app serve: TCP port to listen on (0.0.0.0)");
@@ -45,6 +50,7 @@ constexpr char kUsage[] =
     "  nodeward-sandbox down NAME\n"
     "  nodeward-sandbox status NAME\n"
     "  nodeward-sandbox exec NAME POD -- CMD [ARGS...]\n"
+    "  nodeward-sandbox demo FILE.yaml [--bin-dir=DIR] [--name=NAME] [--keep]\n"
     "  nodeward-sandbox app serve --port=N\n"
     "  nodeward-sandbox app call --to=IP:PORT --send=TEXT [--timeout=3s]";
 
@@ -86,15 +92,17 @@ int main(int argc, char** argv) {
   const std::string command = args[0];
   using namespace nodeward::sandbox;
 
-  if (command == "up") {
-    if (args.size() != 2) return Usage("up takes one sandbox file");
+  if (command == "up" || command == "demo") {
+    if (args.size() != 2) return Usage(absl::StrCat(command, " takes one sandbox file"));
     UpOptions options;
     options.file = args[1];
     options.self = SelfPath();
+    options.name = absl::GetFlag(FLAGS_name);
     options.bin_dir = absl::GetFlag(FLAGS_bin_dir);
     if (options.bin_dir.empty()) options.bin_dir = DirectoryOf(options.self);
     options.keep_on_failure = absl::GetFlag(FLAGS_keep_on_failure);
     options.ready_timeout = absl::GetFlag(FLAGS_ready_timeout);
+    if (command == "demo") return RunDemo({.up = options, .keep = absl::GetFlag(FLAGS_keep)});
     return Report(Up(options));
   }
   if (command == "down") {

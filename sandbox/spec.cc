@@ -1,5 +1,7 @@
 #include "sandbox/spec.h"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
@@ -126,7 +128,123 @@ absl::StatusOr<PodSpec> ParsePod(const YAML::Node& node, const std::string& wher
   return pod;
 }
 
+bool IsIpAddress(const std::string& text) {
+  unsigned char buffer[16];
+  return inet_pton(AF_INET, text.c_str(), buffer) == 1 ||
+         inet_pton(AF_INET6, text.c_str(), buffer) == 1;
+}
+
+absl::StatusOr<TrafficSpec> ParseTraffic(const YAML::Node& node, const std::string& where,
+                                         const SandboxSpec& spec) {
+  if (!node.IsMap()) return absl::InvalidArgumentError(absl::StrCat(where, ": expected a map"));
+  if (absl::Status keys = CheckKeys(node, where, {"from", "to", "port", "expect"}); !keys.ok()) {
+    return keys;
+  }
+  TrafficSpec traffic;
+  for (auto [key, field] : {std::pair{"from", &traffic.from}, std::pair{"to", &traffic.to},
+                            std::pair{"expect", &traffic.expect}}) {
+    if (!node[key]) continue;
+    absl::StatusOr<std::string> value = Scalar(node[key], absl::StrCat(where, ".", key));
+    if (!value.ok()) return value.status();
+    *field = *value;
+  }
+  if (traffic.from.empty() || traffic.to.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": from and to are required"));
+  }
+  if (FindPod(spec, traffic.from) == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": from \"", traffic.from, "\" is not a pod of the sandbox"));
+  }
+  if (!IsIpAddress(traffic.to) && !absl::StrContains(traffic.to, ".") &&
+      FindPod(spec, traffic.to) == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, ": to \"", traffic.to,
+        "\" is neither a pod of the sandbox, a Service (name.namespace) nor an IP address"));
+  }
+  if (!node["port"] || !node["port"].IsScalar() ||
+      !YAML::convert<int>::decode(node["port"], traffic.port) || traffic.port < 1 ||
+      traffic.port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": port must be a number in 1-65535"));
+  }
+  if (!traffic.expect.empty() && std::find_if(std::begin(kTrafficExpectations),
+                                              std::end(kTrafficExpectations), [&](const char* e) {
+                                                return traffic.expect == e;
+                                              }) == std::end(kTrafficExpectations)) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": expect \"", traffic.expect,
+                                                   "\" is not one of ",
+                                                   absl::StrJoin(kTrafficExpectations, ", ")));
+  }
+  return traffic;
+}
+
+std::string PodUid(const std::string& sandbox, const PodSpec& pod) {
+  return absl::StrCat("sandbox-", sandbox, "-", pod.namespace_name, "-", pod.name);
+}
+
 }  // namespace
+
+absl::Status RenameSandbox(SandboxSpec& spec, const std::string& name) {
+  if (absl::Status valid = ValidateSandboxName(name); !valid.ok()) return valid;
+  spec.name = name;
+  for (PodSpec& pod : spec.pods) pod.uid = PodUid(name, pod);
+  return absl::OkStatus();
+}
+
+const PodSpec* FindPod(const SandboxSpec& spec, const std::string& pod) {
+  for (const PodSpec& candidate : spec.pods) {
+    if (pod == candidate.name ||
+        pod == absl::StrCat(candidate.namespace_name, "/", candidate.name)) {
+      return &candidate;
+    }
+  }
+  return nullptr;
+}
+
+absl::StatusOr<TrafficTarget> ResolveTarget(const SandboxSpec& spec, const ClusterConfig& config,
+                                            const std::string& to) {
+  TrafficTarget target;
+  if (IsIpAddress(to)) {
+    target.address = to;
+    for (const PodSpec& pod : spec.pods) {
+      if (pod.address == to) target.pod = &pod;
+    }
+    if (target.pod == nullptr) {
+      for (const ServiceInfo& service : config.services) {
+        if (service.cluster_ip == to)
+          return ResolveTarget(spec, config,
+                               absl::StrCat(service.name, ".", service.namespace_name));
+      }
+    }
+    return target;
+  }
+  if (const PodSpec* pod = FindPod(spec, to); pod != nullptr) {
+    target.address = pod->address;
+    target.pod = pod;
+    return target;
+  }
+  for (const ServiceInfo& service : config.services) {
+    if (to != absl::StrCat(service.name, ".", service.namespace_name)) continue;
+    if (service.cluster_ip.empty() || service.cluster_ip == "None") {
+      return absl::InvalidArgumentError(absl::StrCat("Service ", to, " has no clusterIP"));
+    }
+    target.address = service.cluster_ip;
+    for (const PodSpec& pod : spec.pods) {
+      if (pod.namespace_name != service.namespace_name || service.selector.empty()) continue;
+      bool selected = true;
+      for (const auto& [key, value] : service.selector) {
+        auto label = pod.labels.find(key);
+        selected &= label != pod.labels.end() && label->second == value;
+      }
+      if (selected) {
+        target.pod = &pod;
+        break;
+      }
+    }
+    return target;
+  }
+  return absl::NotFoundError(absl::StrCat(
+      "\"", to, "\" is neither a pod, a Service (name.namespace) of the configuration nor an IP"));
+}
 
 absl::Status ValidateSandboxName(const std::string& name) {
   bool ok = !name.empty() && name.size() <= 12;
@@ -162,8 +280,8 @@ absl::StatusOr<SandboxSpec> ParseSandbox(const std::string& text, const std::str
     return absl::InvalidArgumentError(absl::StrCat("not valid YAML: ", e.what()));
   }
   if (!root.IsMap()) return absl::InvalidArgumentError("expected a map at the top level");
-  if (absl::Status keys =
-          CheckKeys(root, "top level", {"name", "trustDomain", "nodes", "pods", "config"});
+  if (absl::Status keys = CheckKeys(root, "top level",
+                                    {"name", "trustDomain", "nodes", "pods", "config", "traffic"});
       !keys.ok()) {
     return keys;
   }
@@ -231,7 +349,7 @@ absl::StatusOr<SandboxSpec> ParseSandbox(const std::string& text, const std::str
           return absl::InvalidArgumentError(absl::StrCat("node ", pod->node, ": at most 250 pods"));
         }
         pod->address = absl::StrCat("10.241.", pod->node_index, ".", pod->index_on_node + 2);
-        pod->uid = absl::StrCat("sandbox-", spec.name, "-", pod->namespace_name, "-", pod->name);
+        pod->uid = PodUid(spec.name, *pod);
         spec.pods.push_back(*std::move(pod));
       }
     }
@@ -243,6 +361,16 @@ absl::StatusOr<SandboxSpec> ParseSandbox(const std::string& text, const std::str
       if (!dir.empty() && dir.front() != '/') dir = absl::StrCat(base_dir, "/", dir);
       while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
       spec.config_dir = dir;
+    }
+
+    if (YAML::Node traffic = root["traffic"]) {
+      if (!traffic.IsSequence()) return absl::InvalidArgumentError("traffic must be a list");
+      for (size_t i = 0; i < traffic.size(); ++i) {
+        absl::StatusOr<TrafficSpec> entry =
+            ParseTraffic(traffic[i], absl::StrCat("traffic[", i, "]"), spec);
+        if (!entry.ok()) return entry.status();
+        spec.traffic.push_back(*std::move(entry));
+      }
     }
   } catch (const YAML::Exception& e) {
     return absl::InvalidArgumentError(e.what());
@@ -300,6 +428,31 @@ absl::StatusOr<ClusterConfig> LoadConfigDir(const std::string& directory) {
     }
     for (const YAML::Node& document : documents) {
       if (!document.IsMap() || !document["kind"] || !document["kind"].IsScalar()) continue;
+      if (document["kind"].Scalar() == "Service") {
+        // Only what traffic entries need; the agents' parser validates the rest.
+        YAML::Node metadata = document["metadata"];
+        YAML::Node service_spec = document["spec"];
+        if (!metadata.IsMap() || !metadata["name"] || !metadata["name"].IsScalar()) continue;
+        ServiceInfo service;
+        service.name = metadata["name"].Scalar();
+        service.namespace_name = metadata["namespace"] && metadata["namespace"].IsScalar()
+                                     ? metadata["namespace"].Scalar()
+                                     : "default";
+        if (service_spec.IsMap()) {
+          if (YAML::Node ip = service_spec["clusterIP"]; ip && ip.IsScalar()) {
+            service.cluster_ip = ip.Scalar();
+          }
+          if (YAML::Node selector = service_spec["selector"]; selector && selector.IsMap()) {
+            for (const auto& entry : selector) {
+              if (entry.first.IsScalar() && entry.second.IsScalar()) {
+                service.selector[entry.first.Scalar()] = entry.second.Scalar();
+              }
+            }
+          }
+        }
+        config.services.push_back(std::move(service));
+        continue;
+      }
       if (document["kind"].Scalar() != "Namespace") continue;
       YAML::Node metadata = document["metadata"];
       if (!metadata.IsMap() || !metadata["name"] || !metadata["name"].IsScalar()) {

@@ -9,6 +9,8 @@
 //   - {name: web, namespace: frontend, serviceAccount: web, node: node1, ports: [8080],
 //      labels: {app: web}}
 //   config: config/             # optional; directory of Kubernetes YAML, relative to this file
+//   traffic:                    # optional; the calls `nodeward-sandbox demo` makes
+//   - {from: web, to: api.back, port: 80, expect: mtls}
 #ifndef NODEWARD_SANDBOX_SPEC_H_
 #define NODEWARD_SANDBOX_SPEC_H_
 
@@ -44,17 +46,33 @@ struct PodSpec {
   bool enrolled = false;  // decided from the Namespace labels of the configuration
 };
 
+// One call of the demo's traffic matrix.
+struct TrafficSpec {
+  std::string from;    // a pod: "name" or "namespace/name"
+  std::string to;      // a pod, a Service as "name.namespace", or an IP address
+  int port = 0;        // the port dialled (a Service port for a Service)
+  std::string expect;  // empty (anything goes) or one of kTrafficExpectations
+};
+inline constexpr const char* kTrafficExpectations[] = {"mtls", "plaintext", "refused", "same-node"};
+
 struct SandboxSpec {
   std::string name;
   std::string trust_domain = "cluster.local";
   std::vector<NodeSpec> nodes;
   std::vector<PodSpec> pods;
   std::string config_dir;  // absolute, empty when the file names none
+  std::vector<TrafficSpec> traffic;
 };
 
 // Parses and validates a sandbox file; unknown keys are errors (they are usually typos).
 absl::StatusOr<SandboxSpec> LoadSandboxFile(const std::string& path);
 absl::StatusOr<SandboxSpec> ParseSandbox(const std::string& text, const std::string& base_dir);
+
+// Renames a parsed sandbox (and the pod uids derived from its name).
+absl::Status RenameSandbox(SandboxSpec& spec, const std::string& name);
+
+// The pod named "name" or "namespace/name", or nullptr.
+const PodSpec* FindPod(const SandboxSpec& spec, const std::string& pod);
 
 // Sandbox names become parts of interface-free object names; only [a-z0-9]{1,12}, so that the
 // prefix of one sandbox is never the prefix of another.
@@ -73,12 +91,19 @@ inline constexpr char kFabric[] = "fabric";
 std::string SpiffeId(const std::string& trust_domain, const std::string& namespace_name,
                      const std::string& service_account);
 
-// The user's configuration directory, parsed just enough to decide enrollment.
+struct ServiceInfo {
+  std::string namespace_name, name, cluster_ip;
+  std::map<std::string, std::string> selector;
+};
+
+// The user's configuration directory, parsed just enough to decide enrollment and to resolve
+// the Services that traffic entries name.
 struct ClusterConfig {
   // File name -> contents, copied verbatim to the agents' configuration directory.
   std::vector<std::pair<std::string, std::string>> files;
   // Namespace name -> labels, for every Namespace object found.
   std::map<std::string, std::map<std::string, std::string>> namespaces;
+  std::vector<ServiceInfo> services;
 };
 
 absl::StatusOr<ClusterConfig> LoadConfigDir(const std::string& directory);
@@ -86,6 +111,15 @@ absl::StatusOr<ClusterConfig> LoadConfigDir(const std::string& directory);
 // Sets PodSpec::enrolled: the namespace is labelled nodeward.io/dataplane-mode=enabled or
 // istio.io/dataplane-mode=ambient, and the pod does not opt out with either label = none.
 void DecideEnrollment(const ClusterConfig& config, SandboxSpec& spec);
+
+// Where a traffic entry's `to` leads.
+struct TrafficTarget {
+  std::string address;           // the IP dialled
+  const PodSpec* pod = nullptr;  // the destination pod when known (a Service: its first
+                                 // selected pod); points into the SandboxSpec
+};
+absl::StatusOr<TrafficTarget> ResolveTarget(const SandboxSpec& spec, const ClusterConfig& config,
+                                            const std::string& to);
 
 // A v1 Pod per pod of the sandbox (multi-document YAML).
 std::string PodsYaml(const SandboxSpec& spec);

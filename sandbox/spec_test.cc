@@ -2,7 +2,9 @@
 
 #include <map>
 #include <string>
+#include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "policy/resources.h"
@@ -137,6 +139,59 @@ TEST(LoadConfigDir, DemoConfigLoads) {
   EXPECT_EQ(resources.destination_rules.size(), 1u);
   EXPECT_EQ(resources.services.size(), 3u);
   EXPECT_EQ(MissingNamespacesYaml(*spec, *config), "");
+
+  // The traffic matrix of `nodeward-sandbox demo` resolves against the configuration.
+  ASSERT_EQ(spec->traffic.size(), 7u);
+  std::vector<std::string> resolved;
+  for (const TrafficSpec& traffic : spec->traffic) {
+    absl::StatusOr<TrafficTarget> target = ResolveTarget(*spec, *config, traffic.to);
+    ASSERT_TRUE(target.ok()) << target.status();
+    ASSERT_NE(target->pod, nullptr) << traffic.to;
+    resolved.push_back(absl::StrCat(traffic.from, ">", target->address, ":", traffic.port, "=",
+                                    target->pod->name, "/", traffic.expect));
+  }
+  EXPECT_THAT(resolved,
+              ElementsAre("web>10.241.2.2:8080=api/mtls", "web>10.96.0.10:80=api/mtls",
+                          "web>10.241.2.3:5432=db/mtls", "batch>10.241.2.2:9090=api/mtls",
+                          "old>10.241.2.2:8080=api/refused", "web>10.96.0.12:8443=ext/plaintext",
+                          "batch>10.241.1.2:8080=web/same-node"));
+}
+
+TEST(ParseSandbox, Traffic) {
+  const std::string base = kTwoNodes;
+  absl::StatusOr<SandboxSpec> spec = ParseSandbox(
+      base +
+          "traffic:\n- {from: front/web, to: api, port: 80, expect: mtls}\n"
+          "- {from: web, to: 10.241.2.3, port: 1}\n- {from: web, to: api.back, port: 80}\n",
+      "/base");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  ASSERT_EQ(spec->traffic.size(), 3u);
+  EXPECT_EQ(spec->traffic[0].from, "front/web");
+  EXPECT_EQ(spec->traffic[0].expect, "mtls");
+  EXPECT_EQ(spec->traffic[1].to, "10.241.2.3");
+  EXPECT_EQ(spec->traffic[1].expect, "");
+
+  ClusterConfig config;
+  config.services.push_back({"back", "api", "10.96.0.1", {}});
+  absl::StatusOr<TrafficTarget> target = ResolveTarget(*spec, config, "api.back");
+  ASSERT_TRUE(target.ok()) << target.status();
+  EXPECT_EQ(target->address, "10.96.0.1");
+  EXPECT_EQ(target->pod, nullptr);  // no selector
+  target = ResolveTarget(*spec, config, "10.241.2.3");
+  ASSERT_TRUE(target.ok());
+  ASSERT_NE(target->pod, nullptr);
+  EXPECT_EQ(target->pod->name, "out");
+  EXPECT_FALSE(ResolveTarget(*spec, config, "db.back").ok());
+
+  for (const char* bad : {"- {from: nobody, to: api, port: 80}", "- {from: web, to: api}",
+                          "- {from: web, to: api, port: 0}", "- {from: web, to: nopod, port: 1}",
+                          "- {from: web, to: api, port: 80, expect: maybe}",
+                          "- {from: web, to: api, port: 80, extra: 1}"}) {
+    EXPECT_FALSE(ParseSandbox(base + "traffic:\n" + bad + "\n", "/base").ok()) << bad;
+  }
+  ASSERT_TRUE(RenameSandbox(*spec, "t2").ok());
+  EXPECT_EQ(spec->pods[1].uid, "sandbox-t2-back-api");
+  EXPECT_FALSE(RenameSandbox(*spec, "Bad-Name").ok());
 }
 
 }  // namespace

@@ -95,6 +95,7 @@ class CertificateCache : private SdsClient::Handler {
   std::vector<IdentityStatus> Status() const;
   std::int64_t rejected_secrets() const;
   std::int64_t sds_connections() const { return client_.connections(); }
+  bool sds_connected() const { return client_.connected(); }
 
  private:
   struct Material {

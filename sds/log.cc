@@ -8,8 +8,17 @@
 #include "absl/time/time.h"
 
 namespace nodeward::sds {
+namespace {
+LogSink sink = nullptr;
+}  // namespace
+
+void SetLogSink(LogSink new_sink) { sink = new_sink; }
 
 void LogLine(LogLevel level, absl::string_view message) {
+  if (sink != nullptr) {
+    sink(level, message);
+    return;
+  }
   const char* tag = level == LogLevel::kInfo ? "I" : level == LogLevel::kWarning ? "W" : "E";
   std::string line =
       absl::StrCat(tag, absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()),

@@ -11,6 +11,11 @@ enum class LogLevel { kInfo, kWarning, kError };
 // Writes one timestamped line atomically, so concurrent streams never interleave.
 void LogLine(LogLevel level, absl::string_view message);
 
+// A process that has a logger of its own (the node agent) routes these lines to it, so all of
+// its output has one format. Set once, before any thread logs.
+using LogSink = void (*)(LogLevel level, absl::string_view message);
+void SetLogSink(LogSink sink);
+
 template <typename... Args>
 void LogInfo(const Args&... args) {
   LogLine(LogLevel::kInfo, absl::StrCat(args...));

@@ -13,9 +13,30 @@ namespace nodeward::capture {
 namespace {
 
 std::atomic<int> minimum_level{static_cast<int>(LogLevel::kInfo)};
+std::atomic<bool> json_format{false};
 absl::Mutex output_mutex;
 
-const char* LevelName(LogLevel level) {
+std::string JsonEscaped(absl::string_view text) {
+  std::string out;
+  out.reserve(text.size() + 2);
+  for (unsigned char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c < 0x20) {
+      absl::StrAppend(&out, "\\u00", c < 0x10 ? "0" : "", absl::Hex(c));
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+const char* LogLevelName(LogLevel level) {
   switch (level) {
     case LogLevel::kDebug:
       return "debug";
@@ -29,8 +50,6 @@ const char* LevelName(LogLevel level) {
   return "?";
 }
 
-}  // namespace
-
 absl::StatusOr<LogLevel> ParseLogLevel(absl::string_view text) {
   std::string lower = absl::AsciiStrToLower(text);
   if (lower == "debug") return LogLevel::kDebug;
@@ -43,12 +62,20 @@ absl::StatusOr<LogLevel> ParseLogLevel(absl::string_view text) {
 
 void SetLogLevel(LogLevel level) { minimum_level.store(static_cast<int>(level)); }
 
+LogLevel CurrentLogLevel() { return static_cast<LogLevel>(minimum_level.load()); }
+
+void SetLogFormat(LogFormat format) { json_format.store(format == LogFormat::kJson); }
+
 bool LogEnabled(LogLevel level) { return static_cast<int>(level) >= minimum_level.load(); }
 
 void LogLine(LogLevel level, absl::string_view message) {
+  const std::string time =
+      absl::FormatTime("%Y-%m-%dT%H:%M:%E6SZ", absl::Now(), absl::UTCTimeZone());
   std::string line =
-      absl::StrCat(absl::FormatTime("%Y-%m-%dT%H:%M:%E6SZ", absl::Now(), absl::UTCTimeZone()), " ",
-                   LevelName(level), " ", message, "\n");
+      json_format.load()
+          ? absl::StrCat("{\"time\":\"", time, "\",\"level\":\"", LogLevelName(level),
+                         "\",\"msg\":\"", JsonEscaped(message), "\"}\n")
+          : absl::StrCat(time, " ", LogLevelName(level), " ", message, "\n");
   absl::MutexLock lock(&output_mutex);
   std::fwrite(line.data(), 1, line.size(), stderr);
   std::fflush(stderr);

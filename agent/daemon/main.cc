@@ -19,6 +19,8 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "agent/admin/admin_service.h"
+#include "agent/admin/http_endpoints.h"
 #include "agent/capture/capture_log.h"
 #include "agent/capture/enrollment_manager.h"
 #include "agent/capture/enrollment_service.h"
@@ -33,6 +35,7 @@
 #include "policy/directory_source.h"
 #include "policy/kube_source.h"
 #include "sds/certificate_cache.h"
+#include "sds/log.h"
 
 ABSL_FLAG(std::string, attach_cgroup, "",
           "cgroup-v2 directory the connect hooks attach to: the cgroup-v2 root on a node, a "
@@ -44,6 +47,13 @@ ABSL_FLAG(std::string, enroll_socket, "/var/run/nodeward/enroll.sock",
 ABSL_FLAG(std::string, state_dir, "/var/run/nodeward/pods",
           "directory recording enrolled pods, so a restarted agent takes them back");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
+ABSL_FLAG(std::string, log_format, "json", "json (one object per line) or text");
+ABSL_FLAG(std::string, admin_socket, "",
+          "Unix socket of the admin API (nodewardctl); default: admin.sock next to "
+          "--enroll-socket");
+ABSL_FLAG(int, admin_port, 15000, "admin API on the node's 127.0.0.1 (0: off)");
+ABSL_FLAG(int, metrics_port, 15020, "Prometheus /metrics on 127.0.0.1 (0: off)");
+ABSL_FLAG(int, readiness_port, 15021, "/healthz/ready on 127.0.0.1 (0: off)");
 ABSL_FLAG(std::string, mode, "mesh",
           "mesh: apply policy (HBONE mTLS, TLS origination, plaintext, refuse); passthrough: "
           "relay captured connections unchanged (capture diagnostics only, no protection)");
@@ -135,13 +145,37 @@ absl::StatusOr<std::unique_ptr<proxy::MeshHandler>> StartMesh(
   return proxy::MeshHandler::Create(options, config.get(), credentials.get(), access_log.get());
 }
 
+// The certificate cache logs through sds/; its lines join the agent's own, in its format.
+void ForwardSdsLog(sds::LogLevel level, absl::string_view message) {
+  const LogLevel mapped = level == sds::LogLevel::kError     ? LogLevel::kError
+                          : level == sds::LogLevel::kWarning ? LogLevel::kWarning
+                                                             : LogLevel::kInfo;
+  Log(mapped, "sds: ", message);
+}
+
 int Run() {
+  sds::SetLogSink(ForwardSdsLog);
   absl::StatusOr<LogLevel> level = capture::ParseLogLevel(absl::GetFlag(FLAGS_log_level));
   if (!level.ok()) {
     Log(LogLevel::kError, level.status().ToString());
     return 2;
   }
   capture::SetLogLevel(*level);
+  if (absl::GetFlag(FLAGS_log_format) == "text") {
+    capture::SetLogFormat(capture::LogFormat::kText);
+  } else if (absl::GetFlag(FLAGS_log_format) == "json") {
+    capture::SetLogFormat(capture::LogFormat::kJson);
+  } else {
+    Log(LogLevel::kError, "--log-format must be json or text");
+    return 2;
+  }
+  for (int port : {absl::GetFlag(FLAGS_admin_port), absl::GetFlag(FLAGS_metrics_port),
+                   absl::GetFlag(FLAGS_readiness_port)}) {
+    if (port < 0 || port > 65535) {
+      Log(LogLevel::kError, "port ", port, " out of range");
+      return 2;
+    }
+  }
   if (absl::GetFlag(FLAGS_attach_cgroup).empty()) {
     Log(LogLevel::kError, "--attach-cgroup is required");
     return 2;
@@ -238,6 +272,79 @@ int Run() {
   }
   Log(LogLevel::kInfo, "enrollment API on unix:", socket_path);
 
+  admin::AgentView view;
+  view.node_name = NodeName();
+  view.trust_domain = absl::GetFlag(FLAGS_trust_domain);
+  view.enrollment = manager->get();
+  view.dataplane = loader->get();
+  view.bpf_pin_path = (*loader)->pin_path();
+  view.bpf_attached = {
+      absl::StrCat("cgroup/connect4, cgroup/connect6, getpeername4/6, sockops on ",
+                   absl::GetFlag(FLAGS_attach_cgroup)),
+      "sk_lookup linked into each enrolled pod's netns (pinned under the pin path)"};
+  view.config = config.get();
+  view.config_description = absl::GetFlag(FLAGS_config_dir).empty()
+                                ? "kubernetes"
+                                : absl::StrCat("directory ", absl::GetFlag(FLAGS_config_dir));
+  view.certificates = certificates.get();
+  view.sds_socket = absl::GetFlag(FLAGS_sds_socket);
+  view.mesh = mesh;
+  admin::AdminService admin_service(view);
+  std::string admin_socket = absl::GetFlag(FLAGS_admin_socket);
+  if (admin_socket.empty()) {
+    admin_socket = absl::StrCat(socket_path.substr(0, socket_path.rfind('/') + 1), "admin.sock");
+  }
+  unlink(admin_socket.c_str());
+  grpc::ServerBuilder admin_builder;
+  admin_builder.AddListeningPort(absl::StrCat("unix:", admin_socket),
+                                 grpc::InsecureServerCredentials());
+  if (const int port = absl::GetFlag(FLAGS_admin_port); port != 0) {
+    admin_builder.AddListeningPort(absl::StrCat("127.0.0.1:", port),
+                                   grpc::InsecureServerCredentials());
+  }
+  admin_builder.RegisterService(&admin_service);
+  const mode_t admin_umask = umask(0077);
+  std::unique_ptr<grpc::Server> admin_server = admin_builder.BuildAndStart();
+  umask(admin_umask);
+  if (admin_server == nullptr) {
+    Log(LogLevel::kError, "cannot serve the admin API on unix:", admin_socket,
+        " and 127.0.0.1:", absl::GetFlag(FLAGS_admin_port));
+    return 1;
+  }
+  Log(LogLevel::kInfo, "admin API on unix:", admin_socket);
+  std::vector<std::unique_ptr<admin::HttpEndpoint>> endpoints;
+  if (const int port = absl::GetFlag(FLAGS_metrics_port); port != 0) {
+    absl::StatusOr<std::unique_ptr<admin::HttpEndpoint>> metrics =
+        admin::HttpEndpoint::Start("127.0.0.1", port, [&view](const std::string& path) {
+          if (path != "/metrics" && path != "/stats/prometheus") {
+            return admin::HttpResponse{404, "text/plain; charset=utf-8", "try /metrics\n"};
+          }
+          return admin::HttpResponse{200, "text/plain; version=0.0.4; charset=utf-8",
+                                     admin::RenderMetrics(view)};
+        });
+    if (!metrics.ok()) {
+      Log(LogLevel::kError, "metrics: ", metrics.status().ToString());
+      return 1;
+    }
+    endpoints.push_back(*std::move(metrics));
+  }
+  if (const int port = absl::GetFlag(FLAGS_readiness_port); port != 0) {
+    absl::StatusOr<std::unique_ptr<admin::HttpEndpoint>> readiness =
+        admin::HttpEndpoint::Start("127.0.0.1", port, [&view](const std::string& path) {
+          if (path != "/healthz/ready") {
+            return admin::HttpResponse{404, "text/plain; charset=utf-8", "try /healthz/ready\n"};
+          }
+          admin::Readiness ready = admin::CheckReadiness(view);
+          return admin::HttpResponse{ready.ready ? 200 : 503, "text/plain; charset=utf-8",
+                                     ready.detail};
+        });
+    if (!readiness.ok()) {
+      Log(LogLevel::kError, "readiness: ", readiness.status().ToString());
+      return 1;
+    }
+    endpoints.push_back(*std::move(readiness));
+  }
+
   int received = 0;
   while (sigwait(&signals, &received) != 0) {
   }
@@ -245,6 +352,10 @@ int Run() {
   server->Shutdown();
   server.reset();
   unlink(socket_path.c_str());
+  endpoints.clear();
+  admin_server->Shutdown();
+  admin_server.reset();
+  unlink(admin_socket.c_str());
   int exit_code = 0;
   if (mesh != nullptr) {
     const absl::Duration grace = absl::GetFlag(FLAGS_drain_timeout);

@@ -2,6 +2,7 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -57,26 +58,51 @@ void Connection::ConnectSocket(EventLoop& loop, int fd, const SocketAddress& pee
   std::shared_ptr<Connection> connection(new Connection(loop, fd, options));
   connection->connect_peer_ = peer;
   const SocketAddress& stored = connection->connect_peer_;
-  connection->connect_op_ = loop.Connect(
-      fd, stored.get(), stored.length(), timeout,
-      [connection, timeout, done = std::move(done)](Completion& completion) mutable {
-        connection->connect_op_ = 0;
-        const std::string peer_text = connection->connect_peer_.ToString();
-        if (completion.result == 0) {
-          DisableNagle(connection->fd_);
-          connection->Touch();
-          done(std::move(connection));
-          return;
-        }
-        connection->Close();
-        if (completion.result == -ECANCELED) {
-          done(absl::DeadlineExceededError(absl::StrCat(
-              "connect to ", peer_text, " timed out after ", absl::FormatDuration(timeout))));
-        } else {
-          done(absl::UnavailableError(
-              absl::StrCat("connect to ", peer_text, ": ", strerror(-completion.result))));
-        }
-      });
+  const absl::Time deadline = absl::Now() + timeout;
+  connection->connect_op_ =
+      loop.Connect(fd, stored.get(), stored.length(), timeout,
+                   [connection, deadline, done = std::move(done)](Completion& completion) mutable {
+                     connection->connect_op_ = 0;
+                     connection->FinishConnect(completion.result, deadline, std::move(done));
+                   });
+}
+
+// io_uring can complete a connect of a non-blocking socket while the handshake is still in
+// flight (or with the failure only in SO_ERROR): the socket itself says how it really ended.
+void Connection::FinishConnect(int result, absl::Time deadline, ConnectCallback done) {
+  const std::string peer_text = connect_peer_.ToString();
+  if (result == 0) {
+    int error = 0;
+    socklen_t length = sizeof(error);
+    if (getsockopt(fd_, SOL_SOCKET, SO_ERROR, &error, &length) != 0) error = errno;
+    sockaddr_storage address;
+    socklen_t address_length = sizeof(address);
+    if (error == 0 &&
+        getpeername(fd_, reinterpret_cast<sockaddr*>(&address), &address_length) == 0) {
+      DisableNagle(fd_);
+      Touch();
+      done(shared_from_this());
+      return;
+    }
+    if (error == 0 && errno == ENOTCONN && absl::Now() < deadline) {
+      std::shared_ptr<Connection> self = shared_from_this();
+      connect_op_ =
+          loop_.Poll(fd_, POLLOUT, deadline - absl::Now(),
+                     [self, deadline, done = std::move(done)](Completion& completion) mutable {
+                       self->connect_op_ = 0;
+                       self->FinishConnect(completion.result < 0 ? completion.result : 0, deadline,
+                                           std::move(done));
+                     });
+      return;
+    }
+    result = error != 0 ? -error : -ETIMEDOUT;
+  }
+  Close();
+  if (result == -ECANCELED || result == -ETIMEDOUT) {
+    done(absl::DeadlineExceededError(absl::StrCat("connect to ", peer_text, " timed out")));
+  } else {
+    done(absl::UnavailableError(absl::StrCat("connect to ", peer_text, ": ", strerror(-result))));
+  }
 }
 
 void Connection::Start(Callbacks callbacks) {

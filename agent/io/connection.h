@@ -103,6 +103,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
  private:
   Connection(EventLoop& loop, int fd, const Options& options);
+  void FinishConnect(int result, absl::Time deadline, ConnectCallback done);
   void ArmReceive();
   void OnReceive(Completion& completion);
   void MaybeSend();

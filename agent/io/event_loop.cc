@@ -145,6 +145,20 @@ EventLoop::OpId EventLoop::Connect(int fd, const sockaddr* address, socklen_t le
   return id;
 }
 
+EventLoop::OpId EventLoop::Poll(int fd, unsigned events, absl::Duration timeout, Handler handler) {
+  if (io_uring_sq_space_left(&ring_) < 2) io_uring_submit(&ring_);
+  io_uring_sqe* sqe = GetSqe();
+  io_uring_prep_poll_add(sqe, fd, events);
+  sqe->flags |= IOSQE_IO_LINK;
+  const OpId id = Register(std::move(handler), sqe);
+  Operation& operation = *operations_.at(id);
+  operation.timeout = KernelTimespec(timeout);
+  io_uring_sqe* timeout_sqe = GetSqe();
+  io_uring_prep_link_timeout(timeout_sqe, &operation.timeout, 0);
+  io_uring_sqe_set_data64(timeout_sqe, kUntracked);
+  return id;
+}
+
 EventLoop::OpId EventLoop::Shutdown(int fd, int how, Handler handler) {
   io_uring_sqe* sqe = GetSqe();
   io_uring_prep_shutdown(sqe, fd, how);

@@ -82,6 +82,8 @@ class EventLoop {
   // A connect bounded by `timeout` (a linked timeout): past it the result is -ECANCELED.
   OpId Connect(int fd, const sockaddr* address, socklen_t length, absl::Duration timeout,
                Handler handler);
+  // One poll for `events` (POLLOUT...) bounded by `timeout`; past it the result is -ECANCELED.
+  OpId Poll(int fd, unsigned events, absl::Duration timeout, Handler handler);
   OpId Shutdown(int fd, int how, Handler handler);
   OpId Timer(absl::Duration delay, Handler handler);
   void Cancel(OpId id);

@@ -79,6 +79,17 @@ class HboneTunnel : public std::enable_shared_from_this<HboneTunnel> {
   std::size_t active_streams() const { return bridges_.size(); }
   std::uint64_t streams_opened() const { return streams_opened_; }
 
+  // What the debug CLI shows about a tunnel; set by whoever creates it.
+  struct Description {
+    std::string pod;  // namespace/name of the local pod
+    std::string local_identity;
+    std::string peer_address;
+  };
+  void set_description(Description description) { description_ = std::move(description); }
+  const Description& description() const { return description_; }
+  absl::Time created() const { return created_; }
+  bool draining() const { return draining_; }
+
   // GOAWAY: open streams finish, then the tunnel closes.
   void Drain(absl::string_view reason);
   // Cuts the tunnel and every stream on it.
@@ -146,6 +157,8 @@ class HboneTunnel : public std::enable_shared_from_this<HboneTunnel> {
   bool flush_again_ = false;
   std::uint64_t streams_opened_ = 0;
   io::EventLoop::OpId idle_timer_ = 0;
+  Description description_;
+  const absl::Time created_ = absl::Now();
   absl::Time last_stream_end_ = absl::Now();
 };
 

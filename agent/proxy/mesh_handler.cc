@@ -10,6 +10,7 @@
 #include <thread>
 #include <utility>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "agent/capture/capture_log.h"
@@ -41,26 +42,6 @@ void ResetConnection(io::Connection& connection, const absl::Status& reason) {
 std::string HostPort(const std::string& address, uint32_t port) {
   return address.find(':') == std::string::npos ? absl::StrCat(address, ":", port)
                                                 : absl::StrCat("[", address, "]:", port);
-}
-
-// The pod as the policy engine knows it; a pod the configuration does not list yet is
-// described from its enrollment, so decisions about it still follow its namespace's policy.
-policy::Pod PolicyPod(const policy::Snapshot& snapshot, const capture::CapturedPod& pod) {
-  const capture::PodMetadata& metadata = pod.metadata();
-  if (const policy::Pod* known = snapshot.FindPod(metadata.namespace_name, metadata.name)) {
-    return *known;
-  }
-  policy::Pod synthesized;
-  synthesized.meta.name = metadata.name;
-  synthesized.meta.ns = metadata.namespace_name;
-  synthesized.meta.uid = metadata.uid;
-  synthesized.meta.origin = "enrollment";
-  for (const auto& [key, value] : metadata.labels) synthesized.meta.labels[key] = value;
-  synthesized.service_account = metadata.service_account;
-  synthesized.ips = metadata.ips;
-  synthesized.ready = true;
-  synthesized.phase = "Running";
-  return synthesized;
 }
 
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
@@ -101,6 +82,29 @@ absl::StatusOr<crypto::OriginationSettings> OriginationFrom(const policy::Client
 
 }  // namespace
 
+policy::Pod PolicyPodFor(const policy::Snapshot& snapshot, const capture::PodMetadata& metadata) {
+  if (const policy::Pod* known = snapshot.FindPod(metadata.namespace_name, metadata.name)) {
+    return *known;
+  }
+  policy::Pod synthesized;
+  synthesized.meta.name = metadata.name;
+  synthesized.meta.ns = metadata.namespace_name;
+  synthesized.meta.uid = metadata.uid;
+  synthesized.meta.origin = "enrollment";
+  for (const auto& [key, value] : metadata.labels) synthesized.meta.labels[key] = value;
+  synthesized.service_account = metadata.service_account;
+  synthesized.ips = metadata.ips;
+  synthesized.ready = true;
+  synthesized.phase = "Running";
+  return synthesized;
+}
+
+namespace {
+policy::Pod PolicyPod(const policy::Snapshot& snapshot, const capture::CapturedPod& pod) {
+  return PolicyPodFor(snapshot, pod.metadata());
+}
+}  // namespace
+
 struct MeshHandler::Worker {
   std::unique_ptr<io::LoopThread> thread;
   // Loop-thread only from here on.
@@ -108,13 +112,18 @@ struct MeshHandler::Worker {
   absl::flat_hash_map<std::string, std::vector<PendingStream>> connecting;
   std::vector<std::weak_ptr<HboneTunnel>> server_tunnels;
   std::atomic<std::size_t> pooled{0};
+  absl::flat_hash_set<Flow*> flows;  // live ones, for the debug CLI
 };
 
 // One application connection, from capture to its access-log line.
 struct MeshHandler::Flow {
+  Worker* worker = nullptr;
   AccessRecord record;
   absl::Time start = absl::Now();
   bool finished = false;
+  bool carried = false;
+  std::weak_ptr<io::Connection> counted;
+  bool counted_is_source = true;
 };
 
 struct MeshHandler::PendingStream {
@@ -228,13 +237,36 @@ void MeshHandler::OnInbound(std::shared_ptr<const capture::CapturedPod> pod, int
   });
 }
 
+std::shared_ptr<MeshHandler::Flow> MeshHandler::NewFlow(Worker& worker, const char* direction) {
+  auto flow = std::make_shared<Flow>();
+  flow->worker = &worker;
+  flow->record.direction = direction;
+  worker.flows.insert(flow.get());
+  return flow;
+}
+
+void MeshHandler::MarkCarried(Flow& flow, const std::shared_ptr<io::Connection>& counted,
+                              bool counted_is_source) {
+  flow.counted = counted;
+  flow.counted_is_source = counted_is_source;
+  if (flow.carried) return;
+  flow.carried = true;
+  metrics_.Opened(flow.record);
+}
+
 void MeshHandler::Finish(Flow& flow, const std::string& result, const std::string& reason) {
   if (flow.finished) return;
   flow.finished = true;
+  flow.worker->flows.erase(&flow);
   flow.record.result = result;
   if (!reason.empty()) flow.record.reason = reason;
   flow.record.duration = absl::Now() - flow.start;
   live_.fetch_sub(1);
+  if (result != "refused" && !flow.carried) {
+    flow.carried = true;
+    metrics_.Opened(flow.record);
+  }
+  metrics_.Closed(flow.record);
   if (access_log_ != nullptr) access_log_->Write(flow.record);
   const AccessRecord& r = flow.record;
   Log(result == "ok" ? LogLevel::kDebug : LogLevel::kInfo, r.direction,
@@ -297,6 +329,7 @@ void MeshHandler::RelayPlain(std::shared_ptr<Flow> flow, std::shared_ptr<io::Con
                              std::unique_ptr<io::Transform> tls) {
   // The transform, when there is one, sits on side A: the upstream is then A.
   const bool upstream_is_a = tls != nullptr;
+  MarkCarried(*flow, app, /*counted_is_source=*/true);
   auto done = [this, flow, upstream_is_a](const io::Relay::Result& result) {
     flow->record.sent_bytes = upstream_is_a ? result.b_to_a_bytes : result.a_to_b_bytes;
     flow->record.received_bytes = upstream_is_a ? result.a_to_b_bytes : result.b_to_a_bytes;
@@ -316,8 +349,7 @@ void MeshHandler::HandleOutbound(Worker& worker, std::shared_ptr<const capture::
   connection_options.idle_timeout = options_.idle_timeout;
   std::shared_ptr<io::Connection> app =
       io::Connection::Adopt(worker.thread->loop(), fd, connection_options);
-  auto flow = std::make_shared<Flow>();
-  flow->record.direction = "outbound";
+  std::shared_ptr<Flow> flow = NewFlow(worker, "outbound");
   flow->record.source_workload =
       absl::StrCat(pod->metadata().namespace_name, "/", pod->metadata().name);
   if (auto peer = bpf::SocketAddress::PeerOf(fd); peer.ok()) {
@@ -449,10 +481,13 @@ void MeshHandler::OpenHboneStream(Worker& worker, std::shared_ptr<const capture:
   waiting->second.push_back(std::move(pending));
   if (!first) return;  // a tunnel for this key is being connected
 
+  const HboneTunnel::Description description{
+      absl::StrCat(pod->metadata().namespace_name, "/", pod->metadata().name), source.ToString(),
+      HostPort(address, 15008)};
   ConnectFromPod(
       worker, *pod, address, 15008,
-      [this, &worker, key, context = *context,
-       peer](absl::StatusOr<std::shared_ptr<io::Connection>> wire) {
+      [this, &worker, key, context = *context, peer,
+       description](absl::StatusOr<std::shared_ptr<io::Connection>> wire) {
         std::vector<PendingStream> waiters = std::move(worker.connecting[key]);
         worker.connecting.erase(key);
         absl::StatusOr<std::shared_ptr<HboneTunnel>> tunnel =
@@ -484,6 +519,7 @@ void MeshHandler::OpenHboneStream(Worker& worker, std::shared_ptr<const capture:
           }
           return;
         }
+        (*tunnel)->set_description(description);
         worker.pool[key].push_back(*tunnel);
         worker.pooled.fetch_add(1);
         for (PendingStream& waiter : waiters) StartTunnelStream(worker, key, std::move(waiter));
@@ -506,6 +542,7 @@ void MeshHandler::StartTunnelStream(Worker& worker, const std::string& key, Pend
     Finish(*flow, "error", "no tunnel with room for another stream");
     return;
   }
+  MarkCarried(*flow, pending.app, /*counted_is_source=*/true);
   absl::Status opened =
       chosen->OpenStream(pending.authority, pending.app, [this, flow](const StreamResult& result) {
         flow->record.sent_bytes = result.from_app_bytes;
@@ -532,8 +569,7 @@ void MeshHandler::HandleInbound(Worker& worker, std::shared_ptr<const capture::C
     ServeTunnel(worker, pod, app, absl::Now() + options_.credentials_wait);
     return;
   }
-  auto flow = std::make_shared<Flow>();
-  flow->record.direction = "inbound";
+  std::shared_ptr<Flow> flow = NewFlow(worker, "inbound");
   flow->record.mode = "plaintext";
   flow->record.connection_security_policy = "none";
   flow->record.destination_workload =
@@ -586,10 +622,12 @@ void MeshHandler::ServeTunnel(Worker& worker, std::shared_ptr<const capture::Cap
     return;
   }
   auto holder = std::make_shared<std::weak_ptr<HboneTunnel>>();
+  absl::StatusOr<bpf::SocketAddress> peer_address = bpf::SocketAddress::PeerOf(wire->fd());
+  const std::string peer = peer_address.ok() ? peer_address->ToString() : "";
   absl::StatusOr<std::shared_ptr<HboneTunnel>> tunnel = HboneTunnel::Start(
       HboneTunnel::Role::kServer, wire, crypto::TlsEngine::Server(*context), options_.tunnel,
-      [this, &worker, pod, holder](hbone::StreamId stream, const std::string& authority) {
-        AnswerConnect(worker, pod, *holder, stream, authority);
+      [this, &worker, pod, holder, peer](hbone::StreamId stream, const std::string& authority) {
+        AnswerConnect(worker, pod, *holder, peer, stream, authority);
       },
       [pod](const absl::Status& status) {
         if (!status.ok() && !absl::IsUnavailable(status)) {
@@ -601,13 +639,17 @@ void MeshHandler::ServeTunnel(Worker& worker, std::shared_ptr<const capture::Cap
     return;
   }
   *holder = *tunnel;
+  (*tunnel)->set_description(
+      {absl::StrCat(pod->metadata().namespace_name, "/", pod->metadata().name),
+       identity->ToString(), peer});
   std::erase_if(worker.server_tunnels,
                 [](const std::weak_ptr<HboneTunnel>& t) { return t.expired(); });
   worker.server_tunnels.push_back(*tunnel);
 }
 
 void MeshHandler::AnswerConnect(Worker& worker, std::shared_ptr<const capture::CapturedPod> pod,
-                                std::weak_ptr<HboneTunnel> weak_tunnel, hbone::StreamId stream,
+                                std::weak_ptr<HboneTunnel> weak_tunnel,
+                                const std::string& tunnel_peer, hbone::StreamId stream,
                                 const std::string& authority) {
   std::shared_ptr<HboneTunnel> tunnel = weak_tunnel.lock();
   if (tunnel == nullptr) return;
@@ -616,8 +658,7 @@ void MeshHandler::AnswerConnect(Worker& worker, std::shared_ptr<const capture::C
     return;
   }
   live_.fetch_add(1);
-  auto flow = std::make_shared<Flow>();
-  flow->record.direction = "inbound";
+  std::shared_ptr<Flow> flow = NewFlow(worker, "inbound");
   flow->record.mode = "hbone_mtls";
   flow->record.connection_security_policy = "mutual_tls";
   flow->record.destination_workload =
@@ -628,6 +669,7 @@ void MeshHandler::AnswerConnect(Worker& worker, std::shared_ptr<const capture::C
   }
   const std::optional<crypto::SpiffeId>& peer = tunnel->peer_identity();
   flow->record.source_principal = peer.has_value() ? peer->ToString() : "";
+  flow->record.source_address = tunnel_peer;
   auto refuse = [&](int http_status, const std::string& reason) {
     Log(LogLevel::kInfo, "pod=", pod->display_name(), " peer=", flow->record.source_principal,
         " CONNECT ", authority, " refused: ", reason);
@@ -651,6 +693,13 @@ void MeshHandler::AnswerConnect(Worker& worker, std::shared_ptr<const capture::C
     refuse(503, "no configuration loaded yet");
     return;
   }
+  if (const std::size_t colon = tunnel_peer.rfind(':'); colon != std::string::npos) {
+    std::string ip = tunnel_peer.substr(0, colon);
+    if (ip.starts_with("[")) ip = ip.substr(1, ip.size() - 2);
+    if (const policy::Pod* source = snapshot->FindPodByIp(ip)) {
+      flow->record.source_workload = absl::StrCat(source->meta.ns, "/", source->meta.name);
+    }
+  }
   policy::InboundDecision decision =
       policy::DecideInbound(*snapshot, PolicyPod(*snapshot, *pod), target->second,
                             policy::InboundTransport::kMtls, flow->record.source_principal);
@@ -673,6 +722,7 @@ void MeshHandler::AnswerConnect(Worker& worker, std::shared_ptr<const capture::C
           Finish(*flow, "error", reason);
           return;
         }
+        MarkCarried(*flow, *app, /*counted_is_source=*/false);
         absl::Status accepted =
             tunnel->AcceptStream(stream, *app, [this, flow](const StreamResult& result) {
               flow->record.sent_bytes = result.to_app_bytes;
@@ -685,6 +735,95 @@ void MeshHandler::AnswerConnect(Worker& worker, std::shared_ptr<const capture::C
           Finish(*flow, "error", std::string(accepted.message()));
         }
       });
+}
+
+template <typename T>
+std::vector<T> MeshHandler::Gather(absl::AnyInvocable<void(Worker&, std::vector<T>&)> collect,
+                                   absl::Duration timeout) {
+  struct Shared {
+    absl::Mutex mutex;
+    std::vector<T> out;
+    std::size_t remaining = 0;
+  };
+  auto shared = std::make_shared<Shared>();
+  shared->remaining = workers_.size();
+  auto collector =
+      std::make_shared<absl::AnyInvocable<void(Worker&, std::vector<T>&)>>(std::move(collect));
+  for (auto& worker : workers_) {
+    Worker* w = worker.get();
+    w->thread->Post([shared, collector, w] {
+      std::vector<T> part;
+      (*collector)(*w, part);
+      absl::MutexLock lock(&shared->mutex);
+      for (T& item : part) shared->out.push_back(std::move(item));
+      --shared->remaining;
+    });
+  }
+  absl::MutexLock lock(&shared->mutex);
+  shared->mutex.AwaitWithTimeout(
+      absl::Condition(
+          +[](std::size_t* remaining) { return *remaining == 0; }, &shared->remaining),
+      timeout);
+  return shared->out;
+}
+
+std::vector<MeshHandler::ConnectionInfo> MeshHandler::Connections(absl::Duration timeout) {
+  return Gather<ConnectionInfo>(
+      [](Worker& worker, std::vector<ConnectionInfo>& out) {
+        const absl::Time now = absl::Now();
+        for (Flow* flow : worker.flows) {
+          ConnectionInfo info{flow->record, now - flow->start};
+          if (auto counted = flow->counted.lock()) {
+            const io::Connection::Stats& stats = counted->stats();
+            info.record.sent_bytes =
+                flow->counted_is_source ? stats.bytes_received : stats.bytes_sent;
+            info.record.received_bytes =
+                flow->counted_is_source ? stats.bytes_sent : stats.bytes_received;
+          }
+          out.push_back(std::move(info));
+        }
+      },
+      timeout);
+}
+
+std::vector<MeshHandler::TunnelInfo> MeshHandler::Tunnels(absl::Duration timeout) {
+  return Gather<TunnelInfo>(
+      [](Worker& worker, std::vector<TunnelInfo>& out) {
+        const absl::Time now = absl::Now();
+        auto describe = [&](const HboneTunnel& tunnel, const char* role) {
+          TunnelInfo info;
+          info.role = role;
+          info.description = tunnel.description();
+          if (tunnel.peer_identity().has_value()) {
+            info.peer_identity = tunnel.peer_identity()->ToString();
+          }
+          info.established = tunnel.established();
+          info.draining = tunnel.draining();
+          info.active_streams = tunnel.active_streams();
+          info.streams_opened = tunnel.streams_opened();
+          info.age = now - tunnel.created();
+          out.push_back(std::move(info));
+        };
+        for (const auto& [key, tunnels] : worker.pool) {
+          for (const auto& tunnel : tunnels) {
+            if (!tunnel->closed()) describe(*tunnel, "client");
+          }
+        }
+        for (const std::weak_ptr<HboneTunnel>& weak : worker.server_tunnels) {
+          if (auto tunnel = weak.lock(); tunnel != nullptr && !tunnel->closed()) {
+            describe(*tunnel, "server");
+          }
+        }
+      },
+      timeout);
+}
+
+std::vector<std::size_t> MeshHandler::LoopPendingOperations(absl::Duration timeout) {
+  return Gather<std::size_t>(
+      [](Worker& worker, std::vector<std::size_t>& out) {
+        out.push_back(worker.thread->loop().pending_operations());
+      },
+      timeout);
 }
 
 std::size_t MeshHandler::pooled_tunnels() const {

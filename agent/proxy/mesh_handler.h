@@ -26,9 +26,14 @@
 #include "agent/proxy/access_log.h"
 #include "agent/proxy/credentials.h"
 #include "agent/proxy/hbone_tunnel.h"
+#include "agent/proxy/traffic_metrics.h"
 #include "policy/source.h"
 
 namespace nodeward::proxy {
+
+// The pod as the policy engine sees it: from the configuration when it lists the pod, else
+// described from its enrollment, so decisions about it still follow its namespace's policy.
+policy::Pod PolicyPodFor(const policy::Snapshot& snapshot, const capture::PodMetadata& metadata);
 
 class MeshHandler : public capture::ConnectionHandler {
  public:
@@ -66,6 +71,29 @@ class MeshHandler : public capture::ConnectionHandler {
 
   std::size_t live_connections() const { return live_.load(); }
   std::size_t pooled_tunnels() const;
+  bool draining() const { return draining_.load(); }
+
+  // What the debug CLI shows. Gathered from every loop; a loop that does not answer within
+  // `timeout` is left out.
+  struct ConnectionInfo {
+    AccessRecord record;  // bytes so far
+    absl::Duration age;
+  };
+  std::vector<ConnectionInfo> Connections(absl::Duration timeout = absl::Seconds(2));
+  struct TunnelInfo {
+    std::string role;  // "client" or "server"
+    HboneTunnel::Description description;
+    std::string peer_identity;
+    bool established = false;
+    bool draining = false;
+    std::size_t active_streams = 0;
+    std::uint64_t streams_opened = 0;
+    absl::Duration age;
+  };
+  std::vector<TunnelInfo> Tunnels(absl::Duration timeout = absl::Seconds(2));
+  // Operations in flight per loop: how busy each io_uring is.
+  std::vector<std::size_t> LoopPendingOperations(absl::Duration timeout = absl::Seconds(2));
+  const TrafficMetrics& metrics() const { return metrics_; }
 
  private:
   struct Worker;
@@ -91,8 +119,8 @@ class MeshHandler : public capture::ConnectionHandler {
   void ServeTunnel(Worker& worker, std::shared_ptr<const capture::CapturedPod> pod,
                    std::shared_ptr<io::Connection> wire, absl::Time deadline);
   void AnswerConnect(Worker& worker, std::shared_ptr<const capture::CapturedPod> pod,
-                     std::weak_ptr<HboneTunnel> tunnel, hbone::StreamId stream,
-                     const std::string& authority);
+                     std::weak_ptr<HboneTunnel> tunnel, const std::string& tunnel_peer,
+                     hbone::StreamId stream, const std::string& authority);
   // Connects from inside `pod`'s netns (with the agent's socket mark) to `address`.
   void ConnectFromPod(Worker& worker, const capture::CapturedPod& pod, const std::string& address,
                       uint32_t port, io::Connection::ConnectCallback done);
@@ -107,6 +135,14 @@ class MeshHandler : public capture::ConnectionHandler {
   void Refuse(std::shared_ptr<Flow> flow, std::shared_ptr<io::Connection> app,
               const std::string& reason);
   void Finish(Flow& flow, const std::string& result, const std::string& reason);
+  std::shared_ptr<Flow> NewFlow(Worker& worker, const char* direction);
+  // The connection is being carried: counted as opened; `counted` is the connection whose
+  // byte counters show progress (toward the source when `counted_is_source`).
+  void MarkCarried(Flow& flow, const std::shared_ptr<io::Connection>& counted,
+                   bool counted_is_source);
+  template <typename T>
+  std::vector<T> Gather(absl::AnyInvocable<void(Worker&, std::vector<T>&)> collect,
+                        absl::Duration timeout);
 
   const Options options_;
   policy::ConfigSource* const config_;
@@ -116,6 +152,7 @@ class MeshHandler : public capture::ConnectionHandler {
   std::atomic<std::size_t> live_{0};
   std::atomic<bool> draining_{false};
   std::atomic<std::uint64_t> endpoint_hint_{0};
+  TrafficMetrics metrics_;
 
   mutable absl::Mutex pods_mutex_;
   absl::flat_hash_map<std::string, std::shared_ptr<const capture::CapturedPod>> pods_by_ip_

@@ -198,13 +198,12 @@ class CaptureIntegrationTest : public ::testing::Test {
       dup2(log, 1);
       dup2(log, 2);
       std::vector<std::string> argv = {
-          NODEWARD_AGENT_BINARY,
-          absl::StrCat("--attach-cgroup=", cgroup_),
-          absl::StrCat("--bpf-pin-path=", pin_path_),
-          absl::StrCat("--enroll-socket=", socket_),
-          absl::StrCat("--state-dir=", work_dir_, "/pods"),
-          "--log-level=debug",
+          NODEWARD_AGENT_BINARY, absl::StrCat("--attach-cgroup=", cgroup_),
+          absl::StrCat("--bpf-pin-path=", pin_path_), absl::StrCat("--enroll-socket=", socket_),
+          absl::StrCat("--state-dir=", work_dir_, "/pods"), "--log-level=debug",
           "--mode=passthrough",
+          // The test's agent shares the machine's network namespace: no loopback ports.
+          "--admin-port=0", "--metrics-port=0", "--readiness-port=0",
           absl::StrCat("--cleanup-on-exit=", cleanup_on_exit ? "true" : "false")};
       std::vector<char*> args;
       for (std::string& arg : argv) args.push_back(arg.data());

@@ -1,0 +1,64 @@
+// The admin API (agent/admin/admin.proto) over what the agent holds: enrolled pods, the
+// certificate cache, the policy snapshot, live connections and tunnels, the BPF maps.
+// Read-only except SetLogLevel and Drain.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "agent/admin/admin.grpc.pb.h"
+#include "agent/capture/enrollment_manager.h"
+#include "agent/proxy/mesh_handler.h"
+#include "bpf/capture_dataplane.h"
+#include "policy/source.h"
+#include "sds/certificate_cache.h"
+
+namespace nodeward::admin {
+
+// What the service reads. Pointers may be null where the agent runs without that part
+// (passthrough mode has no policy, certificates or mesh).
+struct AgentView {
+  std::string node_name;
+  std::string trust_domain;
+  capture::EnrollmentManager* enrollment = nullptr;
+  bpf::CaptureDataplane* dataplane = nullptr;
+  std::string bpf_pin_path;
+  std::vector<std::string> bpf_attached;  // programs and links, described
+  policy::ConfigSource* config = nullptr;
+  std::string config_description;
+  sds::CertificateCache* certificates = nullptr;
+  std::string sds_socket;
+  proxy::MeshHandler* mesh = nullptr;
+};
+
+class AdminService final : public v1::Admin::Service {
+ public:
+  explicit AdminService(AgentView view) : view_(std::move(view)) {}
+
+  grpc::Status ListWorkloads(grpc::ServerContext*, const v1::ListWorkloadsRequest*,
+                             v1::ListWorkloadsResponse* response) override;
+  grpc::Status ListCertificates(grpc::ServerContext*, const v1::ListCertificatesRequest*,
+                                v1::ListCertificatesResponse* response) override;
+  grpc::Status ExplainPolicy(grpc::ServerContext*, const v1::ExplainPolicyRequest* request,
+                             v1::ExplainPolicyResponse* response) override;
+  grpc::Status ListConnections(grpc::ServerContext*, const v1::ListConnectionsRequest*,
+                               v1::ListConnectionsResponse* response) override;
+  grpc::Status ListTunnels(grpc::ServerContext*, const v1::ListTunnelsRequest*,
+                           v1::ListTunnelsResponse* response) override;
+  grpc::Status DumpBpf(grpc::ServerContext*, const v1::DumpBpfRequest*,
+                       v1::DumpBpfResponse* response) override;
+  grpc::Status DumpConfig(grpc::ServerContext*, const v1::DumpConfigRequest*,
+                          v1::DumpConfigResponse* response) override;
+  grpc::Status SetLogLevel(grpc::ServerContext*, const v1::SetLogLevelRequest* request,
+                           v1::SetLogLevelResponse* response) override;
+  grpc::Status Drain(grpc::ServerContext*, const v1::DrainRequest* request,
+                     v1::DrainResponse* response) override;
+
+ private:
+  const AgentView view_;
+};
+
+// RFC 3339 in UTC; empty for the infinite past/future ("never").
+std::string Rfc3339(absl::Time time);
+
+}  // namespace nodeward::admin

@@ -1,0 +1,69 @@
+#!/bin/bash
+# End to end through `nodeward-sandbox demo`: the demo cluster of sandbox/demo/demo.yaml, its
+# traffic matrix under tcpdump between the nodes, every result as its `expect:` says and no mTLS
+# marker readable on the wire (exit 0); then a wrong expectation must fail the demo, and both
+# runs must leave nothing behind.
+#   sandbox_demo_e2e_test.sh NODEWARD_SANDBOX BIN_DIR DEMO_FILE
+set -u
+
+sandbox_bin=$1
+bin_dir=$2
+demo_file=$3
+if [ "$(id -u)" != 0 ]; then
+  echo "SKIP: needs root (network namespaces, cgroups, BPF)"
+  exit 77
+fi
+
+name="dm$$"   # not the file's name, so a demo someone runs by hand is left alone
+work=$(mktemp -d /tmp/nodeward-demo-e2e.XXXXXX)
+failures=0
+
+fail() {
+  echo "FAIL: $*"
+  failures=$((failures + 1))
+}
+
+leftovers() {
+  local found=0
+  ip netns list | grep -q "^nws-$name-" && { echo "left: netns"; found=1; }
+  [ -e "/sys/fs/cgroup/unified/nodeward-sandbox-$name" ] && { echo "left: cgroup"; found=1; }
+  compgen -G "/sys/fs/bpf/nodeward-sandbox-$name-*" > /dev/null && { echo "left: pins"; found=1; }
+  [ -e "/run/nodeward-sandbox/$name" ] && { echo "left: run directory"; found=1; }
+  return $found
+}
+
+cleanup() {
+  local code=$?
+  "$sandbox_bin" down "$name" > /dev/null || echo "FAIL: down in cleanup"
+  rm -rf "$work"
+  leftovers || { echo "FAIL: objects left after cleanup"; exit 1; }
+  [ $failures -eq 0 ] && [ $code -eq 0 ] && echo "PASS" && exit 0
+  exit 1
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+echo "== demo"
+"$sandbox_bin" demo "$demo_file" --bin-dir "$bin_dir" --name="$name" | tee "$work/out"
+rc=${PIPESTATUS[0]}
+[ "$rc" -eq 0 ] || fail "demo exited $rc"
+grep -q "^demo: PASS" "$work/out" || fail "no 'demo: PASS'"
+grep -q "mTLS (server saw spiffe://cluster.local/ns/frontend/sa/web)" "$work/out" ||
+  fail "no mTLS row with the server's view of web"
+grep -q "refused: " "$work/out" || fail "no refused row"
+leftovers || fail "objects left after the demo"
+
+echo "== a wrong expectation fails the demo and still tears down"
+mkdir -p "$work/wrong"
+cp -r "$(dirname "$demo_file")/config" "$work/wrong/"
+sed -e '/^traffic:/,$d' "$demo_file" > "$work/wrong/demo.yaml"
+cat >> "$work/wrong/demo.yaml" <<'YAML'
+traffic:
+- {from: old, to: api, port: 8080, expect: mtls}
+YAML
+"$sandbox_bin" demo "$work/wrong/demo.yaml" --bin-dir "$bin_dir" --name="$name" > "$work/out2"
+rc=$?
+cat "$work/out2"
+[ "$rc" -ne 0 ] || fail "a wrong expectation passed"
+grep -q "FAIL: expected mtls" "$work/out2" || fail "the table does not name the wrong expectation"
+leftovers || fail "objects left after a failed demo"
