@@ -182,6 +182,13 @@ absl::Status HboneTunnel::RefuseStream(hbone::StreamId stream, int http_status,
   return status;
 }
 
+std::size_t HboneTunnel::buffered_bytes() const {
+  std::size_t total = session_->buffered_receive_bytes() + (plain_out_.size() - plain_out_offset_);
+  for (const io::IoBuffer& held : wire_in_) total += held.size();
+  for (const auto& [id, bridge] : bridges_) total += bridge->to_stream_bytes;
+  return total;
+}
+
 HboneTunnel::Bridge* HboneTunnel::FindBridge(hbone::StreamId id) {
   auto it = bridges_.find(id);
   return it == bridges_.end() ? nullptr : it->second.get();
@@ -327,7 +334,7 @@ void HboneTunnel::FinishBridge(hbone::StreamId id, absl::Status status) {
   if (bridge->done) bridge->done(bridge->result);
   if (bridges_.empty()) {
     last_stream_end_ = absl::Now();
-    if (draining_ && session_->Finished()) Close(absl::OkStatus());
+    if (peer_gone_ || (draining_ && session_->Finished())) Close(absl::OkStatus());
   }
   if (!closed_) Flush();
 }
@@ -394,8 +401,18 @@ void HboneTunnel::OnWireEof() {
     Close(status);
     return;
   }
-  Close(bridges_.empty() ? absl::OkStatus()
-                         : absl::UnavailableError("peer closed the tunnel with streams open"));
+  // Streams the peer already finished only wait for their last bytes to reach the
+  // application; the others cannot complete any more.
+  std::vector<hbone::StreamId> cut;
+  for (const auto& [id, bridge] : bridges_) {
+    if (!bridge->stream_closed) cut.push_back(id);
+  }
+  for (hbone::StreamId id : cut) {
+    FinishBridge(id, absl::UnavailableError("peer closed the tunnel with the stream open"));
+  }
+  peer_gone_ = true;
+  draining_ = true;
+  if (bridges_.empty() && !closed_) Close(absl::OkStatus());
 }
 
 void HboneTunnel::Flush() {
@@ -459,6 +476,32 @@ void HboneTunnel::Flush() {
   flushing_ = false;
 }
 
+void HboneTunnel::SendPendingWire() {
+  while (engine_->PendingWire() > 0) {
+    absl::Span<const std::uint8_t> out = engine_->PeekWire();
+    wire_->Send(io::IoBuffer::Copy(out));
+    engine_->ConsumeWire(out.size());
+  }
+}
+
+void HboneTunnel::FlushAllForClose() {
+  // Everything the session still has (last DATA, END_STREAM, GOAWAY) goes out before
+  // close_notify, whatever the socket's high-water mark: it is bounded by the windows.
+  for (;;) {
+    absl::StatusOr<std::size_t> collected = session_->CollectOutput(plain_out_, kCollectBytes);
+    if (!collected.ok() || *collected == 0) break;
+  }
+  while (plain_out_offset_ < plain_out_.size()) {
+    absl::StatusOr<std::size_t> written =
+        engine_->WritePlaintext(absl::MakeConstSpan(plain_out_).subspan(plain_out_offset_));
+    if (!written.ok() || *written == 0) break;
+    plain_out_offset_ += *written;
+    SendPendingWire();
+  }
+  plain_out_.clear();
+  plain_out_offset_ = 0;
+}
+
 void HboneTunnel::ArmIdleTimer() {
   std::weak_ptr<HboneTunnel> weak = weak_from_this();
   idle_timer_ = wire_->loop().Timer(options_.idle_timeout, [weak](io::Completion& completion) {
@@ -498,12 +541,9 @@ void HboneTunnel::Close(const absl::Status& reason) {
   }
   if (!wire_->closed()) {
     if (reason.ok()) {
+      FlushAllForClose();
       engine_->Shutdown();
-      while (engine_->PendingWire() > 0) {
-        absl::Span<const std::uint8_t> out = engine_->PeekWire();
-        wire_->Send(io::IoBuffer::Copy(out));
-        engine_->ConsumeWire(out.size());
-      }
+      SendPendingWire();
       wire_->ShutdownWrite();
     } else {
       wire_->Close(reason);

@@ -77,6 +77,9 @@ class HboneTunnel : public std::enable_shared_from_this<HboneTunnel> {
   // The verified peer identity, once established.
   const std::optional<crypto::SpiffeId>& peer_identity() const;
   std::size_t active_streams() const { return bridges_.size(); }
+  // Bytes the tunnel holds right now: received and not yet delivered, accepted and not yet
+  // encrypted. Bounded by the flow-control windows and per-stream budgets, whatever the peers do.
+  std::size_t buffered_bytes() const;
   std::uint64_t streams_opened() const { return streams_opened_; }
 
   // What the debug CLI shows about a tunnel; set by whoever creates it.
@@ -122,6 +125,8 @@ class HboneTunnel : public std::enable_shared_from_this<HboneTunnel> {
   void ProcessWireInput();
   bool DrainPlaintext();
   void Flush();
+  void SendPendingWire();
+  void FlushAllForClose();
 
   Bridge* FindBridge(hbone::StreamId id);
   void StartApp(Bridge& bridge);
@@ -152,6 +157,7 @@ class HboneTunnel : public std::enable_shared_from_this<HboneTunnel> {
   std::vector<std::uint8_t> scratch_;
   bool established_ = false;
   bool draining_ = false;
+  bool peer_gone_ = false;  // the wire reached EOF: finish what was received, then close
   bool closed_ = false;
   bool flushing_ = false;
   bool flush_again_ = false;

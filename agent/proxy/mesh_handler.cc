@@ -126,10 +126,16 @@ struct MeshHandler::Flow {
   bool counted_is_source = true;
 };
 
+// A captured connection waiting for (or being given) a stream on a pooled tunnel.
 struct MeshHandler::PendingStream {
   std::shared_ptr<Flow> flow;
   std::shared_ptr<io::Connection> app;
-  std::string authority;
+  std::string authority;  // CONNECT target, ip:port
+  std::shared_ptr<const capture::CapturedPod> pod;
+  crypto::SpiffeId source;
+  crypto::SpiffeId peer;
+  std::string address;  // destination pod address: the tunnel goes to its 15008
+  std::shared_ptr<const crypto::TlsContext> context;
 };
 
 absl::StatusOr<std::unique_ptr<MeshHandler>> MeshHandler::Create(const Options& options,
@@ -465,28 +471,41 @@ void MeshHandler::OpenHboneStream(Worker& worker, std::shared_ptr<const capture:
         });
     return;
   }
+  PendingStream pending{flow, app, HostPort(address, port), pod, source, peer, address, *context};
+  RouteStream(worker, std::move(pending));
+}
+
+std::string MeshHandler::PoolKey(const PendingStream& pending) {
   // Tunnels are shared per source pod (its netns is where the tunnel's socket lives), source
   // identity, destination identity and destination address.
-  const std::string key =
-      absl::StrCat(pod->netns_cookie(), "|", source.ToString(), "|", peer.ToString(), "|", address);
-  PendingStream pending{flow, app, HostPort(address, port)};
-  auto& tunnels = worker.pool[key];
-  for (const std::shared_ptr<HboneTunnel>& tunnel : tunnels) {
-    if (tunnel->AcceptsNewStreams()) {
-      StartTunnelStream(worker, key, std::move(pending));
-      return;
+  return absl::StrCat(pending.pod->netns_cookie(), "|", pending.source.ToString(), "|",
+                      pending.peer.ToString(), "|", pending.address);
+}
+
+void MeshHandler::RouteStream(Worker& worker, PendingStream pending) {
+  const std::string key = PoolKey(pending);
+  if (auto pooled = worker.pool.find(key); pooled != worker.pool.end()) {
+    for (const std::shared_ptr<HboneTunnel>& tunnel : pooled->second) {
+      if (tunnel->AcceptsNewStreams()) {
+        StartTunnelStream(tunnel, std::move(pending));
+        return;
+      }
     }
   }
+  // Every pooled tunnel is full or going away: this stream waits for a new one.
   auto [waiting, first] = worker.connecting.try_emplace(key);
   waiting->second.push_back(std::move(pending));
-  if (!first) return;  // a tunnel for this key is being connected
+  if (first) ConnectTunnel(worker, key, waiting->second.front());
+}
 
+void MeshHandler::ConnectTunnel(Worker& worker, const std::string& key,
+                                const PendingStream& first) {
   const HboneTunnel::Description description{
-      absl::StrCat(pod->metadata().namespace_name, "/", pod->metadata().name), source.ToString(),
-      HostPort(address, 15008)};
+      absl::StrCat(first.pod->metadata().namespace_name, "/", first.pod->metadata().name),
+      first.source.ToString(), HostPort(first.address, 15008)};
   ConnectFromPod(
-      worker, *pod, address, 15008,
-      [this, &worker, key, context = *context, peer,
+      worker, *first.pod, first.address, 15008,
+      [this, &worker, key, context = first.context, peer = first.peer,
        description](absl::StatusOr<std::shared_ptr<io::Connection>> wire) {
         std::vector<PendingStream> waiters = std::move(worker.connecting[key]);
         worker.connecting.erase(key);
@@ -498,17 +517,8 @@ void MeshHandler::OpenHboneStream(Worker& worker, std::shared_ptr<const capture:
           client_options.expected_peer = peer;
           tunnel = HboneTunnel::Start(
               HboneTunnel::Role::kClient, *wire, crypto::TlsEngine::Client(context, client_options),
-              options_.tunnel, nullptr, [&worker, key](const absl::Status& status) {
-                auto it = worker.pool.find(key);
-                if (it == worker.pool.end()) return;
-                std::erase_if(it->second,
-                              [](const std::shared_ptr<HboneTunnel>& t) { return t->closed(); });
-                if (it->second.empty()) worker.pool.erase(it);
-                worker.pooled.store(0);
-                std::size_t count = 0;
-                for (const auto& [unused, list] : worker.pool) count += list.size();
-                worker.pooled.store(count);
-              });
+              options_.tunnel, nullptr,
+              [&worker, key](const absl::Status&) { ForgetClosedTunnels(worker, key); });
         }
         if (!tunnel.ok()) {
           const std::string reason =
@@ -522,29 +532,31 @@ void MeshHandler::OpenHboneStream(Worker& worker, std::shared_ptr<const capture:
         (*tunnel)->set_description(description);
         worker.pool[key].push_back(*tunnel);
         worker.pooled.fetch_add(1);
-        for (PendingStream& waiter : waiters) StartTunnelStream(worker, key, std::move(waiter));
+        // Those beyond this tunnel's stream limit queue for the next one.
+        for (PendingStream& waiter : waiters) RouteStream(worker, std::move(waiter));
       });
 }
 
-void MeshHandler::StartTunnelStream(Worker& worker, const std::string& key, PendingStream pending) {
-  std::shared_ptr<HboneTunnel> chosen;
-  for (const std::shared_ptr<HboneTunnel>& tunnel : worker.pool[key]) {
-    if (tunnel->AcceptsNewStreams()) {
-      chosen = tunnel;
-      break;
-    }
-  }
+void MeshHandler::ForgetClosedTunnels(Worker& worker, const std::string& key) {
+  auto it = worker.pool.find(key);
+  if (it == worker.pool.end()) return;
+  std::erase_if(it->second, [](const std::shared_ptr<HboneTunnel>& t) { return t->closed(); });
+  if (it->second.empty()) worker.pool.erase(it);
+  std::size_t count = 0;
+  for (const auto& [unused, list] : worker.pool) count += list.size();
+  worker.pooled.store(count);
+}
+
+void MeshHandler::StartTunnelStream(const std::shared_ptr<HboneTunnel>& tunnel,
+                                    PendingStream pending) {
   std::shared_ptr<Flow> flow = pending.flow;
-  if (chosen == nullptr) {
-    // Every tunnel is full or going away: this stream opens a new one.
-    Log(LogLevel::kDebug, "opening another tunnel for ", key);
-    ResetConnection(*pending.app, absl::UnavailableError("no tunnel capacity"));
-    Finish(*flow, "error", "no tunnel with room for another stream");
+  if (pending.app->closed()) {
+    Finish(*flow, "error", "application closed before the tunnel was up");
     return;
   }
   MarkCarried(*flow, pending.app, /*counted_is_source=*/true);
   absl::Status opened =
-      chosen->OpenStream(pending.authority, pending.app, [this, flow](const StreamResult& result) {
+      tunnel->OpenStream(pending.authority, pending.app, [this, flow](const StreamResult& result) {
         flow->record.sent_bytes = result.from_app_bytes;
         flow->record.received_bytes = result.to_app_bytes;
         const bool refused = absl::IsPermissionDenied(result.status);

@@ -115,7 +115,11 @@ class MeshHandler : public capture::ConnectionHandler {
                        std::shared_ptr<Flow> flow, std::shared_ptr<io::Connection> app,
                        const crypto::SpiffeId& source, const crypto::SpiffeId& peer,
                        const std::string& address, uint32_t port, absl::Time deadline);
-  void StartTunnelStream(Worker& worker, const std::string& key, PendingStream pending);
+  static std::string PoolKey(const PendingStream& pending);
+  void RouteStream(Worker& worker, PendingStream pending);
+  void ConnectTunnel(Worker& worker, const std::string& key, const PendingStream& first);
+  static void ForgetClosedTunnels(Worker& worker, const std::string& key);
+  void StartTunnelStream(const std::shared_ptr<HboneTunnel>& tunnel, PendingStream pending);
   void ServeTunnel(Worker& worker, std::shared_ptr<const capture::CapturedPod> pod,
                    std::shared_ptr<io::Connection> wire, absl::Time deadline);
   void AnswerConnect(Worker& worker, std::shared_ptr<const capture::CapturedPod> pod,
