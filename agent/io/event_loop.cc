@@ -131,24 +131,22 @@ EventLoop::OpId EventLoop::SendMessage(int fd, const msghdr* message, int flags,
 
 EventLoop::OpId EventLoop::Connect(int fd, const sockaddr* address, socklen_t length,
                                    absl::Duration timeout, Handler handler) {
-  // The connect and its linked timeout must reach the kernel in the same submission.
-  if (io_uring_sq_space_left(&ring_) < 2) io_uring_submit(&ring_);
-  io_uring_sqe* sqe = GetSqe();
-  io_uring_prep_connect(sqe, fd, address, length);
-  sqe->flags |= IOSQE_IO_LINK;
-  const OpId id = Register(std::move(handler), sqe);
-  Operation& operation = *operations_.at(id);
-  operation.timeout = KernelTimespec(timeout);
-  io_uring_sqe* timeout_sqe = GetSqe();
-  io_uring_prep_link_timeout(timeout_sqe, &operation.timeout, 0);
-  io_uring_sqe_set_data64(timeout_sqe, kUntracked);
-  return id;
+  return SubmitWithTimeout(
+      [&](io_uring_sqe* sqe) { io_uring_prep_connect(sqe, fd, address, length); }, timeout,
+      std::move(handler));
 }
 
 EventLoop::OpId EventLoop::Poll(int fd, unsigned events, absl::Duration timeout, Handler handler) {
+  return SubmitWithTimeout([&](io_uring_sqe* sqe) { io_uring_prep_poll_add(sqe, fd, events); },
+                           timeout, std::move(handler));
+}
+
+EventLoop::OpId EventLoop::SubmitWithTimeout(absl::FunctionRef<void(io_uring_sqe*)> prepare,
+                                             absl::Duration timeout, Handler handler) {
+  // The operation and its linked timeout must reach the kernel in the same submission.
   if (io_uring_sq_space_left(&ring_) < 2) io_uring_submit(&ring_);
   io_uring_sqe* sqe = GetSqe();
-  io_uring_prep_poll_add(sqe, fd, events);
+  prepare(sqe);
   sqe->flags |= IOSQE_IO_LINK;
   const OpId id = Register(std::move(handler), sqe);
   Operation& operation = *operations_.at(id);

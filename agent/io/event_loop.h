@@ -108,6 +108,9 @@ class EventLoop {
   EventLoop() = default;
   io_uring_sqe* GetSqe();
   OpId Register(Handler handler, io_uring_sqe* sqe);
+  // An operation bounded by a linked timeout: past it, its result is -ECANCELED.
+  OpId SubmitWithTimeout(absl::FunctionRef<void(io_uring_sqe*)> prepare, absl::Duration timeout,
+                         Handler handler);
   void Dispatch(const io_uring_cqe& cqe);
   void ArmWakeup();
   void RunPosted();
