@@ -22,6 +22,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "crypto/internal.h"
 
 namespace nodeward::crypto {
@@ -129,6 +130,7 @@ struct CertificateSpec {
   absl::Time not_after;
   bool is_ca = false;
   std::optional<SpiffeId> uri_san;
+  std::vector<std::string> dns_sans;  // leaf only, exclusive with uri_san
 };
 
 absl::StatusOr<bssl::UniquePtr<X509>> BuildCertificate(const CertificateSpec& spec) {
@@ -174,6 +176,10 @@ absl::StatusOr<bssl::UniquePtr<X509>> BuildCertificate(const CertificateSpec& sp
     // Critical because a workload certificate's subject is empty (RFC 5280 4.2.1.6).
     extensions.emplace_back(NID_subject_alt_name,
                             absl::StrCat("critical,URI:", spec.uri_san->ToString()));
+  } else if (!spec.dns_sans.empty()) {
+    std::vector<std::string> names;
+    for (const std::string& name : spec.dns_sans) names.push_back(absl::StrCat("DNS:", name));
+    extensions.emplace_back(NID_subject_alt_name, absl::StrJoin(names, ","));
   }
   for (const auto& [nid, value] : extensions) {
     if (absl::Status s = AddExtension(cert.get(), &ctx, nid, value); !s.ok()) return s;
@@ -216,6 +222,24 @@ struct CertificateAuthority::Impl {
   // The earliest notAfter along the chain: no certificate may outlive its issuers.
   absl::Time chain_not_after;
 };
+
+namespace {
+
+// The signed certificate, PEM-encoded, followed by the CA's chain up to (not including) a root.
+absl::StatusOr<SignedCertificate> SignWithChain(const CertificateSpec& spec,
+                                                const CertificateAuthority::Impl& ca) {
+  absl::StatusOr<bssl::UniquePtr<X509>> cert = BuildCertificate(spec);
+  if (!cert.ok()) return cert.status();
+  absl::StatusOr<std::string> pem = internal::CertificateToPem(cert->get());
+  if (!pem.ok()) return pem.status();
+  SignedCertificate out;
+  out.chain_pem = absl::StrCat(*pem, ca.intermediates_pem);
+  out.roots_pem = ca.roots_pem;
+  out.leaf = internal::Describe(cert->get());
+  return out;
+}
+
+}  // namespace
 
 CertificateAuthority::CertificateAuthority(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 CertificateAuthority::~CertificateAuthority() = default;
@@ -442,15 +466,7 @@ absl::StatusOr<SignedCertificate> CertificateAuthority::Sign(const SignRequest& 
   spec.not_before = not_before;
   spec.not_after = not_after;
   spec.uri_san = csr->identity;
-  absl::StatusOr<bssl::UniquePtr<X509>> leaf = BuildCertificate(spec);
-  if (!leaf.ok()) return leaf.status();
-  absl::StatusOr<std::string> leaf_pem = internal::CertificateToPem(leaf->get());
-  if (!leaf_pem.ok()) return leaf_pem.status();
-  SignedCertificate out;
-  out.chain_pem = absl::StrCat(*leaf_pem, impl_->intermediates_pem);
-  out.roots_pem = impl_->roots_pem;
-  out.leaf = internal::Describe(leaf->get());
-  return out;
+  return SignWithChain(spec, *impl_);
 }
 
 absl::StatusOr<SignedCertificate> CertificateAuthority::IssueIntermediate(
@@ -468,15 +484,33 @@ absl::StatusOr<SignedCertificate> CertificateAuthority::IssueIntermediate(
   spec.not_before = not_before;
   spec.not_after = not_after;
   spec.is_ca = true;
-  absl::StatusOr<bssl::UniquePtr<X509>> cert = BuildCertificate(spec);
-  if (!cert.ok()) return cert.status();
-  absl::StatusOr<std::string> pem = internal::CertificateToPem(cert->get());
-  if (!pem.ok()) return pem.status();
-  SignedCertificate out;
-  out.chain_pem = absl::StrCat(*pem, impl_->intermediates_pem);
-  out.roots_pem = impl_->roots_pem;
-  out.leaf = internal::Describe(cert->get());
-  return out;
+  return SignWithChain(spec, *impl_);
+}
+
+absl::StatusOr<SignedCertificate> CertificateAuthority::IssueServerCertificate(
+    const PrivateKey& key, const std::vector<std::string>& dns_names,
+    absl::Duration lifetime) const {
+  if (lifetime <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("requested lifetime must be positive");
+  }
+  if (dns_names.empty()) return absl::InvalidArgumentError("no DNS name given");
+  for (const std::string& name : dns_names) {
+    if (name.empty() || name.size() > 253 ||
+        name.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-.*") != std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat("not a DNS name: \"", name, "\""));
+    }
+  }
+  const absl::Time not_before = absl::Now() - kClockSkewBackdate;
+  const absl::Time not_after = std::min(not_before + lifetime, impl_->chain_not_after);
+  CertificateSpec spec;
+  spec.issuer = impl_->signing_cert.get();
+  spec.subject_key = key.impl().key.get();
+  spec.signing_key = impl_->key.get();
+  spec.subject = {{NID_commonName, dns_names.front()}};
+  spec.not_before = not_before;
+  spec.not_after = not_after;
+  spec.dns_sans = dns_names;
+  return SignWithChain(spec, *impl_);
 }
 
 }  // namespace nodeward::crypto

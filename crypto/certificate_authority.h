@@ -5,6 +5,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -58,6 +59,12 @@ class CertificateAuthority {
   absl::StatusOr<SignedCertificate> IssueIntermediate(const PrivateKey& key,
                                                       const std::string& common_name,
                                                       absl::Duration lifetime) const;
+
+  // Signs a TLS server certificate for a host outside the mesh (tests, the sandbox): `dns_names`
+  // as DNS SANs (the first also as subject CN), no SPIFFE ID, serverAuth + clientAuth.
+  absl::StatusOr<SignedCertificate> IssueServerCertificate(
+      const PrivateKey& key, const std::vector<std::string>& dns_names,
+      absl::Duration lifetime) const;
 
   const std::string& trust_domain() const;
   std::string RootsPem() const;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "crypto/certificate_authority.h"
+#include "crypto/keys.h"
 #include "crypto/test_csrs.h"
 #include "crypto/test_util.h"
 #include "gmock/gmock.h"
@@ -593,6 +594,34 @@ TEST_F(OriginationTest, SimpleMatchesSubjectAltNames) {
               HasSubstr("match none of the expected names [other.example.com, 10.0.0.1]"));
   EXPECT_THAT(Message(outcome.client), HasSubstr("DNS:api.example.com"));
   EXPECT_THAT(Message(outcome.server), HasSubstr("peer sent alert: bad certificate"));
+}
+
+TEST_F(OriginationTest, ServerCertificateWithDnsNamesFromTheCa) {
+  auto key = PrivateKey::GenerateP256();
+  ASSERT_TRUE(key.ok()) << key.status();
+  auto issued =
+      ca_->IssueServerCertificate(*key, {"ext.example.com", "*.svc.example.com"}, absl::Hours(1));
+  ASSERT_TRUE(issued.ok()) << issued.status();
+  EXPECT_FALSE(issued->leaf.spiffe_id.has_value());
+  EXPECT_FALSE(issued->leaf.is_ca);
+  auto key_pem = key->ToPem();
+  ASSERT_TRUE(key_pem.ok());
+  auto server = TlsContext::PlainServer({issued->chain_pem, *key_pem});
+  ASSERT_TRUE(server.ok()) << server.status();
+  OriginationSettings settings;
+  settings.ca_certificates_pem = issued->roots_pem;
+  settings.subject_alt_names = {"ext.example.com"};
+  EXPECT_TRUE(Connect(settings, "", *server).client.ok());
+  settings.subject_alt_names = {"a.svc.example.com"};
+  EXPECT_TRUE(Connect(settings, "", *server).client.ok());
+  settings.subject_alt_names = {"other.example.com"};
+  Outcome outcome = Connect(settings, "", *server);
+  EXPECT_EQ(outcome.client.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(Message(outcome.client), HasSubstr("DNS:ext.example.com"));
+
+  EXPECT_FALSE(ca_->IssueServerCertificate(*key, {}, absl::Hours(1)).ok());
+  EXPECT_FALSE(ca_->IssueServerCertificate(*key, {"bad name,URI:x"}, absl::Hours(1)).ok());
+  EXPECT_FALSE(ca_->IssueServerCertificate(*key, {"ext.example.com"}, absl::ZeroDuration()).ok());
 }
 
 TEST_F(OriginationTest, SimpleChecksSniWithoutSubjectAltNames) {
