@@ -38,6 +38,7 @@ constexpr char kObjectsFile[] = "objects";  // what was created, appended before
 constexpr char kNodesFile[] = "nodes";
 constexpr char kPodsFile[] = "pods";
 constexpr char kReadyFile[] = "ready";
+constexpr char kAgentArgvFile[] = "agent.argv";  // per node: the agent's argv, one per line
 
 struct ProcessRecord {
   std::string role;  // agent, sds or app
@@ -400,16 +401,20 @@ class Builder {
       if (absl::Status s = WriteFile(identities_file, identities); !s.ok()) return s;
       const std::string sds_socket = absl::StrCat(dir, "/sds.sock");
       const std::string sds_log = absl::StrCat(dir, "/sds.log");
+      std::vector<std::string> sds_argv = {
+          Bin("nodeward-sds"), absl::StrCat("--sds-socket=", sds_socket),
+          absl::StrCat("--ca-dir=", ca_dir), absl::StrCat("--trust-domain=", spec_.trust_domain),
+          absl::StrCat("--allowed-identities-file=", identities_file)};
+      if (spec_.cert_lifetime > absl::ZeroDuration()) {
+        sds_argv.push_back(
+            absl::StrCat("--cert-lifetime=", absl::FormatDuration(spec_.cert_lifetime)));
+      }
       // One after the other: the first one creates the shared CA directory.
-      absl::StatusOr<ProcessRef> sds =
-          Start("sds", node.name, "nodeward-sds",
-                {.argv = {Bin("nodeward-sds"), absl::StrCat("--sds-socket=", sds_socket),
-                          absl::StrCat("--ca-dir=", ca_dir),
-                          absl::StrCat("--trust-domain=", spec_.trust_domain),
-                          absl::StrCat("--allowed-identities-file=", identities_file)},
-                 .netns_path = NodeNetnsPath(node.name),
-                 .cgroup_dir = "",
-                 .log_path = sds_log});
+      absl::StatusOr<ProcessRef> sds = Start("sds", node.name, "nodeward-sds",
+                                             {.argv = sds_argv,
+                                              .netns_path = NodeNetnsPath(node.name),
+                                              .cgroup_dir = "",
+                                              .log_path = sds_log});
       if (!sds.ok()) return sds.status();
       if (absl::Status s = WaitUntil(absl::StrCat("nodeward-sds of ", node.name), *sds, sds_log,
                                      [&] { return Exists(sds_socket); });
@@ -441,6 +446,12 @@ class Builder {
         } else {
           missing_agent_flags_.insert(flag);
         }
+      }
+      // For `restart`: the same agent again.
+      if (absl::Status s =
+              WriteFile(absl::StrCat(dir, "/", kAgentArgvFile), absl::StrJoin(argv, "\n"));
+          !s.ok()) {
+        return s;
       }
       const std::string agent_log = absl::StrCat(dir, "/agent.log");
       absl::StatusOr<ProcessRef> agent = Start("agent", node.name, "nodeward-agent",
@@ -483,9 +494,15 @@ class Builder {
       for (int port : pod.ports) {
         const std::string log =
             absl::StrCat(NodeDir(pod.node), "/app-", pod.name, "-", port, ".log");
+        std::vector<std::string> argv = {options_.self, "app", "serve",
+                                         absl::StrCat("--port=", port)};
+        if (!pod.tls_cert.empty()) {
+          argv.push_back(absl::StrCat("--tls-cert=", pod.tls_cert));
+          argv.push_back(absl::StrCat("--tls-key=", pod.tls_key));
+        }
         absl::StatusOr<ProcessRef> app =
             Start("app", pod.node, absl::StrCat(pod.namespace_name, "/", pod.name, ":", port),
-                  {.argv = {options_.self, "app", "serve", absl::StrCat("--port=", port)},
+                  {.argv = argv,
                    .netns_path = NetnsPath(NetnsName(spec_.name, pod.name)),
                    .cgroup_dir = NodeCgroup(pod.node),
                    .log_path = log});
@@ -697,6 +714,87 @@ absl::Status Down(const std::string& name) {
     return absl::InternalError(
         absl::StrCat("removing sandbox ", name, ":\n  ", absl::StrJoin(problems, "\n  ")));
   }
+  return absl::OkStatus();
+}
+
+absl::Status RestartAgent(const std::string& name, const std::string& node, absl::Duration down_for,
+                          absl::Duration ready_timeout) {
+  if (absl::Status s = ValidateSandboxName(name); !s.ok()) return s;
+  if (absl::Status s = CheckRoot(); !s.ok()) return s;
+  const std::string run_dir = RunDir(name);
+  if (!Exists(absl::StrCat(run_dir, "/", kReadyFile))) {
+    return absl::NotFoundError(absl::StrCat("no ready sandbox ", name));
+  }
+  const NodeRecord* found = nullptr;
+  const std::vector<NodeRecord> nodes = ReadNodes(run_dir);
+  for (const NodeRecord& record : nodes) {
+    if (record.name == node) found = &record;
+  }
+  if (found == nullptr) return absl::NotFoundError(absl::StrCat("no node ", node, " in ", name));
+  const std::string dir = absl::StrCat(run_dir, "/", node);
+  absl::StatusOr<std::string> argv_text = ReadFile(absl::StrCat(dir, "/", kAgentArgvFile));
+  if (!argv_text.ok()) return argv_text.status();
+  std::vector<std::string> argv = absl::StrSplit(*argv_text, '\n', absl::SkipEmpty());
+  std::string enroll_socket, enroll_binary;
+  for (const std::string& arg : argv) {
+    if (absl::StartsWith(arg, "--enroll-socket=")) enroll_socket = arg.substr(16);
+  }
+  if (argv.empty() || enroll_socket.empty()) {
+    return absl::InternalError(absl::StrCat(dir, "/", kAgentArgvFile, " is unusable"));
+  }
+  enroll_binary = absl::StrCat(argv[0].substr(0, argv[0].rfind('/') + 1), "nodeward-enroll");
+
+  // SIGKILL: the agent gets no chance to clean up, so its pinned programs and maps stay and
+  // keep the node's enrolled pods failing closed, as after a crash.
+  for (const ProcessRecord& p : ReadObjects(run_dir).processes) {
+    if (p.role != "agent" || p.node != node || !IsAlive(p.ref)) continue;
+    kill(p.ref.pid, SIGKILL);
+    const absl::Time deadline = absl::Now() + absl::Seconds(5);
+    while (IsAlive(p.ref) && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(20));
+    if (IsAlive(p.ref))
+      return absl::InternalError(absl::StrCat("agent ", p.ref.pid, " survived SIGKILL"));
+  }
+  std::cout << "agent of " << node << " killed; starting it again in "
+            << absl::FormatDuration(down_for) << "\n"
+            << std::flush;
+  absl::SleepFor(down_for);
+
+  const std::string log = absl::StrCat(dir, "/agent.log");
+  absl::StatusOr<ProcessRef> agent =
+      Spawn({.argv = argv,
+             .netns_path = found->netns.empty() ? "" : NetnsPath(found->netns),
+             .cgroup_dir = "",
+             .log_path = log});
+  if (!agent.ok()) return agent.status();
+  if (absl::Status s = AppendLine(absl::StrCat(run_dir, "/", kObjectsFile),
+                                  absl::StrCat("process\tagent\t", node, "\t", agent->pid, "\t",
+                                               agent->start_time, "\tnodeward-agent"));
+      !s.ok()) {
+    kill(agent->pid, SIGKILL);
+    return s;
+  }
+  const absl::Time deadline = absl::Now() + ready_timeout;
+  while (true) {
+    if (!IsAlive(*agent)) {
+      return absl::InternalError(absl::StrCat("restarted nodeward-agent of ", node, " ",
+                                              DescribeExit(*agent), "; last lines of ", log, ":\n",
+                                              Tail(log, 20)));
+    }
+    if (Exists(enroll_socket) &&
+        RunCommand({enroll_binary, absl::StrCat("--socket=", enroll_socket), "--timeout-seconds=2",
+                    "list"},
+                   absl::Seconds(5))
+                .exit_code == 0) {
+      break;
+    }
+    if (absl::Now() > deadline) {
+      return absl::DeadlineExceededError(absl::StrCat("restarted nodeward-agent of ", node,
+                                                      " not ready; last lines of ", log, ":\n",
+                                                      Tail(log, 20)));
+    }
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  std::cout << "agent of " << node << " is back (pid " << agent->pid << ")\n";
   return absl::OkStatus();
 }
 

@@ -31,6 +31,12 @@ absl::Status Up(const UpOptions& options);
 // Removes everything of sandbox `name`; fine when nothing (or only part) exists.
 absl::Status Down(const std::string& name);
 
+// Kills NODE's agent with SIGKILL (its pinned BPF state stays, so the node's enrolled pods fail
+// closed meanwhile), waits `down_for`, starts it again with the same flags and returns once it
+// serves its enrollment API again.
+absl::Status RestartAgent(const std::string& name, const std::string& node, absl::Duration down_for,
+                          absl::Duration ready_timeout);
+
 // Prints nodes, pods and processes.
 absl::Status PrintStatus(const std::string& name);
 

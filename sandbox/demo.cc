@@ -291,12 +291,38 @@ int RunTraffic(const DemoOptions& options, const SandboxSpec& spec, std::vector<
     Classify(call);
     std::vector<std::string> problems;
     if ((call.category == "mtls" || call.category == "mtls-unconfirmed" ||
-         call.category == "same-node") &&
+         call.category == "same-node" || call.category == "tls-origination") &&
         call.on_wire) {
       problems.push_back("marker readable on the wire");
     }
     if (!call.traffic->expect.empty() && call.category != call.traffic->expect) {
       problems.push_back(absl::StrCat("expected ", call.traffic->expect));
+    }
+    if (call.traffic->wire.has_value() && *call.traffic->wire != call.on_wire) {
+      problems.push_back(*call.traffic->wire ? "marker expected on the wire"
+                                             : "marker expected off the wire");
+    }
+    // What the server application really received: its reply quotes it.
+    const bool received =
+        call.exit_code == 0 && absl::StrContains(call.reply, absl::StrCat("got=", call.marker));
+    if (call.traffic->received.has_value() && *call.traffic->received != received) {
+      problems.push_back(*call.traffic->received ? "the server did not receive the marker"
+                                                 : "the server received the marker");
+    }
+    if (!call.traffic->reason.empty()) {
+      // On the client side's outbound line when the source is in the mesh, else anywhere.
+      bool found = false;
+      for (const AccessLine& line : call.lines) {
+        if (call.source->enrolled &&
+            (line.direction != "outbound" || line.node != call.source->node)) {
+          continue;
+        }
+        found |= absl::StrContains(line.reason, call.traffic->reason);
+      }
+      if (!found) {
+        problems.push_back(absl::StrCat("no ", call.source->enrolled ? "client-side " : "",
+                                        "access-log reason with \"", call.traffic->reason, "\""));
+      }
     }
     call.failed = !problems.empty();
     call.check = call.failed ? absl::StrCat("FAIL: ", absl::StrJoin(problems, "; ")) : "ok";

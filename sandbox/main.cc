@@ -4,10 +4,15 @@
 //   nodeward-sandbox status NAME                    nodes, pods and processes
 //   nodeward-sandbox exec NAME POD -- CMD ARGS...   run CMD in the pod's netns and cgroup
 //   nodeward-sandbox demo FILE.yaml [--keep]        up, the file's traffic under capture, down
-//   nodeward-sandbox app serve --port=N             the pods' application
+//   nodeward-sandbox restart NAME NODE [--down-for=3s]  kill a node's agent, start it again
+//   nodeward-sandbox pki --out=DIR --dns=NAME,...   a CA and a server certificate (DNS SANs)
+//   nodeward-sandbox app serve --port=N [--tls-cert=F --tls-key=K] [--echo-lines]
 //   nodeward-sandbox app call --to=IP:PORT --send=TEXT
+//   nodeward-sandbox app chat --to=IP:PORT --send=TEXT [--lines=10] [--interval=1s]
+//   nodeward-sandbox app load --to=IP:PORT --send=TEXT [--connections=1000]
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdio>
 #include <iostream>
@@ -24,6 +29,7 @@
 #include "sandbox/app.h"
 #include "sandbox/cluster.h"
 #include "sandbox/demo.h"
+#include "sandbox/pki.h"
 
 ABSL_FLAG(std::string, bin_dir, "",
           "up: directory of nodeward-agent, nodeward-sds and nodeward-enroll (default: the "
@@ -40,7 +46,17 @@ ABSL_FLAG(std::string, to, "", "app call: destination IP:PORT");
 ABSL_FLAG(std::string, send, "", "app call: text to send before half-closing");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(3),
           "app call: deadline of the whole exchange; app serve: how long to wait for a "
-          "client's text");
+          "client's text; app chat: per line; app load: for all connections (default 30s)");
+ABSL_FLAG(std::string, tls_cert, "", "app serve: PEM certificate chain; serve TLS");
+ABSL_FLAG(std::string, tls_key, "", "app serve: PEM private key of --tls-cert");
+ABSL_FLAG(bool, echo_lines, false,
+          "app serve: answer every line with echo=<line> until the client closes");
+ABSL_FLAG(int, lines, 10, "app chat: lines to send over the one connection");
+ABSL_FLAG(absl::Duration, interval, absl::Seconds(1), "app chat: pause between lines");
+ABSL_FLAG(int, connections, 1000, "app load: connections opened at once");
+ABSL_FLAG(absl::Duration, down_for, absl::Seconds(3), "restart: how long the agent stays down");
+ABSL_FLAG(std::string, out, "", "pki: output directory");
+ABSL_FLAG(std::vector<std::string>, dns, {}, "pki: DNS names of the server certificate");
 
 namespace {
 
@@ -51,8 +67,12 @@ constexpr char kUsage[] =
     "  nodeward-sandbox status NAME\n"
     "  nodeward-sandbox exec NAME POD -- CMD [ARGS...]\n"
     "  nodeward-sandbox demo FILE.yaml [--bin-dir=DIR] [--name=NAME] [--keep]\n"
-    "  nodeward-sandbox app serve --port=N\n"
-    "  nodeward-sandbox app call --to=IP:PORT --send=TEXT [--timeout=3s]";
+    "  nodeward-sandbox restart NAME NODE [--down-for=3s]\n"
+    "  nodeward-sandbox pki --out=DIR --dns=NAME[,NAME...]\n"
+    "  nodeward-sandbox app serve --port=N [--tls-cert=FILE --tls-key=FILE] [--echo-lines]\n"
+    "  nodeward-sandbox app call --to=IP:PORT --send=TEXT [--timeout=3s]\n"
+    "  nodeward-sandbox app chat --to=IP:PORT --send=TEXT [--lines=10] [--interval=1s]\n"
+    "  nodeward-sandbox app load --to=IP:PORT --send=TEXT [--connections=1000] [--timeout=30s]";
 
 int Usage(const std::string& problem) {
   std::cerr << "nodeward-sandbox: " << problem << "\n" << kUsage << "\n";
@@ -120,12 +140,53 @@ int main(int argc, char** argv) {
     std::cerr << "nodeward-sandbox: " << status.message() << "\n";
     return status.code() == absl::StatusCode::kNotFound ? 127 : 126;
   }
+  if (command == "restart") {
+    if (args.size() != 3) return Usage("restart NAME NODE [--down-for=3s]");
+    return Report(RestartAgent(args[1], args[2], absl::GetFlag(FLAGS_down_for),
+                               absl::GetFlag(FLAGS_ready_timeout)));
+  }
+  if (command == "pki") {
+    if (args.size() != 1 || absl::GetFlag(FLAGS_out).empty() || absl::GetFlag(FLAGS_dns).empty()) {
+      return Usage("pki --out=DIR --dns=NAME[,NAME...]");
+    }
+    absl::Status made = MakeServerPki(absl::GetFlag(FLAGS_out), absl::GetFlag(FLAGS_dns));
+    if (made.ok()) {
+      std::cout << absl::GetFlag(FLAGS_out)
+                << ": ca.pem, server-cert.pem, server-key.pem written\n";
+    }
+    return Report(made);
+  }
   if (command == "app") {
-    if (args.size() != 2) return Usage("app serve|call");
+    if (args.size() != 2) return Usage("app serve|call|chat|load");
     if (args[1] == "serve") {
-      int port = absl::GetFlag(FLAGS_port);
-      if (port < 1 || port > 65535) return Usage("app serve needs --port=1..65535");
-      return ServeApp(port, absl::GetFlag(FLAGS_timeout));
+      ServeOptions options;
+      options.port = absl::GetFlag(FLAGS_port);
+      if (options.port < 1 || options.port > 65535) return Usage("app serve needs --port=1..65535");
+      options.read_timeout = absl::GetFlag(FLAGS_timeout);
+      options.echo_lines = absl::GetFlag(FLAGS_echo_lines);
+      options.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+      options.tls_key = absl::GetFlag(FLAGS_tls_key);
+      if (options.tls_cert.empty() != options.tls_key.empty()) {
+        return Usage("app serve: --tls-cert and --tls-key go together");
+      }
+      return ServeApp(options);
+    }
+    if (args[1] == "chat" || args[1] == "load") {
+      if (absl::GetFlag(FLAGS_to).empty()) return Usage("app chat|load needs --to=IP:PORT");
+      if (args[1] == "chat") {
+        return ChatApp({.to = absl::GetFlag(FLAGS_to),
+                        .text = absl::GetFlag(FLAGS_send),
+                        .lines = absl::GetFlag(FLAGS_lines),
+                        .interval = absl::GetFlag(FLAGS_interval),
+                        .timeout = absl::GetFlag(FLAGS_timeout)});
+      }
+      // --timeout defaults to 3s for the other commands; a load run gets 30s unless told.
+      absl::Duration timeout = absl::GetFlag(FLAGS_timeout);
+      if (timeout == absl::Seconds(3)) timeout = absl::Seconds(30);
+      return LoadApp({.to = absl::GetFlag(FLAGS_to),
+                      .text = absl::GetFlag(FLAGS_send),
+                      .connections = std::max(1, absl::GetFlag(FLAGS_connections)),
+                      .timeout = timeout});
     }
     if (args[1] == "call") {
       if (absl::GetFlag(FLAGS_to).empty()) return Usage("app call needs --to=IP:PORT");

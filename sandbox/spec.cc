@@ -57,7 +57,7 @@ absl::StatusOr<std::string> Scalar(const YAML::Node& node, absl::string_view whe
 absl::StatusOr<PodSpec> ParsePod(const YAML::Node& node, const std::string& where) {
   if (!node.IsMap()) return absl::InvalidArgumentError(absl::StrCat(where, ": expected a map"));
   if (absl::Status keys = CheckKeys(
-          node, where, {"name", "namespace", "serviceAccount", "node", "ports", "labels"});
+          node, where, {"name", "namespace", "serviceAccount", "node", "ports", "labels", "tls"});
       !keys.ok()) {
     return keys;
   }
@@ -89,7 +89,32 @@ absl::StatusOr<PodSpec> ParsePod(const YAML::Node& node, const std::string& wher
     if (!ports.IsSequence()) {
       return absl::InvalidArgumentError(absl::StrCat(at, ": ports must be a list of numbers"));
     }
-    for (const YAML::Node& port : ports) {
+    for (const YAML::Node& item : ports) {
+      // A number, or {port: N, name: NAME} for a named container port.
+      // yaml-cpp's Node assignment rebinds the node it refers to, so the map form gets its
+      // own handle rather than overwriting `item`.
+      YAML::Node port;
+      port.reset(item);
+      std::string port_name;
+      if (item.IsMap()) {
+        if (absl::Status keys = CheckKeys(item, absl::StrCat(at, ": ports[]"), {"port", "name"});
+            !keys.ok()) {
+          return keys;
+        }
+        port.reset(item["port"]);
+        if (!port)
+          return absl::InvalidArgumentError(absl::StrCat(at, ": ports[]: port is missing"));
+        if (item["name"]) {
+          absl::StatusOr<std::string> name =
+              Scalar(item["name"], absl::StrCat(at, ": ports[].name"));
+          if (!name.ok()) return name.status();
+          if (absl::Status s = ValidateLabelName(*name, absl::StrCat(at, ": port name"), 15);
+              !s.ok()) {
+            return s;
+          }
+          port_name = *name;
+        }
+      }
       int number = 0;
       if (!port.IsScalar() || !YAML::convert<int>::decode(port, number) || number < 1 ||
           number > 65535) {
@@ -104,6 +129,13 @@ absl::StatusOr<PodSpec> ParsePod(const YAML::Node& node, const std::string& wher
       if (std::find(pod.ports.begin(), pod.ports.end(), number) != pod.ports.end()) {
         return absl::InvalidArgumentError(absl::StrCat(at, ": port ", number, " listed twice"));
       }
+      for (const auto& [other, name] : pod.port_names) {
+        if (!port_name.empty() && name == port_name) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(at, ": port name ", port_name, " used twice"));
+        }
+      }
+      if (!port_name.empty()) pod.port_names[number] = port_name;
       pod.ports.push_back(number);
     }
   }
@@ -125,6 +157,23 @@ absl::StatusOr<PodSpec> ParsePod(const YAML::Node& node, const std::string& wher
       pod.labels[key] = value;
     }
   }
+  if (YAML::Node tls = node["tls"]) {
+    if (!tls.IsMap()) {
+      return absl::InvalidArgumentError(absl::StrCat(at, ": tls must be a map {cert, key}"));
+    }
+    if (absl::Status keys = CheckKeys(tls, absl::StrCat(at, ": tls"), {"cert", "key"});
+        !keys.ok()) {
+      return keys;
+    }
+    for (auto [key, field] : {std::pair{"cert", &pod.tls_cert}, std::pair{"key", &pod.tls_key}}) {
+      if (!tls[key]) {
+        return absl::InvalidArgumentError(absl::StrCat(at, ": tls.", key, " is missing"));
+      }
+      absl::StatusOr<std::string> value = Scalar(tls[key], absl::StrCat(at, ": tls.", key));
+      if (!value.ok()) return value.status();
+      *field = *value;
+    }
+  }
   return pod;
 }
 
@@ -137,12 +186,15 @@ bool IsIpAddress(const std::string& text) {
 absl::StatusOr<TrafficSpec> ParseTraffic(const YAML::Node& node, const std::string& where,
                                          const SandboxSpec& spec) {
   if (!node.IsMap()) return absl::InvalidArgumentError(absl::StrCat(where, ": expected a map"));
-  if (absl::Status keys = CheckKeys(node, where, {"from", "to", "port", "expect"}); !keys.ok()) {
+  if (absl::Status keys =
+          CheckKeys(node, where, {"from", "to", "port", "expect", "wire", "received", "reason"});
+      !keys.ok()) {
     return keys;
   }
   TrafficSpec traffic;
-  for (auto [key, field] : {std::pair{"from", &traffic.from}, std::pair{"to", &traffic.to},
-                            std::pair{"expect", &traffic.expect}}) {
+  for (auto [key, field] :
+       {std::pair{"from", &traffic.from}, std::pair{"to", &traffic.to},
+        std::pair{"expect", &traffic.expect}, std::pair{"reason", &traffic.reason}}) {
     if (!node[key]) continue;
     absl::StatusOr<std::string> value = Scalar(node[key], absl::StrCat(where, ".", key));
     if (!value.ok()) return value.status();
@@ -150,6 +202,15 @@ absl::StatusOr<TrafficSpec> ParseTraffic(const YAML::Node& node, const std::stri
   }
   if (traffic.from.empty() || traffic.to.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(where, ": from and to are required"));
+  }
+  for (auto [key, field] :
+       {std::pair{"wire", &traffic.wire}, std::pair{"received", &traffic.received}}) {
+    if (!node[key]) continue;
+    bool value = false;
+    if (!node[key].IsScalar() || !YAML::convert<bool>::decode(node[key], value)) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ".", key, ": expected true or false"));
+    }
+    *field = value;
   }
   if (FindPod(spec, traffic.from) == nullptr) {
     return absl::InvalidArgumentError(
@@ -280,8 +341,9 @@ absl::StatusOr<SandboxSpec> ParseSandbox(const std::string& text, const std::str
     return absl::InvalidArgumentError(absl::StrCat("not valid YAML: ", e.what()));
   }
   if (!root.IsMap()) return absl::InvalidArgumentError("expected a map at the top level");
-  if (absl::Status keys = CheckKeys(root, "top level",
-                                    {"name", "trustDomain", "nodes", "pods", "config", "traffic"});
+  if (absl::Status keys =
+          CheckKeys(root, "top level",
+                    {"name", "trustDomain", "nodes", "pods", "config", "traffic", "certLifetime"});
       !keys.ok()) {
     return keys;
   }
@@ -300,6 +362,16 @@ absl::StatusOr<SandboxSpec> ParseSandbox(const std::string& text, const std::str
     if (spec.trust_domain.empty() || absl::StrContains(spec.trust_domain, "/")) {
       return absl::InvalidArgumentError(
           absl::StrCat("trustDomain \"", spec.trust_domain, "\" is not a trust domain"));
+    }
+
+    if (root["certLifetime"]) {
+      absl::StatusOr<std::string> text = Scalar(root["certLifetime"], "certLifetime");
+      if (!text.ok()) return text.status();
+      if (!absl::ParseDuration(*text, &spec.cert_lifetime) ||
+          spec.cert_lifetime < absl::Seconds(2)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "certLifetime \"", *text, "\" is not a duration of at least 2s (e.g. 6s, 1h)"));
+      }
     }
 
     YAML::Node nodes = root["nodes"];
@@ -342,6 +414,9 @@ absl::StatusOr<SandboxSpec> ParseSandbox(const std::string& text, const std::str
               "pod name \"", pod->name,
               "\" is used twice or is also a node name (each pod and node gets its own netns "
               "nws-<sandbox>-<name>)"));
+        }
+        for (std::string* path : {&pod->tls_cert, &pod->tls_key}) {
+          if (!path->empty() && path->front() != '/') *path = absl::StrCat(base_dir, "/", *path);
         }
         pod->node_index = node->index;
         pod->index_on_node = per_node[pod->node]++;
@@ -518,8 +593,12 @@ std::string PodsYaml(const SandboxSpec& spec) {
     if (!pod.ports.empty()) {
       out << YAML::Key << "ports" << YAML::Value << YAML::BeginSeq;
       for (int port : pod.ports) {
-        out << YAML::BeginMap << YAML::Key << "containerPort" << YAML::Value << port << YAML::Key
-            << "protocol" << YAML::Value << "TCP" << YAML::EndMap;
+        out << YAML::BeginMap;
+        if (auto name = pod.port_names.find(port); name != pod.port_names.end()) {
+          out << YAML::Key << "name" << YAML::Value << name->second;
+        }
+        out << YAML::Key << "containerPort" << YAML::Value << port << YAML::Key << "protocol"
+            << YAML::Value << "TCP" << YAML::EndMap;
       }
       out << YAML::EndSeq;
     }

@@ -8,6 +8,9 @@
 //   pods:
 //   - {name: web, namespace: frontend, serviceAccount: web, node: node1, ports: [8080],
 //      labels: {app: web}}
+//   - {name: ext, node: node2, ports: [{port: 8443, name: https}],   # named container port
+//      tls: {cert: pki/server-cert.pem, key: pki/server-key.pem}}    # the app serves TLS
+//   certLifetime: 6s            # optional; workload certificate lifetime (rotation at half)
 //   config: config/             # optional; directory of Kubernetes YAML, relative to this file
 //   traffic:                    # optional; the calls `nodeward-sandbox demo` makes
 //   - {from: web, to: api.back, port: 80, expect: mtls}
@@ -15,11 +18,13 @@
 #define NODEWARD_SANDBOX_SPEC_H_
 
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 
 namespace nodeward::sandbox {
 
@@ -37,7 +42,11 @@ struct PodSpec {
   std::string service_account = "default";
   std::string node;
   std::vector<int> ports;
+  std::map<int, std::string> port_names;  // container port names, where given
   std::map<std::string, std::string> labels;
+  // When set (absolute paths), the pod's application serves TLS with this certificate chain
+  // and key on every port.
+  std::string tls_cert, tls_key;
   // Derived.
   int node_index = 0;     // 1-based index of `node`
   int index_on_node = 0;  // 0-based
@@ -52,8 +61,13 @@ struct TrafficSpec {
   std::string to;      // a pod, a Service as "name.namespace", or an IP address
   int port = 0;        // the port dialled (a Service port for a Service)
   std::string expect;  // empty (anything goes) or one of kTrafficExpectations
+  // Further checks, each only when given:
+  std::optional<bool> wire;      // the marker is (true) or is not (false) readable on the wire
+  std::optional<bool> received;  // the server application received the marker (or did not)
+  std::string reason;            // a refusal's or failure's access-log reason contains this
 };
-inline constexpr const char* kTrafficExpectations[] = {"mtls", "plaintext", "refused", "same-node"};
+inline constexpr const char* kTrafficExpectations[] = {"mtls",      "plaintext",       "refused",
+                                                       "same-node", "tls-origination", "error"};
 
 struct SandboxSpec {
   std::string name;
@@ -62,6 +76,8 @@ struct SandboxSpec {
   std::vector<PodSpec> pods;
   std::string config_dir;  // absolute, empty when the file names none
   std::vector<TrafficSpec> traffic;
+  // Lifetime of workload certificates (nodeward-sds --cert-lifetime); zero: its default.
+  absl::Duration cert_lifetime = absl::ZeroDuration();
 };
 
 // Parses and validates a sandbox file; unknown keys are errors (they are usually typos).

@@ -87,6 +87,40 @@ TEST(DecideEnrollment, NamespaceLabelAndPodOptOut) {
 }
 
 // The generated objects must load with the agents' own parser, with the derived values.
+TEST(ParseSandbox, NamedContainerPorts) {
+  constexpr char kNamed[] = R"(
+name: t2
+nodes: [a]
+pods:
+- name: api
+  node: a
+  ports: [{port: 8080, name: secure}, 7070, {port: 9090, name: open}]
+)";
+  absl::StatusOr<SandboxSpec> spec = ParseSandbox(kNamed, "/");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  ASSERT_EQ(spec->pods.size(), 1u);
+  EXPECT_THAT(spec->pods[0].ports, ElementsAre(8080, 7070, 9090));
+  EXPECT_EQ(spec->pods[0].port_names,
+            (std::map<int, std::string>{{8080, "secure"}, {9090, "open"}}));
+
+  policy::ResourceSet resources;
+  ASSERT_TRUE(policy::AppendYamlResources(PodsYaml(*spec), "pods.yaml", resources).ok());
+  ASSERT_EQ(resources.pods.size(), 1u);
+  ASSERT_EQ(resources.pods[0].ports.size(), 3u);
+  EXPECT_EQ(resources.pods[0].ports[0].name, "secure");
+  EXPECT_EQ(resources.pods[0].ports[1].name, "");
+  EXPECT_EQ(resources.pods[0].ports[2].name, "open");
+
+  for (const char* bad : {"ports: [{name: x}]", "ports: [{port: 1, name: x}, {port: 2, name: x}]",
+                          "ports: [{port: 1, name: Bad_Name}]", "ports: [{port: 1, nam: x}]"}) {
+    EXPECT_FALSE(
+        ParseSandbox(absl::StrCat("name: x\nnodes: [a]\npods: [{name: p, node: a, ", bad, "}]"),
+                     "/")
+            .ok())
+        << bad;
+  }
+}
+
 TEST(GeneratedConfig, LoadsWithThePolicyParser) {
   absl::StatusOr<SandboxSpec> spec = ParseSandbox(kTwoNodes, "/base");
   ASSERT_TRUE(spec.ok()) << spec.status();

@@ -14,7 +14,9 @@ PACKAGES=(
   # fetching BoringSSL's source
   dpkg-dev
   # tests and the sandbox: namespaces, traffic, captures
-  iproute2 socat tcpdump procps util-linux curl
+  iproute2 socat tcpdump procps util-linux curl openssl bsdextrautils
+  # make bench: the peer mTLS tunnels nodeward is measured against
+  stunnel4 haproxy nginx libnginx-mod-stream
 )
 
 missing=()

@@ -265,7 +265,13 @@ void MeshHandler::Finish(Flow& flow, const std::string& result, const std::strin
   flow.finished = true;
   flow.worker->flows.erase(&flow);
   flow.record.result = result;
-  if (!reason.empty()) flow.record.reason = reason;
+  if (!reason.empty()) {
+    // A failure after the decision keeps the decision in the line: an operator needs both
+    // why the agent chose this path (say, plaintext by a DestinationRule) and what broke.
+    flow.record.reason = result == "error" && !flow.record.reason.empty()
+                             ? absl::StrCat(flow.record.reason, "; failed: ", reason)
+                             : reason;
+  }
   flow.record.duration = absl::Now() - flow.start;
   live_.fetch_sub(1);
   if (result != "refused" && !flow.carried) {

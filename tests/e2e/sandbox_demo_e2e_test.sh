@@ -9,39 +9,8 @@ set -u
 sandbox_bin=$1
 bin_dir=$2
 demo_file=$3
-if [ "$(id -u)" != 0 ]; then
-  echo "SKIP: needs root (network namespaces, cgroups, BPF)"
-  exit 77
-fi
-
-name="dm$$"   # not the file's name, so a demo someone runs by hand is left alone
-work=$(mktemp -d /tmp/nodeward-demo-e2e.XXXXXX)
-failures=0
-
-fail() {
-  echo "FAIL: $*"
-  failures=$((failures + 1))
-}
-
-leftovers() {
-  local found=0
-  ip netns list | grep -q "^nws-$name-" && { echo "left: netns"; found=1; }
-  [ -e "/sys/fs/cgroup/unified/nodeward-sandbox-$name" ] && { echo "left: cgroup"; found=1; }
-  compgen -G "/sys/fs/bpf/nodeward-sandbox-$name-*" > /dev/null && { echo "left: pins"; found=1; }
-  [ -e "/run/nodeward-sandbox/$name" ] && { echo "left: run directory"; found=1; }
-  return $found
-}
-
-cleanup() {
-  local code=$?
-  "$sandbox_bin" down "$name" > /dev/null || echo "FAIL: down in cleanup"
-  rm -rf "$work"
-  leftovers || { echo "FAIL: objects left after cleanup"; exit 1; }
-  [ $failures -eq 0 ] && [ $code -eq 0 ] && echo "PASS" && exit 0
-  exit 1
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
+prefix=dm
+source "$(dirname "$0")/e2e_lib.sh"
 
 echo "== demo"
 "$sandbox_bin" demo "$demo_file" --bin-dir "$bin_dir" --name="$name" | tee "$work/out"

@@ -8,61 +8,8 @@ set -u
 
 sandbox_bin=$1
 bin_dir=$2
-if [ "$(id -u)" != 0 ]; then
-  echo "SKIP: needs root (network namespaces, cgroups, BPF)"
-  exit 77
-fi
-
-name="e2e$$"                 # unique per run; [a-z0-9] only, as sandbox names must be
-work=$(mktemp -d /tmp/nodeward-e2e.XXXXXX)
-failures=0
-
-fail() {
-  echo "FAIL: $*"
-  failures=$((failures + 1))
-}
-
-# Everything of the sandbox that could remain on the machine; prints what it finds.
-leftovers() {
-  local found=0
-  if ip netns list | grep -q "^nws-$name-"; then
-    echo "left: netns $(ip netns list | grep "^nws-$name-" | tr '\n' ' ')"; found=1
-  fi
-  if [ -e "/sys/fs/cgroup/unified/nodeward-sandbox-$name" ]; then
-    echo "left: cgroup /sys/fs/cgroup/unified/nodeward-sandbox-$name"; found=1
-  fi
-  if compgen -G "/sys/fs/bpf/nodeward-sandbox-$name-*" > /dev/null; then
-    echo "left: pins $(echo /sys/fs/bpf/nodeward-sandbox-$name-*)"; found=1
-  fi
-  if [ -e "/run/nodeward-sandbox/$name" ]; then
-    echo "left: /run/nodeward-sandbox/$name"; found=1
-  fi
-  # Live processes started for the sandbox (zombies of a non-reaping init do not count).
-  if ps -eo stat=,args= | grep -v '^Z' | grep -F "/run/nodeward-sandbox/$name/" | grep -vq grep; then
-    echo "left: processes"; ps -eo pid=,stat=,args= | grep -F "/run/nodeward-sandbox/$name/" | grep -v grep
-    found=1
-  fi
-  return $found
-}
-
-cleanup() {
-  local code=$?
-  if [ $failures -ne 0 ] && [ -d "/run/nodeward-sandbox/$name" ]; then
-    for log in /run/nodeward-sandbox/"$name"/*/*.log; do
-      echo "---- $log"; tail -n 30 "$log"
-    done
-  fi
-  "$sandbox_bin" down "$name" || echo "FAIL: down in cleanup"
-  rm -rf "$work"
-  if ! leftovers; then
-    echo "FAIL: objects left after cleanup"
-    exit 1
-  fi
-  [ $failures -eq 0 ] && [ $code -eq 0 ] && echo "PASS" && exit 0
-  exit 1
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
+prefix=se
+source "$(dirname "$0")/e2e_lib.sh"
 
 mkdir -p "$work/config"
 cat > "$work/sandbox.yaml" <<YAML

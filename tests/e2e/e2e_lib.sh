@@ -1,0 +1,101 @@
+# Shared by the data-plane end-to-end tests: root check, a unique sandbox name, a work
+# directory, failure counting and a cleanup trap that removes the sandbox and checks that
+# nothing of it is left. Source it after setting sandbox_bin and bin_dir; `prefix` (two
+# letters) names the sandbox.
+if [ "$(id -u)" != 0 ]; then
+  echo "SKIP: needs root (network namespaces, cgroups, BPF)"
+  exit 77
+fi
+
+name="${prefix}$$"
+work=$(mktemp -d "/tmp/nodeward-e2e-$name.XXXXXX")
+failures=0
+started=$(date +%s)
+# Background processes of the test itself, stopped by pid in cleanup.
+background_pids=()
+
+fail() {
+  echo "FAIL: $*"
+  failures=$((failures + 1))
+}
+
+# Everything of the sandbox that could remain on the machine; prints what it finds.
+leftovers() {
+  local found=0
+  if ip netns list | grep -q "^nws-$name-"; then
+    echo "left: netns $(ip netns list | grep "^nws-$name-" | tr '\n' ' ')"
+    found=1
+  fi
+  if [ -e "/sys/fs/cgroup/unified/nodeward-sandbox-$name" ]; then
+    echo "left: cgroup /sys/fs/cgroup/unified/nodeward-sandbox-$name"
+    found=1
+  fi
+  if compgen -G "/sys/fs/bpf/nodeward-sandbox-$name-*" > /dev/null; then
+    echo "left: pins $(echo /sys/fs/bpf/nodeward-sandbox-$name-*)"
+    found=1
+  fi
+  if [ -e "/run/nodeward-sandbox/$name" ]; then
+    echo "left: /run/nodeward-sandbox/$name"
+    found=1
+  fi
+  # Live processes started for the sandbox (zombies of a non-reaping init do not count).
+  if ps -eo stat=,args= | grep -v '^Z' | grep -F "/run/nodeward-sandbox/$name/" | grep -vq grep; then
+    echo "left: processes"
+    ps -eo pid=,stat=,args= | grep -F "/run/nodeward-sandbox/$name/" | grep -v grep
+    found=1
+  fi
+  return $found
+}
+
+cleanup() {
+  local code=$?
+  local pid
+  for pid in "${background_pids[@]}"; do kill "$pid" 2> /dev/null; done
+  if [ $failures -ne 0 ] || [ $code -ne 0 ]; then
+    for log in "/run/nodeward-sandbox/$name"/*/*.log; do
+      [ -e "$log" ] && { echo "---- $log"; tail -n 30 "$log"; }
+    done
+  fi
+  "$sandbox_bin" down "$name" > /dev/null || echo "FAIL: down in cleanup"
+  for pid in "${background_pids[@]}"; do wait "$pid" 2> /dev/null; done
+  rm -rf "$work"
+  leftovers || { echo "FAIL: objects left after cleanup"; exit 1; }
+  echo "took $(($(date +%s) - started))s"
+  [ $failures -eq 0 ] && [ $code -eq 0 ] && echo "PASS" && exit 0
+  exit 1
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+run_dir="/run/nodeward-sandbox/$name"
+
+# in_pod POD CMD...: CMD inside POD (netns and node cgroup).
+in_pod() {
+  local pod=$1
+  shift
+  "$sandbox_bin" exec "$name" "$pod" -- "$@"
+}
+
+# Starts tcpdump on the wire between the nodes (the fabric netns), writing $work/wire.pcap.
+start_capture() {
+  ip netns exec "nws-$name-fabric" tcpdump -i any -n -U --immediate-mode -s 65535 -B 16384 \
+    -Z root -w "$work/wire.pcap" > "$work/tcpdump.log" 2>&1 &
+  capture_pid=$!
+  background_pids+=("$capture_pid")
+  local i
+  for i in $(seq 100); do
+    grep -q "listening on" "$work/tcpdump.log" && return 0
+    sleep 0.1
+  done
+  fail "tcpdump is not capturing: $(cat "$work/tcpdump.log")"
+  return 1
+}
+
+stop_capture() {
+  sleep 0.3
+  kill "$capture_pid" 2> /dev/null
+  wait "$capture_pid" 2> /dev/null
+}
+
+# on_wire TEXT: the capture holds TEXT.
+on_wire() { grep -aqF "$1" "$work/wire.pcap"; }
