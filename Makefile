@@ -46,6 +46,11 @@ test-unit: build build-sanitize
 demo: build
 	$(RELEASE_DIR)/bin/nodeward-sandbox demo sandbox/demo/demo.yaml --bin-dir $(RELEASE_DIR)/bin
 
+# The mesh benchmark (root): nodeward against direct TCP and nginx/HAProxy/stunnel mTLS tunnel
+# pairs on a two-node sandbox, medians of RUNS runs, as a table with the targets checked.
+bench: build
+	bench/mesh/run.sh $(RELEASE_DIR)/bin
+
 format:
 	find agent bpf crypto sds policy sandbox tests bench -name '*.h' -o -name '*.cc' | xargs -r clang-format -i
 
