@@ -14,7 +14,7 @@ PACKAGES=(
   # fetching BoringSSL's source
   dpkg-dev
   # tests and the sandbox: namespaces, traffic, captures
-  iproute2 socat tcpdump procps util-linux curl openssl bsdextrautils
+  iproute2 socat tcpdump procps util-linux curl openssl bsdextrautils python3 python3-yaml
   # make bench: the peer mTLS tunnels nodeward is measured against
   stunnel4 haproxy nginx libnginx-mod-stream
 )

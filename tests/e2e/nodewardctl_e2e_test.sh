@@ -205,6 +205,32 @@ ready=$(in_node1 curl -s --max-time 5 -o /dev/null -w '%{http_code}' http://127.
 echo "healthz/ready: $ready"
 [ "$ready" = 200 ] || fail "readiness: :15021/healthz/ready answered $ready, want 200"
 
+grep -E '^istio_tcp_connections_opened_total\{' <<< "$metrics" | grep -F "source_principal=\"$client_id\"" |
+  grep -F "destination_principal=\"$server_id\"" | grep -F 'connection_security_policy="mutual_tls"' |
+  grep -q 'reporter="source"' ||
+  fail "metrics: no opened-connections series with the client and server principals, mutual_tls, reporter=source"
+grep -Eq '^nodeward_sds_connected 1$' <<< "$metrics" || fail "metrics: nodeward_sds_connected is not 1"
+
+echo "== readiness flips when node1's SDS server stops"
+sds_pid=$(awk '$1 == "process" && $2 == "sds" && $3 == "node1" { print $4 }' "$run_dir/objects" | tail -n 1)
+if [ -z "$sds_pid" ]; then
+  fail "no SDS process of node1 in $run_dir/objects"
+else
+  kill "$sds_pid"
+  for i in $(seq 50); do
+    ready=$(in_node1 curl -s --max-time 2 -o "$work/ready.body" -w '%{http_code}' \
+      http://127.0.0.1:15021/healthz/ready)
+    [ "$ready" = 503 ] && break
+    sleep 0.2
+  done
+  echo "healthz/ready after the SDS server stopped: $ready $(cat "$work/ready.body")"
+  [ "$ready" = 503 ] || fail "readiness: still $ready with node1's SDS server stopped, want 503"
+  grep -qi sds "$work/ready.body" || fail "readiness: the 503 does not name SDS"
+  metrics=$(in_node1 curl -s --max-time 5 http://127.0.0.1:15020/metrics)
+  grep -Eq '^nodeward_sds_connected 0$' <<< "$metrics" ||
+    fail "metrics: nodeward_sds_connected is not 0 with the SDS server stopped"
+fi
+
 echo "== exit codes"
 ctl policy explain --from shop/nope --to $server_ip:8080
 echo "$out (exit $rc)"
