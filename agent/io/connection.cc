@@ -236,6 +236,25 @@ void Connection::OnSent(Completion& completion) {
     queued_bytes_ = 0;
     return;
   }
+  if (completion.result == -EAGAIN) {
+    // A non-blocking socket whose send buffer is full (a slow receiver) can hand EAGAIN back
+    // through io_uring: wait until it has room, then send the same queue again.
+    send_op_ =
+        loop_.Poll(fd_, POLLOUT, absl::Hours(1), [self = shared_from_this()](Completion& polled) {
+          self->send_op_ = 0;
+          if (self->closed_) {
+            self->send_queue_.clear();
+            self->queued_bytes_ = 0;
+            return;
+          }
+          if (polled.result < 0 && polled.result != -ECANCELED) {
+            self->Close(SocketError("poll for send", -polled.result));
+            return;
+          }
+          self->MaybeSend();
+        });
+    return;
+  }
   if (completion.result < 0) {
     Close(SocketError("send", -completion.result));
     return;

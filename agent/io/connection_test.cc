@@ -178,6 +178,48 @@ TEST(ConnectionTest, ActivityPostponesTheIdleTimeout) {
   connection.reset();
 }
 
+// A non-blocking socket whose send buffer stays full for a while: everything still arrives, in
+// order. io_uring honours O_NONBLOCK and may complete such a send with EAGAIN (seen end to end
+// with a slow application reader); whether it does here depends on timing, so this checks the
+// outcome the agent needs either way: no error, every byte, in order.
+TEST(ConnectionTest, NonBlockingSocketToASlowReaderDeliversEverything) {
+  NODEWARD_LOOP_OR_SKIP(loop);
+  auto listener = ListenLoopback();
+  ASSERT_TRUE(listener.ok());
+  auto client = ConnectLoopback(PortOf(listener->get()));
+  ASSERT_TRUE(client.ok());
+  auto server = AcceptOne(listener->get());
+  ASSERT_TRUE(server.ok());
+  const int small = 16 * 1024;
+  ASSERT_EQ(setsockopt(client->get(), SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+  ASSERT_EQ(setsockopt(server->get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+  ASSERT_EQ(fcntl(client->get(), F_SETFL, fcntl(client->get(), F_GETFL) | O_NONBLOCK), 0);
+  std::shared_ptr<Connection> connection = Connection::Adopt(*loop, client->release(), {});
+  std::optional<absl::Status> closed;
+  Connection::Callbacks callbacks;
+  callbacks.on_closed = [&](const absl::Status& status) { closed = status; };
+  connection->Start(std::move(callbacks));
+  const std::vector<std::uint8_t> sent = RandomBytes(4 << 20, 5);
+  connection->Send(IoBuffer::Copy(absl::MakeConstSpan(sent)));
+  connection->ShutdownWrite();
+  // Nobody reads for a while: both kernel buffers fill up.
+  ASSERT_TRUE(loop->RunUntil([] { return false; }, absl::Milliseconds(300)).ok());
+  ASSERT_FALSE(closed.has_value()) << *closed;
+  absl::StatusOr<std::vector<std::uint8_t>> received;
+  std::thread reader(
+      [&] { received = ReadToEof(server->get(), 64 * 1024, absl::Milliseconds(1)); });
+  const bool done = loop->RunUntil([&] { return connection->write_closed() || closed.has_value(); },
+                                   absl::Seconds(30))
+                        .value_or(false);
+  reader.join();
+  ASSERT_TRUE(done);
+  ASSERT_FALSE(closed.has_value()) << *closed;
+  ASSERT_TRUE(received.ok()) << received.status();
+  EXPECT_TRUE(*received == sent);
+  EXPECT_EQ(connection->stats().bytes_sent, sent.size());
+  connection->Close();
+}
+
 TEST(ListenerTest, ConnectionsBeyondTheCapAreClosedAtOnce) {
   NODEWARD_LOOP_OR_SKIP(loop);
   Listener::Options options;
