@@ -390,21 +390,15 @@ class Builder {
     const std::string ca_dir = absl::StrCat(run_dir_, "/ca");
     for (const NodeSpec& node : spec_.nodes) {
       const std::string dir = NodeDir(node.name);
-      std::string identities;
-      for (const PodSpec& pod : spec_.pods) {
-        if (pod.node != node.name || !pod.enrolled) continue;
-        absl::StrAppend(&identities,
-                        SpiffeId(spec_.trust_domain, pod.namespace_name, pod.service_account),
-                        "\n");
-      }
-      const std::string identities_file = absl::StrCat(dir, "/allowed-identities");
-      if (absl::Status s = WriteFile(identities_file, identities); !s.ok()) return s;
       const std::string sds_socket = absl::StrCat(dir, "/sds.sock");
       const std::string sds_log = absl::StrCat(dir, "/sds.log");
       std::vector<std::string> sds_argv = {
           Bin("nodeward-sds"), absl::StrCat("--sds-socket=", sds_socket),
           absl::StrCat("--ca-dir=", ca_dir), absl::StrCat("--trust-domain=", spec_.trust_domain),
-          absl::StrCat("--allowed-identities-file=", identities_file)};
+          // The node may hold the identities of the pods scheduled on it, from the same
+          // configuration the agents read.
+          absl::StrCat("--config-dir=", run_dir_, "/config"),
+          absl::StrCat("--node-name=", node.name)};
       if (spec_.cert_lifetime > absl::ZeroDuration()) {
         sds_argv.push_back(
             absl::StrCat("--cert-lifetime=", absl::FormatDuration(spec_.cert_lifetime)));

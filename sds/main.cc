@@ -3,6 +3,7 @@
 // SDS v3 on a Unix socket. With --serve-ca it also serves IstioCertificateService over TLS for
 // the other nodes of a cluster.
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -23,11 +24,14 @@
 #include "absl/time/time.h"
 #include "crypto/certificate_authority.h"
 #include "crypto/keys.h"
+#include "policy/directory_source.h"
+#include "policy/kube_source.h"
 #include "sds/authorizer.h"
 #include "sds/ca_client.h"
 #include "sds/ca_service.h"
 #include "sds/certificate_signer.h"
 #include "sds/identity_manager.h"
+#include "sds/inventory_authorizer.h"
 #include "sds/log.h"
 #include "sds/sds_server.h"
 
@@ -43,6 +47,15 @@ ABSL_FLAG(std::string, allowed_identities_file, "",
           "SPIFFE IDs this node may hold, one per line; re-read on change and on SIGHUP");
 ABSL_FLAG(std::vector<std::string>, allowed_identity, {},
           "SPIFFE IDs this node may hold (comma-separated)");
+ABSL_FLAG(std::string, config_dir, "",
+          "Authorise from the workload inventory in this directory of Kubernetes YAML (the "
+          "agent's --config-dir): a node gets an identity only while a pod of that service "
+          "account is scheduled on it. The allow-list flags then add to it");
+ABSL_FLAG(bool, kubernetes_inventory, false,
+          "Authorise from the workload inventory of the Kubernetes API (in-cluster service "
+          "account), as --config-dir does from files");
+ABSL_FLAG(std::string, node_name, "",
+          "This node's name as pods' spec.nodeName says it (default: the host name)");
 ABSL_FLAG(std::string, trust_domain, "cluster.local", "Trust domain of the built-in CA");
 ABSL_FLAG(std::string, ca_dir, "/var/lib/nodeward/ca",
           "Directory of the built-in CA (created on first use); re-read on SIGHUP");
@@ -101,6 +114,39 @@ absl::StatusOr<crypto::TlsCredentials> IssueServingCertificate(CertificateSigner
   absl::StatusOr<std::string> key_pem = key->ToPem();
   if (!key_pem.ok()) return key_pem.status();
   return crypto::TlsCredentials{signed_chain->chain_pem, *key_pem};
+}
+
+std::string NodeName() {
+  std::string name = absl::GetFlag(FLAGS_node_name);
+  if (!name.empty()) return name;
+  char host[256] = {};
+  gethostname(host, sizeof(host) - 1);
+  return host;
+}
+
+// The workload inventory that authorises identities, or null when no flag asks for one.
+absl::StatusOr<std::unique_ptr<policy::ConfigSource>> StartInventory() {
+  policy::SnapshotOptions snapshot;
+  snapshot.trust_domain = absl::GetFlag(FLAGS_trust_domain);
+  if (const std::string dir = absl::GetFlag(FLAGS_config_dir); !dir.empty()) {
+    policy::DirectorySource::Options options;
+    options.directory = dir;
+    options.snapshot = snapshot;
+    absl::StatusOr<std::unique_ptr<policy::DirectorySource>> source =
+        policy::DirectorySource::Start(options);
+    if (!source.ok()) return source.status();
+    LogInfo("identities authorised from the workloads in ", dir, " scheduled on ", NodeName());
+    return std::unique_ptr<policy::ConfigSource>(*std::move(source));
+  }
+  if (!absl::GetFlag(FLAGS_kubernetes_inventory)) return nullptr;
+  absl::StatusOr<policy::KubeSourceOptions> options = policy::KubeSourceOptions::InCluster();
+  if (!options.ok()) return options.status();
+  options->snapshot = snapshot;
+  absl::StatusOr<std::unique_ptr<policy::KubeSource>> source =
+      policy::KubeSource::Start(*std::move(options));
+  if (!source.ok()) return source.status();
+  LogInfo("identities authorised from the Kubernetes API's pods scheduled on ", NodeName());
+  return std::unique_ptr<policy::ConfigSource>(*std::move(source));
 }
 
 absl::Status Run() {
@@ -182,7 +228,10 @@ absl::Status Run() {
     if (absl::Status started = ca_server->Start(); !started.ok()) return started;
   }
 
-  std::unique_ptr<AllowListAuthorizer> authorizer;
+  std::unique_ptr<AllowListAuthorizer> allow_list;
+  std::unique_ptr<policy::ConfigSource> inventory;
+  std::unique_ptr<InventoryAuthorizer> inventory_authorizer;
+  IdentityAuthorizer* authorizer = nullptr;
   std::unique_ptr<IdentityManager> manager;
   std::unique_ptr<SdsServer> sds_server;
   if (!sds_socket.empty()) {
@@ -190,11 +239,22 @@ absl::Status Run() {
     if (std::string path = absl::GetFlag(FLAGS_allowed_identities_file); !path.empty()) {
       file = path;
     }
-    if (fixed.empty() && !file.has_value()) {
-      LogWarning("no --allowed-identity or --allowed-identities-file: every identity is refused");
+    absl::StatusOr<std::unique_ptr<policy::ConfigSource>> source = StartInventory();
+    if (!source.ok()) return source.status();
+    inventory = *std::move(source);
+    if (fixed.empty() && !file.has_value() && inventory == nullptr) {
+      LogWarning(
+          "no --config-dir, --kubernetes-inventory, --allowed-identity or "
+          "--allowed-identities-file: every identity is refused");
     }
-    authorizer = std::make_unique<AllowListAuthorizer>(std::move(fixed), file);
-    if (absl::Status loaded = authorizer->Reload(); !loaded.ok()) return loaded;
+    allow_list = std::make_unique<AllowListAuthorizer>(std::move(fixed), file);
+    if (absl::Status loaded = allow_list->Reload(); !loaded.ok()) return loaded;
+    authorizer = allow_list.get();
+    if (inventory != nullptr) {
+      inventory_authorizer = std::make_unique<InventoryAuthorizer>(
+          inventory.get(), NodeName(), absl::GetFlag(FLAGS_trust_domain), allow_list.get());
+      authorizer = inventory_authorizer.get();
+    }
 
     IdentityManagerOptions options;
     options.lifetime = absl::GetFlag(FLAGS_cert_lifetime);
@@ -205,7 +265,7 @@ absl::Status Run() {
     manager = std::make_unique<IdentityManager>(workload_signer, options);
     SdsServerOptions server_options;
     server_options.socket_path = sds_socket;
-    sds_server = std::make_unique<SdsServer>(manager.get(), authorizer.get(), server_options);
+    sds_server = std::make_unique<SdsServer>(manager.get(), authorizer, server_options);
     if (absl::Status started = sds_server->Start(); !started.ok()) return started;
   }
 
@@ -217,8 +277,8 @@ absl::Status Run() {
       break;
     }
     LogInfo("SIGHUP: reloading allow-list, CA tokens and CA");
-    if (authorizer != nullptr) {
-      if (absl::Status status = authorizer->Reload(); !status.ok()) LogError(status.message());
+    if (allow_list != nullptr) {
+      if (absl::Status status = allow_list->Reload(); !status.ok()) LogError(status.message());
     }
     if (tokens != nullptr) {
       if (absl::Status status = tokens->Reload(); !status.ok()) LogError(status.message());

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -123,6 +124,46 @@ TEST(SdsBinaryTest, CaNodeAndWorkerNodeServeAnAgent) {
   EXPECT_EQ(node.Stop(), 0);
   EXPECT_EQ(ca.Stop(), 0);
   EXPECT_FALSE(std::filesystem::exists(dir.Sub("node/sds.sock")));
+}
+
+// Authorisation from the workload inventory: the node gets the identity of a pod scheduled on
+// it, not of one on another node, and follows the directory when a pod is scheduled there.
+TEST(SdsBinaryTest, AuthorisesFromTheWorkloadInventory) {
+  TempDir dir;
+  const auto web = Id("shop", "web");
+  const auto api = Id("shop", "api");
+  auto write_pods = [&](const std::string& api_node) {
+    std::ofstream(dir.Sub("config/pods.yaml.tmp"))
+        << "apiVersion: v1\nkind: Pod\nmetadata: {name: web-1, namespace: shop}\n"
+        << "spec: {serviceAccountName: web, nodeName: node-1}\n---\n"
+        << "apiVersion: v1\nkind: Pod\nmetadata: {name: api-1, namespace: shop}\n"
+        << "spec: {serviceAccountName: api, nodeName: " << api_node << "}\n";
+    std::filesystem::rename(dir.Sub("config/pods.yaml.tmp"), dir.Sub("config/pods.yaml"));
+  };
+  std::filesystem::create_directories(dir.Sub("config"));
+  write_pods("node-2");
+  Process node({NODEWARD_SDS_BINARY, "--sds-socket=" + dir.Sub("sds.sock"),
+                "--ca-dir=" + dir.Sub("ca"), "--config-dir=" + dir.Sub("config"),
+                "--node-name=node-1"});
+
+  CertificateCacheOptions options;
+  options.sds.socket_path = dir.Sub("sds.sock");
+  options.sds.reconnect = {absl::Milliseconds(50), absl::Milliseconds(300), 2.0, 0.5};
+  options.refused_retry = absl::Milliseconds(300);
+  CertificateCache cache(options);
+  cache.Start();
+  cache.Acquire(web);
+  cache.Acquire(api);
+  auto granted = cache.WaitForCredentials(web, absl::Now() + absl::Seconds(15));
+  ASSERT_TRUE(granted.ok()) << granted.status();
+  absl::SleepFor(absl::Seconds(1));
+  EXPECT_FALSE(cache.Get(api).ok()) << "api has no pod on node-1";
+
+  write_pods("node-1");  // api-1 is scheduled on this node now
+  auto later = cache.WaitForCredentials(api, absl::Now() + absl::Seconds(10));
+  ASSERT_TRUE(later.ok()) << later.status();
+  cache.Stop();
+  EXPECT_EQ(node.Stop(), 0);
 }
 
 TEST(SdsBinaryTest, RefusesToStartWithBadFlags) {
