@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "crypto/tls.h"
+#include "policy/directory_source.h"
 #include "policy/http_client.h"
 #include "policy/object_parser.h"
 #include "yaml-cpp/yaml.h"
@@ -710,6 +711,27 @@ void KubeSource::RunBuilder() {
           absl::InvalidArgumentError(absl::StrCat("objects left out of the snapshot: ", invalid)));
     }
   }
+}
+
+absl::StatusOr<std::unique_ptr<ConfigSource>> StartDirectoryOrKubeSource(
+    const std::string& directory, SnapshotOptions snapshot) {
+  if (!directory.empty()) {
+    DirectorySource::Options options;
+    options.directory = directory;
+    options.snapshot = std::move(snapshot);
+    absl::StatusOr<std::unique_ptr<DirectorySource>> source = DirectorySource::Start(options);
+    if (!source.ok()) return source.status();
+    return std::unique_ptr<ConfigSource>(*std::move(source));
+  }
+  absl::StatusOr<KubeSourceOptions> options = KubeSourceOptions::InCluster();
+  if (!options.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "no configuration directory and not in a cluster: ", options.status().message()));
+  }
+  options->snapshot = std::move(snapshot);
+  absl::StatusOr<std::unique_ptr<KubeSource>> source = KubeSource::Start(*std::move(options));
+  if (!source.ok()) return source.status();
+  return std::unique_ptr<ConfigSource>(*std::move(source));
 }
 
 }  // namespace nodeward::policy

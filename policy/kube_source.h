@@ -88,4 +88,9 @@ class KubeSource : public ConfigSource {
   std::vector<std::thread> threads_;
 };
 
+// What a binary is told to decide with: the files under `directory` when it is set, else the
+// Kubernetes API from inside the cluster (an error outside one).
+absl::StatusOr<std::unique_ptr<ConfigSource>> StartDirectoryOrKubeSource(
+    const std::string& directory, SnapshotOptions snapshot);
+
 }  // namespace nodeward::policy

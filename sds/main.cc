@@ -24,7 +24,6 @@
 #include "absl/time/time.h"
 #include "crypto/certificate_authority.h"
 #include "crypto/keys.h"
-#include "policy/directory_source.h"
 #include "policy/kube_source.h"
 #include "sds/authorizer.h"
 #include "sds/ca_client.h"
@@ -128,25 +127,14 @@ std::string NodeName() {
 absl::StatusOr<std::unique_ptr<policy::ConfigSource>> StartInventory() {
   policy::SnapshotOptions snapshot;
   snapshot.trust_domain = absl::GetFlag(FLAGS_trust_domain);
-  if (const std::string dir = absl::GetFlag(FLAGS_config_dir); !dir.empty()) {
-    policy::DirectorySource::Options options;
-    options.directory = dir;
-    options.snapshot = snapshot;
-    absl::StatusOr<std::unique_ptr<policy::DirectorySource>> source =
-        policy::DirectorySource::Start(options);
-    if (!source.ok()) return source.status();
-    LogInfo("identities authorised from the workloads in ", dir, " scheduled on ", NodeName());
-    return std::unique_ptr<policy::ConfigSource>(*std::move(source));
-  }
-  if (!absl::GetFlag(FLAGS_kubernetes_inventory)) return nullptr;
-  absl::StatusOr<policy::KubeSourceOptions> options = policy::KubeSourceOptions::InCluster();
-  if (!options.ok()) return options.status();
-  options->snapshot = snapshot;
-  absl::StatusOr<std::unique_ptr<policy::KubeSource>> source =
-      policy::KubeSource::Start(*std::move(options));
+  const std::string dir = absl::GetFlag(FLAGS_config_dir);
+  if (dir.empty() && !absl::GetFlag(FLAGS_kubernetes_inventory)) return nullptr;
+  absl::StatusOr<std::unique_ptr<policy::ConfigSource>> source =
+      policy::StartDirectoryOrKubeSource(dir, snapshot);
   if (!source.ok()) return source.status();
-  LogInfo("identities authorised from the Kubernetes API's pods scheduled on ", NodeName());
-  return std::unique_ptr<policy::ConfigSource>(*std::move(source));
+  LogInfo("identities authorised from the pods scheduled on ", NodeName(), " in ",
+          dir.empty() ? "the Kubernetes API" : dir);
+  return source;
 }
 
 absl::Status Run() {

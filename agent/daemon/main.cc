@@ -107,28 +107,12 @@ absl::StatusOr<std::unique_ptr<proxy::MeshHandler>> StartMesh(
     std::unique_ptr<proxy::AccessLog>& access_log) {
   policy::SnapshotOptions snapshot;
   snapshot.trust_domain = absl::GetFlag(FLAGS_trust_domain);
-  if (const std::string dir = absl::GetFlag(FLAGS_config_dir); !dir.empty()) {
-    policy::DirectorySource::Options options;
-    options.directory = dir;
-    options.snapshot = snapshot;
-    absl::StatusOr<std::unique_ptr<policy::DirectorySource>> source =
-        policy::DirectorySource::Start(options);
-    if (!source.ok()) return source.status();
-    config = *std::move(source);
-    Log(LogLevel::kInfo, "policy from ", dir);
-  } else {
-    absl::StatusOr<policy::KubeSourceOptions> options = policy::KubeSourceOptions::InCluster();
-    if (!options.ok()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("no --config-dir and not in a cluster: ", options.status().message()));
-    }
-    options->snapshot = snapshot;
-    absl::StatusOr<std::unique_ptr<policy::KubeSource>> source =
-        policy::KubeSource::Start(*std::move(options));
-    if (!source.ok()) return source.status();
-    config = *std::move(source);
-    Log(LogLevel::kInfo, "policy from the Kubernetes API");
-  }
+  const std::string dir = absl::GetFlag(FLAGS_config_dir);
+  absl::StatusOr<std::unique_ptr<policy::ConfigSource>> source =
+      policy::StartDirectoryOrKubeSource(dir, snapshot);
+  if (!source.ok()) return source.status();
+  config = *std::move(source);
+  Log(LogLevel::kInfo, "policy from ", dir.empty() ? "the Kubernetes API" : dir);
   sds::CertificateCacheOptions cache_options;
   cache_options.sds.socket_path = absl::GetFlag(FLAGS_sds_socket);
   cache_options.sds.node_id = NodeName();
