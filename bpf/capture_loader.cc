@@ -22,6 +22,7 @@
 #include "bpf/capture_bpf.skel.h"
 #include "bpf/errno_status.h"
 #include "bpf/nodeward_maps.h"
+#include "common/files.h"
 
 #ifndef SO_NETNS_COOKIE
 #define SO_NETNS_COOKIE 71
@@ -39,17 +40,6 @@ bool IsFilesystem(const std::string& path, long magic) {
 
 bool Exists(const std::string& path) { return access(path.c_str(), F_OK) == 0; }
 
-absl::Status MakeDirectories(const std::string& path) {
-  std::string prefix;
-  for (absl::string_view part : absl::StrSplit(path, '/', absl::SkipEmpty())) {
-    absl::StrAppend(&prefix, "/", part);
-    if (mkdir(prefix.c_str(), 0700) != 0 && errno != EEXIST) {
-      return ErrnoStatus(errno, absl::StrCat("mkdir ", prefix));
-    }
-  }
-  return absl::OkStatus();
-}
-
 // Pins need a bpffs. A node may not have one mounted yet; mount the conventional one then.
 absl::Status EnsureBpffs(const std::string& pin_path) {
   if (absl::StartsWith(pin_path, absl::StrCat(kDefaultBpffsMount, "/")) &&
@@ -59,7 +49,7 @@ absl::Status EnsureBpffs(const std::string& pin_path) {
     }
   }
   for (const char* sub : {"", "/maps", "/links", "/netns"}) {
-    if (absl::Status status = MakeDirectories(absl::StrCat(pin_path, sub)); !status.ok()) {
+    if (absl::Status status = MakePrivateDirectories(absl::StrCat(pin_path, sub)); !status.ok()) {
       return status;
     }
   }

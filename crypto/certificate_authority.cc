@@ -239,6 +239,19 @@ absl::StatusOr<SignedCertificate> SignWithChain(const CertificateSpec& spec,
   return out;
 }
 
+// A certificate this CA signs for `subject_key`, valid from now (backdated for clock skew) for
+// `lifetime`, never beyond the CA's own chain.
+CertificateSpec IssuedFromNow(const CertificateAuthority::Impl& ca, EVP_PKEY* subject_key,
+                              absl::Duration lifetime) {
+  CertificateSpec spec;
+  spec.issuer = ca.signing_cert.get();
+  spec.subject_key = subject_key;
+  spec.signing_key = ca.key.get();
+  spec.not_before = absl::Now() - kClockSkewBackdate;
+  spec.not_after = std::min(spec.not_before + lifetime, ca.chain_not_after);
+  return spec;
+}
+
 }  // namespace
 
 CertificateAuthority::CertificateAuthority(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -474,15 +487,8 @@ absl::StatusOr<SignedCertificate> CertificateAuthority::IssueIntermediate(
   if (lifetime <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("requested lifetime must be positive");
   }
-  const absl::Time not_before = absl::Now() - kClockSkewBackdate;
-  const absl::Time not_after = std::min(not_before + lifetime, impl_->chain_not_after);
-  CertificateSpec spec;
-  spec.issuer = impl_->signing_cert.get();
-  spec.subject_key = key.impl().key.get();
-  spec.signing_key = impl_->key.get();
+  CertificateSpec spec = IssuedFromNow(*impl_, key.impl().key.get(), lifetime);
   spec.subject = {{NID_organizationName, impl_->trust_domain}, {NID_commonName, common_name}};
-  spec.not_before = not_before;
-  spec.not_after = not_after;
   spec.is_ca = true;
   return SignWithChain(spec, *impl_);
 }
@@ -500,15 +506,8 @@ absl::StatusOr<SignedCertificate> CertificateAuthority::IssueServerCertificate(
       return absl::InvalidArgumentError(absl::StrCat("not a DNS name: \"", name, "\""));
     }
   }
-  const absl::Time not_before = absl::Now() - kClockSkewBackdate;
-  const absl::Time not_after = std::min(not_before + lifetime, impl_->chain_not_after);
-  CertificateSpec spec;
-  spec.issuer = impl_->signing_cert.get();
-  spec.subject_key = key.impl().key.get();
-  spec.signing_key = impl_->key.get();
+  CertificateSpec spec = IssuedFromNow(*impl_, key.impl().key.get(), lifetime);
   spec.subject = {{NID_commonName, dns_names.front()}};
-  spec.not_before = not_before;
-  spec.not_after = not_after;
   spec.dns_sans = dns_names;
   return SignWithChain(spec, *impl_);
 }

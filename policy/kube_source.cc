@@ -20,6 +20,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/files.h"
 #include "crypto/tls.h"
 #include "policy/directory_source.h"
 #include "policy/http_client.h"
@@ -41,14 +42,6 @@ namespace {
 
 constexpr size_t kMaxListBody = 256u << 20;
 constexpr size_t kMaxWatchLine = 32u << 20;
-
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 bool IsIpv6Literal(absl::string_view host) { return host.find(':') != absl::string_view::npos; }
 

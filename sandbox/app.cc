@@ -27,6 +27,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/types/span.h"
+#include "common/files.h"
 #include "crypto/tls.h"
 
 namespace nodeward::sandbox {
@@ -65,14 +66,6 @@ void RaiseFileLimit(rlim_t wanted) {
   limit.rlim_cur = std::min<rlim_t>(wanted, limit.rlim_max);
   if (limit.rlim_cur < wanted && geteuid() == 0) limit.rlim_max = limit.rlim_cur = wanted;
   setrlimit(RLIMIT_NOFILE, &limit);
-}
-
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
 }
 
 // One accepted connection, plain or TLS over a blocking socket.

@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/files.h"
 
 namespace nodeward::sandbox {
 
@@ -70,7 +71,7 @@ absl::Status JoinCgroup(const std::string& cgroup_dir);
 absl::Status WriteInNetns(const std::string& netns_path, const std::string& path,
                           const std::string& value);
 
-absl::StatusOr<std::string> ReadFile(const std::string& path);
+using ::nodeward::ReadFile;
 absl::Status WriteFile(const std::string& path, const std::string& contents);
 absl::Status AppendLine(const std::string& path, const std::string& line);
 bool Exists(const std::string& path);

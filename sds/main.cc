@@ -3,7 +3,6 @@
 // SDS v3 on a Unix socket. With --serve-ca it also serves IstioCertificateService over TLS for
 // the other nodes of a cluster.
 #include <signal.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -22,6 +21,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
+#include "common/files.h"
+#include "common/node_name.h"
 #include "crypto/certificate_authority.h"
 #include "crypto/keys.h"
 #include "policy/kube_source.h"
@@ -83,14 +84,6 @@ ABSL_FLAG(absl::Duration, ca_max_lifetime, absl::Hours(24 * 7),
 namespace nodeward::sds {
 namespace {
 
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  std::stringstream contents;
-  contents << in.rdbuf();
-  return contents.str();
-}
-
 absl::StatusOr<crypto::SpiffeId> ParseId(const std::string& text, absl::string_view flag) {
   absl::StatusOr<crypto::SpiffeId> id = crypto::SpiffeId::Parse(text);
   if (!id.ok()) {
@@ -115,13 +108,7 @@ absl::StatusOr<crypto::TlsCredentials> IssueServingCertificate(CertificateSigner
   return crypto::TlsCredentials{signed_chain->chain_pem, *key_pem};
 }
 
-std::string NodeName() {
-  std::string name = absl::GetFlag(FLAGS_node_name);
-  if (!name.empty()) return name;
-  char host[256] = {};
-  gethostname(host, sizeof(host) - 1);
-  return host;
-}
+std::string NodeName() { return NodeNameOr(absl::GetFlag(FLAGS_node_name)); }
 
 // The workload inventory that authorises identities, or null when no flag asks for one.
 absl::StatusOr<std::unique_ptr<policy::ConfigSource>> StartInventory() {

@@ -31,6 +31,7 @@
 #include "agent/capture/capture_log.h"
 #include "bpf/errno_status.h"
 #include "bpf/nodeward_maps.h"
+#include "common/files.h"
 
 #ifndef NSFS_MAGIC
 #define NSFS_MAGIC 0x6e736673
@@ -48,17 +49,6 @@ constexpr char kStateSuffix[] = ".binpb";
 
 void Keep(absl::Status& first, absl::Status next) {
   if (first.ok() && !next.ok()) first = std::move(next);
-}
-
-absl::Status MakeDirectories(const std::string& path) {
-  std::string prefix;
-  for (absl::string_view part : absl::StrSplit(path, '/', absl::SkipEmpty())) {
-    absl::StrAppend(&prefix, "/", part);
-    if (mkdir(prefix.c_str(), 0700) != 0 && errno != EEXIST) {
-      return ErrnoStatus(errno, absl::StrCat("mkdir ", prefix));
-    }
-  }
-  return absl::OkStatus();
 }
 
 absl::StatusOr<int> OpenNetns(const std::string& path) {
@@ -177,7 +167,7 @@ absl::StatusOr<PodMetadata> ValidateEnrollRequest(const v1::EnrollRequest& reque
 absl::StatusOr<std::unique_ptr<EnrollmentManager>> EnrollmentManager::Create(
     bpf::CaptureDataplane* dataplane, ConnectionHandler* handler, NetnsExecutor* executor,
     const EnrollmentOptions& options) {
-  if (absl::Status status = MakeDirectories(options.state_dir); !status.ok()) return status;
+  if (absl::Status status = MakePrivateDirectories(options.state_dir); !status.ok()) return status;
   int epoll_fd = epoll_create1(EPOLL_CLOEXEC);
   if (epoll_fd < 0) return ErrnoStatus(errno, "epoll_create1");
   int wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

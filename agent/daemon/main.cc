@@ -31,6 +31,7 @@
 #include "agent/proxy/mesh_handler.h"
 #include "bpf/capture_loader.h"
 #include "common/dashed_flags.h"
+#include "common/node_name.h"
 #include "grpcpp/grpcpp.h"
 #include "policy/directory_source.h"
 #include "policy/kube_source.h"
@@ -91,13 +92,7 @@ absl::Status MakeParentDirectory(const std::string& path) {
   return absl::OkStatus();
 }
 
-std::string NodeName() {
-  std::string name = absl::GetFlag(FLAGS_node_name);
-  if (!name.empty()) return name;
-  char host[256] = {};
-  gethostname(host, sizeof(host) - 1);
-  return host;
-}
+std::string NodeName() { return NodeNameOr(absl::GetFlag(FLAGS_node_name)); }
 
 // The policy source, the certificate cache and the access log, then the handler on top.
 absl::StatusOr<std::unique_ptr<proxy::MeshHandler>> StartMesh(

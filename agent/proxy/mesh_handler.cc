@@ -18,6 +18,7 @@
 #include "agent/io/relay.h"
 #include "agent/io/socket.h"
 #include "agent/io/tls_transform.h"
+#include "common/files.h"
 #include "policy/decisions.h"
 
 namespace nodeward::proxy {
@@ -42,14 +43,6 @@ void ResetConnection(io::Connection& connection, const absl::Status& reason) {
 std::string HostPort(const std::string& address, uint32_t port) {
   return address.find(':') == std::string::npos ? absl::StrCat(address, ":", port)
                                                 : absl::StrCat("[", address, "]:", port);
-}
-
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  std::stringstream contents;
-  contents << in.rdbuf();
-  return contents.str();
 }
 
 // DestinationRule ClientTLSSettings -> what the TLS engine needs. File paths are read here,
