@@ -64,9 +64,12 @@ class CaptureDataplane {
   virtual absl::Status SetInboundListener(const IpAddress& address, ListenerSlot slot,
                                           int listener_fd) = 0;
 
-  // The destination the client dialled, for a connection accepted on an outbound listener.
-  // Consumes the record: a second call for the same connection fails with NotFound.
-  virtual absl::StatusOr<SocketAddress> TakeOriginalDestination(int accepted_fd) = 0;
+  // The destination the client at `client` (the accepted connection's peer) in the netns with
+  // `netns_cookie` dialled, for a connection accepted on an outbound listener. Consumes the
+  // record: a second call for the same connection fails with NotFound. Takes what accept()
+  // already returned rather than the socket, so the lookup is the only system call.
+  virtual absl::StatusOr<SocketAddress> TakeOriginalDestination(const SocketAddress& client,
+                                                                uint64_t netns_cookie) = 0;
 
   virtual absl::StatusOr<DataplaneSnapshot> Snapshot() const = 0;
 };

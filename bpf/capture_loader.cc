@@ -343,16 +343,21 @@ absl::StatusOr<SocketAddress> CaptureLoader::TakeOriginalDestination(int accepte
   if (getsockopt(accepted_fd, SOL_SOCKET, SO_NETNS_COOKIE, &netns_cookie, &length) != 0) {
     return ErrnoStatus(errno, "SO_NETNS_COOKIE");
   }
+  return TakeOriginalDestination(*peer, netns_cookie);
+}
+
+absl::StatusOr<SocketAddress> CaptureLoader::TakeOriginalDestination(const SocketAddress& client,
+                                                                     uint64_t netns_cookie) {
   nw_tuple_key key{};
   key.netns_cookie = netns_cookie;
-  key.port = peer->port;
-  FillAddress(peer->ip, &key.family, key.addr);
+  key.port = client.port;
+  FillAddress(client.ip, &key.family, key.addr);
   nw_orig_dst value{};
   const int fd = bpf_map__fd(skeleton_->maps.orig_dst_tuple);
   if (bpf_map_lookup_and_delete_elem(fd, &key, &value) != 0) {
     if (errno == ENOENT) {
       return absl::NotFoundError(
-          absl::StrCat("no original destination recorded for client ", peer->ToString()));
+          absl::StrCat("no original destination recorded for client ", client.ToString()));
     }
     return ErrnoStatus(errno, "take original destination");
   }

@@ -48,7 +48,10 @@ class CaptureLoader final : public CaptureDataplane {
   absl::Status RemovePodAddress(const IpAddress& address) override;
   absl::Status SetInboundListener(const IpAddress& address, ListenerSlot slot,
                                   int listener_fd) override;
-  absl::StatusOr<SocketAddress> TakeOriginalDestination(int accepted_fd) override;
+  absl::StatusOr<SocketAddress> TakeOriginalDestination(const SocketAddress& client,
+                                                        uint64_t netns_cookie) override;
+  // The same, reading the peer and netns cookie off the accepted socket.
+  absl::StatusOr<SocketAddress> TakeOriginalDestination(int accepted_fd);
   absl::StatusOr<DataplaneSnapshot> Snapshot() const override;
 
   // Detaches every program, unpins every link and map and removes the pin directory: capture

@@ -20,17 +20,32 @@ CapturedPod::CapturedPod(PodMetadata metadata, int netns_fd, uint64_t netns_cook
       executor_(executor),
       display_name_(absl::StrCat(metadata_.namespace_name, "/", metadata_.name)) {}
 
-CapturedPod::~CapturedPod() { close(netns_fd_); }
+CapturedPod::~CapturedPod() {
+  absl::MutexLock lock(&stock_mutex_);
+  for (int fd : ipv4_stock_) close(fd);
+  for (int fd : ipv6_stock_) close(fd);
+  close(netns_fd_);
+}
 
 absl::StatusOr<int> CapturedPod::CreateAgentSocket(int family) const {
-  absl::StatusOr<int> fd = executor_->CreateSocket(netns_fd_, family, SOCK_STREAM | SOCK_NONBLOCK);
-  if (!fd.ok()) return fd.status();
-  int mark = NW_AGENT_SOCKET_MARK;
-  if (setsockopt(*fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) != 0) {
-    int error = errno;
-    close(*fd);
-    return bpf::ErrnoStatus(error, "SO_MARK on agent socket");
+  absl::MutexLock lock(&stock_mutex_);
+  std::vector<int>& stock = family == AF_INET6 ? ipv6_stock_ : ipv4_stock_;
+  if (stock.empty()) {
+    absl::StatusOr<std::vector<int>> made =
+        executor_->CreateSockets(netns_fd_, family, SOCK_STREAM | SOCK_NONBLOCK, kSocketBatch);
+    if (!made.ok()) return made.status();
+    for (int fd : *made) {
+      int mark = NW_AGENT_SOCKET_MARK;
+      if (setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) != 0) {
+        const int error = errno;
+        for (int unused : *made) close(unused);
+        return bpf::ErrnoStatus(error, "SO_MARK on agent socket");
+      }
+    }
+    stock = *std::move(made);
   }
+  const int fd = stock.back();
+  stock.pop_back();
   return fd;
 }
 

@@ -1,12 +1,14 @@
 #ifndef NODEWARD_AGENT_CAPTURE_CAPTURED_POD_H_
 #define NODEWARD_AGENT_CAPTURE_CAPTURED_POD_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "agent/capture/netns_executor.h"
 
 namespace nodeward::capture {
@@ -39,7 +41,12 @@ class CapturedPod {
 
   // A non-blocking TCP socket inside the pod's netns carrying the agent's socket mark, so the
   // capture programs let it through (no loop back into the agent).
+  // Thread safe. Sockets come from a small stock refilled in batches: making one means a trip
+  // into the pod's netns on the executor thread, which would otherwise be paid per connection.
   absl::StatusOr<int> CreateAgentSocket(int family) const;
+
+  // How many sockets one refill makes (the most a pod holds unused).
+  static constexpr std::size_t kSocketBatch = 16;
 
  private:
   const PodMetadata metadata_;
@@ -47,6 +54,9 @@ class CapturedPod {
   const uint64_t netns_cookie_;
   NetnsExecutor* const executor_;
   const std::string display_name_;
+  mutable absl::Mutex stock_mutex_;
+  mutable std::vector<int> ipv4_stock_ ABSL_GUARDED_BY(stock_mutex_);
+  mutable std::vector<int> ipv6_stock_ ABSL_GUARDED_BY(stock_mutex_);
 };
 
 }  // namespace nodeward::capture

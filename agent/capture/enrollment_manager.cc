@@ -568,7 +568,10 @@ void EnrollmentManager::AcceptLoop() {
 void EnrollmentManager::AcceptFrom(const std::shared_ptr<Listener>& listener) {
   // Bounded per wake-up so one busy pod cannot starve the others' listeners.
   for (int accepted = 0; accepted < 64; ++accepted) {
-    int fd = accept4(listener->fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    sockaddr_storage peer_storage{};
+    socklen_t peer_length = sizeof(peer_storage);
+    int fd = accept4(listener->fd, reinterpret_cast<sockaddr*>(&peer_storage), &peer_length,
+                     SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
         Log(LogLevel::kWarning, "pod=", listener->pod->display_name(), " accept on ",
@@ -577,9 +580,13 @@ void EnrollmentManager::AcceptFrom(const std::shared_ptr<Listener>& listener) {
       return;
     }
     if (listener->kind == ListenerKind::kOutbound) {
-      absl::StatusOr<SocketAddress> destination = dataplane_->TakeOriginalDestination(fd);
+      // The listener lives in the pod's netns, so the client does too.
+      absl::StatusOr<SocketAddress> peer = SocketAddress::FromSockaddr(
+          reinterpret_cast<const sockaddr*>(&peer_storage), peer_length);
+      absl::StatusOr<SocketAddress> destination =
+          peer.ok() ? dataplane_->TakeOriginalDestination(*peer, listener->pod->netns_cookie())
+                    : peer.status();
       if (!destination.ok()) {
-        absl::StatusOr<SocketAddress> peer = SocketAddress::PeerOf(fd);
         Log(LogLevel::kWarning, "outbound pod=", listener->pod->display_name(),
             " peer=", peer.ok() ? peer->ToString() : "?",
             " refused reason=", destination.status().ToString());

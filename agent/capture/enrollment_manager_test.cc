@@ -55,7 +55,8 @@ class FakeDataplane : public bpf::CaptureDataplane {
     if (listener_fd < 0) return absl::InvalidArgumentError("no listener");
     return Record(absl::StrCat("listener ", address.ToString(), " ", bpf::ListenerSlotName(slot)));
   }
-  absl::StatusOr<SocketAddress> TakeOriginalDestination(int accepted_fd) override {
+  absl::StatusOr<SocketAddress> TakeOriginalDestination(const SocketAddress& client,
+                                                        uint64_t netns_cookie) override {
     absl::MutexLock lock(&mutex_);
     return original_destination_;
   }

@@ -77,15 +77,32 @@ absl::Status NetnsExecutor::Run(int netns_fd, absl::FunctionRef<void()> work) {
 }
 
 absl::StatusOr<int> NetnsExecutor::CreateSocket(int netns_fd, int family, int type) {
-  int fd = -1;
+  absl::StatusOr<std::vector<int>> fds = CreateSockets(netns_fd, family, type, 1);
+  if (!fds.ok()) return fds.status();
+  return fds->front();
+}
+
+absl::StatusOr<std::vector<int>> NetnsExecutor::CreateSockets(int netns_fd, int family, int type,
+                                                              std::size_t count) {
+  std::vector<int> fds;
+  fds.reserve(count);
   int error = 0;
   absl::Status status = Run(netns_fd, [&] {
-    fd = socket(family, type | SOCK_CLOEXEC, 0);
-    if (fd < 0) error = errno;
+    while (fds.size() < count) {
+      const int fd = socket(family, type | SOCK_CLOEXEC, 0);
+      if (fd < 0) {
+        error = errno;
+        return;
+      }
+      fds.push_back(fd);
+    }
   });
-  if (!status.ok()) return status;
-  if (fd < 0) return ErrnoStatus(error, "socket in pod netns");
-  return fd;
+  if (status.ok() && fds.empty()) status = ErrnoStatus(error, "socket in pod netns");
+  if (!status.ok()) {
+    for (int fd : fds) close(fd);
+    return status;
+  }
+  return fds;  // possibly fewer than asked when the process ran out of descriptors
 }
 
 absl::StatusOr<uint64_t> NetnsCookieOfSocket(int socket_fd) {

@@ -1,8 +1,10 @@
 #ifndef NODEWARD_AGENT_CAPTURE_NETNS_EXECUTOR_H_
 #define NODEWARD_AGENT_CAPTURE_NETNS_EXECUTOR_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <thread>
+#include <vector>
 
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
@@ -29,6 +31,10 @@ class NetnsExecutor {
 
   // A socket(family, type) living in that netns, close-on-exec.
   absl::StatusOr<int> CreateSocket(int netns_fd, int family, int type);
+  // `count` of them in one visit: each visit costs the caller two thread switches and two
+  // setns(), so callers that need sockets often take them in batches.
+  absl::StatusOr<std::vector<int>> CreateSockets(int netns_fd, int family, int type,
+                                                 std::size_t count);
 
  private:
   void Loop();

@@ -19,6 +19,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
 #include "agent/admin/admin_service.h"
 #include "agent/admin/http_endpoints.h"
 #include "agent/capture/capture_log.h"
@@ -371,6 +372,11 @@ int Run() {
 }  // namespace nodeward
 
 int main(int argc, char** argv) {
+#ifdef NDEBUG
+  // abseil's lock-order graph is updated on every contended lock of the data path (certificate
+  // and pod lookups, the access log); debug and sanitizer builds keep it.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+#endif
   absl::SetProgramUsageMessage("nodeward node agent: --attach-cgroup=<cgroup-v2 dir> [flags]");
   std::vector<std::string> arguments;
   std::vector<char*> normalized = nodeward::DashedFlagsToUnderscores(argc, argv, arguments);

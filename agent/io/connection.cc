@@ -317,8 +317,9 @@ void Connection::Close(const absl::Status& reason) {
     queued_bytes_ = 0;
   }
   // In-flight operations hold their own references to the socket, so close() alone would not
-  // end the connection until they are cancelled; shutdown() tells the peer at once.
-  shutdown(fd_, SHUT_RDWR);
+  // end the connection until they are cancelled; shutdown() tells the peer at once. With none
+  // in flight (the usual end: both directions finished) close() alone does it.
+  if (receive_op_ != 0 || send_op_ != 0 || connect_op_ != 0) shutdown(fd_, SHUT_RDWR);
   close(fd_);
   fd_ = -1;
   // Callbacks usually capture whoever owns this connection: drop them to break the cycle.

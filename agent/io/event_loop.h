@@ -86,6 +86,7 @@ class EventLoop {
                Handler handler);
   // One poll for `events` (POLLOUT...) bounded by `timeout`; past it the result is -ECANCELED.
   OpId Poll(int fd, unsigned events, absl::Duration timeout, Handler handler);
+  // shutdown(2) now; the handler runs after the current batch with its result (not cancellable).
   OpId Shutdown(int fd, int how, Handler handler);
   OpId Timer(absl::Duration delay, Handler handler);
   void Cancel(OpId id);
