@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "agent/capture/captured_pod.h"
+#include "agent/capture/in_pod_listener.h"
 #include "bpf/socket_address.h"
 
 namespace nodeward::capture {
@@ -14,6 +15,14 @@ namespace nodeward::capture {
 class ConnectionHandler {
  public:
   virtual ~ConnectionHandler() = default;
+
+  // A handler with event loops of its own may accept on the in-pod listeners there, which
+  // saves the accept thread's wake-up and the hand-off to a loop on every connection. It then
+  // gets each listener through ServeListener (from the enrolling thread, before any connection
+  // is steered to it) instead of OnOutbound/OnInbound calls, and stops accepting on a listener
+  // once its accepts fail and it is closed().
+  virtual bool ServesListeners() const { return false; }
+  virtual void ServeListener(std::shared_ptr<InPodListener> listener) {}
 
   // An application in `pod` dialled `original_destination`.
   virtual void OnOutbound(std::shared_ptr<const CapturedPod> pod, int client_fd,

@@ -123,14 +123,6 @@ bool IsSafeFileName(absl::string_view name) {
 
 }  // namespace
 
-struct EnrollmentManager::Listener {
-  ~Listener() { close(fd); }
-  int fd = -1;
-  ListenerKind kind = ListenerKind::kOutbound;
-  std::string address;
-  std::shared_ptr<const CapturedPod> pod;
-};
-
 struct EnrollmentManager::Enrollment {
   std::shared_ptr<const CapturedPod> pod;
   v1::EnrolledPod record;
@@ -212,7 +204,13 @@ void EnrollmentManager::Stop() {
   (void)!write(wake_fd_, &one, sizeof(one));
   accept_thread_.join();
   absl::MutexLock lock(&mutex_);
+  for (auto& [id, listener] : listeners_) RemoveListener(*listener);
   listeners_.clear();
+}
+
+void EnrollmentManager::RemoveListener(InPodListener& listener) {
+  epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, listener.fd(), nullptr);  // fails harmlessly if not there
+  listener.Close();
 }
 
 std::string EnrollmentManager::StatePath(const std::string& uid) const {
@@ -360,20 +358,22 @@ absl::StatusOr<v1::EnrolledPod> EnrollmentManager::Enroll(const v1::EnrollReques
     absl::MutexLock lock(&mutex_);
     for (const auto* group : {&in_pod.v4, &in_pod.v6}) {
       for (const auto& [kind, fd] : *group) {
-        auto listener = std::make_shared<Listener>();
-        listener->fd = fd;
-        listener->kind = kind;
-        listener->pod = pod;
         absl::StatusOr<SocketAddress> local = SocketAddress::LocalOf(fd);
-        listener->address = local.ok() ? local->ToString() : "?";
-        enrollment.record.add_listeners(listener->address);
+        auto listener = std::make_shared<InPodListener>(
+            fd, kind, pod, local.ok() ? local->ToString() : "?", dataplane_);
+        enrollment.record.add_listeners(listener->address());
         const uint64_t id = next_listener_id_++;
-        listeners_[id] = std::move(listener);
+        listeners_[id] = listener;
         enrollment.listener_ids.push_back(id);
+        if (!status.ok()) continue;
+        if (handler_->ServesListeners()) {
+          handler_->ServeListener(std::move(listener));
+          continue;
+        }
         epoll_event event{};
         event.events = EPOLLIN;
         event.data.u64 = id;
-        if (status.ok() && epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &event) != 0) {
+        if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &event) != 0) {
           status = ErrnoStatus(errno, "serve in-pod listener");
         }
       }
@@ -384,7 +384,7 @@ absl::StatusOr<v1::EnrolledPod> EnrollmentManager::Enroll(const v1::EnrollReques
     for (uint64_t id : enrollment.listener_ids) {
       auto it = listeners_.find(id);
       if (it == listeners_.end()) continue;
-      epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, it->second->fd, nullptr);
+      RemoveListener(*it->second);
       listeners_.erase(it);
     }
   };
@@ -449,7 +449,7 @@ absl::Status EnrollmentManager::UnenrollLocked(const std::string& uid) {
     for (uint64_t id : enrollment.listener_ids) {
       auto listener = listeners_.find(id);
       if (listener == listeners_.end()) continue;
-      epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, listener->second->fd, nullptr);
+      RemoveListener(*listener->second);
       listeners_.erase(listener);
     }
   }
@@ -552,7 +552,7 @@ void EnrollmentManager::AcceptLoop() {
     for (int i = 0; i < count; ++i) {
       // epoll_event is packed: copy the id out rather than bind a reference to it.
       const uint64_t id = events[i].data.u64;
-      std::shared_ptr<Listener> listener;
+      std::shared_ptr<InPodListener> listener;
       {
         absl::MutexLock lock(&mutex_);
         if (stopping_) return;
@@ -565,45 +565,44 @@ void EnrollmentManager::AcceptLoop() {
   }
 }
 
-void EnrollmentManager::AcceptFrom(const std::shared_ptr<Listener>& listener) {
+void EnrollmentManager::AcceptFrom(const std::shared_ptr<InPodListener>& listener) {
   // Bounded per wake-up so one busy pod cannot starve the others' listeners.
   for (int accepted = 0; accepted < 64; ++accepted) {
     sockaddr_storage peer_storage{};
     socklen_t peer_length = sizeof(peer_storage);
-    int fd = accept4(listener->fd, reinterpret_cast<sockaddr*>(&peer_storage), &peer_length,
+    int fd = accept4(listener->fd(), reinterpret_cast<sockaddr*>(&peer_storage), &peer_length,
                      SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
-        Log(LogLevel::kWarning, "pod=", listener->pod->display_name(), " accept on ",
-            listener->address, ": ", std::strerror(errno));
+        Log(LogLevel::kWarning, "pod=", listener->pod()->display_name(), " accept on ",
+            listener->address(), ": ", std::strerror(errno));
       }
       return;
     }
-    if (listener->kind == ListenerKind::kOutbound) {
-      // The listener lives in the pod's netns, so the client does too.
+    if (listener->kind() == ListenerKind::kOutbound) {
       absl::StatusOr<SocketAddress> peer = SocketAddress::FromSockaddr(
           reinterpret_cast<const sockaddr*>(&peer_storage), peer_length);
       absl::StatusOr<SocketAddress> destination =
-          peer.ok() ? dataplane_->TakeOriginalDestination(*peer, listener->pod->netns_cookie())
-                    : peer.status();
+          peer.ok() ? listener->OriginalDestination(*peer) : peer.status();
       if (!destination.ok()) {
-        Log(LogLevel::kWarning, "outbound pod=", listener->pod->display_name(),
+        Log(LogLevel::kWarning, "outbound pod=", listener->pod()->display_name(),
             " peer=", peer.ok() ? peer->ToString() : "?",
             " refused reason=", destination.status().ToString());
         close(fd);
         continue;
       }
-      handler_->OnOutbound(listener->pod, fd, *destination);
+      handler_->OnOutbound(listener->pod(), fd, *destination);
       continue;
     }
     absl::StatusOr<SocketAddress> local = SocketAddress::LocalOf(fd);
     if (!local.ok()) {
-      Log(LogLevel::kWarning, "inbound pod=", listener->pod->display_name(),
+      Log(LogLevel::kWarning, "inbound pod=", listener->pod()->display_name(),
           " refused reason=", local.status().ToString());
       close(fd);
       continue;
     }
-    handler_->OnInbound(listener->pod, fd, local->port, listener->kind == ListenerKind::kTunnel);
+    handler_->OnInbound(listener->pod(), fd, local->port,
+                        listener->kind() == ListenerKind::kTunnel);
   }
 }
 

@@ -29,7 +29,8 @@ struct EnrollmentOptions {
 //             created inside the pod netns + pod addresses and listeners in the inbound map +
 //             sk_lookup linked into the netns + netns cookie in `enrolled`;
 //  unenroll = the same steps reversed, leaving nothing behind.
-// Accepted connections go to the ConnectionHandler from one accept thread.
+// Accepted connections go to the ConnectionHandler from one accept thread, unless the handler
+// accepts on the listeners itself (ConnectionHandler::ServesListeners).
 class EnrollmentManager {
  public:
   static absl::StatusOr<std::unique_ptr<EnrollmentManager>> Create(
@@ -54,8 +55,7 @@ class EnrollmentManager {
   void Stop();
 
  private:
-  enum class ListenerKind { kOutbound, kInboundPlaintext, kTunnel };
-  struct Listener;
+  using ListenerKind = InPodListener::Kind;
   struct Enrollment;
 
   EnrollmentManager(bpf::CaptureDataplane* dataplane, ConnectionHandler* handler,
@@ -67,7 +67,9 @@ class EnrollmentManager {
   absl::Status Persist(const v1::EnrolledPod& record) const;
   std::string StatePath(const std::string& uid) const;
   void AcceptLoop();
-  void AcceptFrom(const std::shared_ptr<Listener>& listener);
+  void AcceptFrom(const std::shared_ptr<InPodListener>& listener);
+  // Stops serving it: out of the accept thread's set, and shut down for any other acceptor.
+  void RemoveListener(InPodListener& listener);
 
   bpf::CaptureDataplane* const dataplane_;
   ConnectionHandler* const handler_;
@@ -82,7 +84,7 @@ class EnrollmentManager {
   uint32_t next_pod_id_ ABSL_GUARDED_BY(operation_) = 1;
 
   mutable absl::Mutex mutex_;
-  absl::flat_hash_map<uint64_t, std::shared_ptr<Listener>> listeners_ ABSL_GUARDED_BY(mutex_);
+  absl::flat_hash_map<uint64_t, std::shared_ptr<InPodListener>> listeners_ ABSL_GUARDED_BY(mutex_);
   uint64_t next_listener_id_ ABSL_GUARDED_BY(mutex_) = 1;
   bool stopping_ ABSL_GUARDED_BY(mutex_) = false;
   std::thread accept_thread_;

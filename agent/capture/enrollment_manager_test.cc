@@ -1,12 +1,14 @@
 #include "agent/capture/enrollment_manager.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -123,6 +125,24 @@ class RecordingHandler : public ConnectionHandler {
   std::vector<std::string> events_;
 };
 
+// A handler that accepts on the listeners itself, as one with its own event loops does.
+class ServingHandler : public RecordingHandler {
+ public:
+  bool ServesListeners() const override { return true; }
+  void ServeListener(std::shared_ptr<InPodListener> listener) override {
+    absl::MutexLock lock(&mutex_);
+    listeners_.push_back(std::move(listener));
+  }
+  std::vector<std::shared_ptr<InPodListener>> listeners() {
+    absl::MutexLock lock(&mutex_);
+    return listeners_;
+  }
+
+ private:
+  absl::Mutex mutex_;
+  std::vector<std::shared_ptr<InPodListener>> listeners_;
+};
+
 // Connects to 127.0.0.1:port inside the netns; returns the errno of a failed connect, 0 on
 // success.
 int ConnectLoopbackIn(NetnsExecutor& executor, int netns_fd, uint16_t port) {
@@ -195,9 +215,9 @@ class EnrollmentManagerTest : public ::testing::Test {
     }
   }
 
-  std::unique_ptr<EnrollmentManager> MakeManager() {
-    absl::StatusOr<std::unique_ptr<EnrollmentManager>> manager =
-        EnrollmentManager::Create(&dataplane_, &handler_, &executor_, {state_dir_});
+  std::unique_ptr<EnrollmentManager> MakeManager(ConnectionHandler* handler = nullptr) {
+    absl::StatusOr<std::unique_ptr<EnrollmentManager>> manager = EnrollmentManager::Create(
+        &dataplane_, handler != nullptr ? handler : &handler_, &executor_, {state_dir_});
     EXPECT_TRUE(manager.ok()) << manager.status();
     return manager.ok() ? std::move(*manager) : nullptr;
   }
@@ -242,6 +262,53 @@ TEST_F(EnrollmentManagerTest, AcceptedConnectionsReachTheHandler) {
   EXPECT_THAT(events, Contains("outbound shop/cart-1 10.9.9.9:80"));
   EXPECT_THAT(events, Contains("inbound shop/cart-1 15006"));
   EXPECT_THAT(events, Contains("inbound shop/cart-1 15008 tunnel"));
+}
+
+TEST_F(EnrollmentManagerTest, AHandlerThatServesListenersGetsThemAndTheirEnd) {
+  ServingHandler serving;
+  manager_.reset();
+  manager_ = MakeManager(&serving);
+  ASSERT_NE(manager_, nullptr);
+  ASSERT_TRUE(manager_->Enroll(Request(*netns_, "uid-1")).ok());
+  std::vector<std::shared_ptr<InPodListener>> listeners = serving.listeners();
+  ASSERT_EQ(listeners.size(), 6u);  // 15001, 15006 and 15008, IPv4 and IPv6
+  std::shared_ptr<InPodListener> outbound;
+  for (const auto& listener : listeners) {
+    EXPECT_EQ(listener->pod()->display_name(), "shop/cart-1");
+    EXPECT_FALSE(listener->closed());
+    if (listener->address() == "127.0.0.1:15001") outbound = listener;
+  }
+  ASSERT_NE(outbound, nullptr);
+  EXPECT_EQ(outbound->kind(), InPodListener::Kind::kOutbound);
+
+  // The manager's own accept thread leaves the connection to the handler, which accepts it and
+  // resolves where it was going.
+  EXPECT_EQ(ConnectLoopbackIn(executor_, netns_->fd(), NW_PORT_OUTBOUND), 0);
+  EXPECT_TRUE(serving.WaitFor(1).empty());
+  sockaddr_storage peer{};
+  socklen_t length = sizeof(peer);
+  const int accepted = accept4(outbound->fd(), reinterpret_cast<sockaddr*>(&peer), &length,
+                               SOCK_NONBLOCK | SOCK_CLOEXEC);
+  ASSERT_GE(accepted, 0) << std::strerror(errno);
+  close(accepted);
+  absl::StatusOr<SocketAddress> client =
+      SocketAddress::FromSockaddr(reinterpret_cast<const sockaddr*>(&peer), length);
+  ASSERT_TRUE(client.ok());
+  absl::StatusOr<SocketAddress> destination = outbound->OriginalDestination(*client);
+  ASSERT_TRUE(destination.ok()) << destination.status();
+  EXPECT_EQ(destination->ToString(), "10.9.9.9:80");
+
+  // Unenrolling closes them for the handler: accepts fail at once, while the descriptor stays
+  // valid (not reusable) as long as the handler holds the listener.
+  ASSERT_TRUE(manager_->Unenroll("uid-1").ok());
+  for (const auto& listener : listeners) {
+    EXPECT_TRUE(listener->closed());
+    EXPECT_GE(fcntl(listener->fd(), F_GETFD), 0);
+    EXPECT_LT(accept4(listener->fd(), nullptr, nullptr, SOCK_CLOEXEC), 0);
+    EXPECT_EQ(errno, EINVAL);
+  }
+  EXPECT_EQ(ConnectLoopbackIn(executor_, netns_->fd(), NW_PORT_OUTBOUND), ECONNREFUSED);
+  manager_.reset();
 }
 
 TEST_F(EnrollmentManagerTest, EnrollIsIdempotentAndOneNetnsIsOnePod) {

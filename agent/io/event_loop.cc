@@ -106,9 +106,9 @@ EventLoop::OpId EventLoop::Register(Handler handler, io_uring_sqe* sqe) {
   return id;
 }
 
-EventLoop::OpId EventLoop::AcceptMultishot(int listen_fd, Handler handler) {
+EventLoop::OpId EventLoop::AcceptMultishot(int listen_fd, Handler handler, int flags) {
   io_uring_sqe* sqe = GetSqe();
-  io_uring_prep_multishot_accept(sqe, listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+  io_uring_prep_multishot_accept(sqe, listen_fd, nullptr, nullptr, flags);
   return Register(std::move(handler), sqe);
 }
 

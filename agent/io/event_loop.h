@@ -74,7 +74,8 @@ class EventLoop {
   // Operations. Each handler runs on the loop thread, once per CQE; the last call for an
   // operation has !more(). Cancel() asks the kernel to stop an operation; its handler still sees
   // the final CQE (usually -ECANCELED), so resources a handler holds live until then.
-  OpId AcceptMultishot(int listen_fd, Handler handler);
+  // `flags` for the accepted sockets (SOCK_CLOEXEC, SOCK_NONBLOCK).
+  OpId AcceptMultishot(int listen_fd, Handler handler, int flags = SOCK_CLOEXEC);
   // A multishot receive. A non-zero `limit` ends it (final CQE) once that many bytes arrived,
   // so a paused consumer is never flooded; kernels without that feature fail it with -EINVAL,
   // after which the caller should call DisableReceiveLimit() and re-arm.

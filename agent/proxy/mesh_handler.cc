@@ -27,6 +27,8 @@ namespace {
 using capture::Log;
 using capture::LogLevel;
 
+constexpr absl::Duration kPodAcceptRetryDelay = absl::Milliseconds(100);
+
 void ResetFd(int fd) {
   linger option{1, 0};
   setsockopt(fd, SOL_SOCKET, SO_LINGER, &option, sizeof(option));
@@ -197,15 +199,15 @@ void MeshHandler::OnPodUnenrolled(std::shared_ptr<const capture::CapturedPod> po
   }
 }
 
-bool MeshHandler::Admit(int fd, const std::string& description) {
+bool MeshHandler::Admit(int fd, absl::FunctionRef<std::string()> description) {
   if (draining_.load()) {
-    Log(LogLevel::kInfo, description, " refused reason=agent is draining");
+    Log(LogLevel::kInfo, description(), " refused reason=agent is draining");
     ResetFd(fd);
     return false;
   }
   if (live_.fetch_add(1) >= options_.max_connections) {
     live_.fetch_sub(1);
-    Log(LogLevel::kWarning, description, " refused reason=connection limit ",
+    Log(LogLevel::kWarning, description(), " refused reason=connection limit ",
         options_.max_connections, " reached");
     ResetFd(fd);
     return false;
@@ -215,8 +217,10 @@ bool MeshHandler::Admit(int fd, const std::string& description) {
 
 void MeshHandler::OnOutbound(std::shared_ptr<const capture::CapturedPod> pod, int client_fd,
                              const bpf::SocketAddress& original_destination) {
-  if (!Admit(client_fd, absl::StrCat("pod=", pod->display_name(), " outbound to ",
-                                     original_destination.ToString()))) {
+  if (!Admit(client_fd, [&] {
+        return absl::StrCat("pod=", pod->display_name(), " outbound to ",
+                            original_destination.ToString());
+      })) {
     return;
   }
   Worker& worker = WorkerFor(*pod);
@@ -227,13 +231,86 @@ void MeshHandler::OnOutbound(std::shared_ptr<const capture::CapturedPod> pod, in
 
 void MeshHandler::OnInbound(std::shared_ptr<const capture::CapturedPod> pod, int fd,
                             uint16_t original_port, bool via_tunnel_port) {
-  if (!Admit(fd, absl::StrCat("pod=", pod->display_name(), " inbound port ", original_port))) {
+  if (!Admit(fd, [&] {
+        return absl::StrCat("pod=", pod->display_name(), " inbound port ", original_port);
+      })) {
     return;
   }
   Worker& worker = WorkerFor(*pod);
   worker.thread->Post([this, &worker, pod = std::move(pod), fd, original_port, via_tunnel_port] {
     HandleInbound(worker, pod, fd, original_port, via_tunnel_port);
   });
+}
+
+void MeshHandler::ServeListener(std::shared_ptr<capture::InPodListener> listener) {
+  Worker& worker = WorkerFor(*listener->pod());
+  worker.thread->Post([this, &worker, listener = std::move(listener)]() mutable {
+    ArmPodAccept(worker, std::move(listener));
+  });
+}
+
+void MeshHandler::ArmPodAccept(Worker& worker, std::shared_ptr<capture::InPodListener> listener) {
+  if (listener->closed()) return;
+  const int listen_fd = listener->fd();
+  worker.thread->loop().AcceptMultishot(
+      listen_fd,
+      [this, &worker, listener = std::move(listener)](io::Completion& completion) {
+        if (completion.result >= 0) OnPodAccepted(worker, *listener, completion.result);
+        if (completion.more() || listener->closed()) return;
+        const int error = completion.result < 0 ? -completion.result : 0;
+        if (error != 0 && error != ECONNABORTED && error != EPROTO && error != EPERM) {
+          // Out of descriptors or memory, or a listener in a bad state: accepting again at once
+          // would spin on the same error.
+          Log(LogLevel::kWarning, "pod=", listener->pod()->display_name(), " accept on ",
+              listener->address(), ": ", std::strerror(error), "; retrying in ",
+              absl::FormatDuration(kPodAcceptRetryDelay));
+          worker.thread->loop().Timer(
+              kPodAcceptRetryDelay,
+              [this, &worker, listener](io::Completion&) { ArmPodAccept(worker, listener); });
+          return;
+        }
+        // Ended by one client's failure (or by the kernel): the listener itself is fine.
+        ArmPodAccept(worker, listener);
+      },
+      SOCK_NONBLOCK | SOCK_CLOEXEC);
+}
+
+void MeshHandler::OnPodAccepted(Worker& worker, const capture::InPodListener& listener, int fd) {
+  const std::shared_ptr<const capture::CapturedPod>& pod = listener.pod();
+  if (listener.kind() == capture::InPodListener::Kind::kOutbound) {
+    absl::StatusOr<bpf::SocketAddress> peer = bpf::SocketAddress::PeerOf(fd);
+    absl::StatusOr<bpf::SocketAddress> destination =
+        peer.ok() ? listener.OriginalDestination(*peer) : peer.status();
+    if (!destination.ok()) {
+      Log(LogLevel::kWarning, "outbound pod=", pod->display_name(),
+          " peer=", peer.ok() ? peer->ToString() : "?",
+          " refused reason=", destination.status().ToString());
+      close(fd);
+      return;
+    }
+    if (!Admit(fd, [&] {
+          return absl::StrCat("pod=", pod->display_name(), " outbound to ",
+                              destination->ToString());
+        })) {
+      return;
+    }
+    HandleOutbound(worker, pod, fd, *destination);
+    return;
+  }
+  absl::StatusOr<bpf::SocketAddress> local = bpf::SocketAddress::LocalOf(fd);
+  if (!local.ok()) {
+    Log(LogLevel::kWarning, "inbound pod=", pod->display_name(),
+        " refused reason=", local.status().ToString());
+    close(fd);
+    return;
+  }
+  if (!Admit(fd, [&] {
+        return absl::StrCat("pod=", pod->display_name(), " inbound port ", local->port);
+      })) {
+    return;
+  }
+  HandleInbound(worker, pod, fd, local->port,
+                listener.kind() == capture::InPodListener::Kind::kTunnel);
 }
 
 std::shared_ptr<MeshHandler::Flow> MeshHandler::NewFlow(Worker& worker, const char* direction) {

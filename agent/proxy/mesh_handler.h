@@ -16,6 +16,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -62,6 +63,9 @@ class MeshHandler : public capture::ConnectionHandler {
                   const bpf::SocketAddress& original_destination) override;
   void OnInbound(std::shared_ptr<const capture::CapturedPod> pod, int fd, uint16_t original_port,
                  bool via_tunnel_port) override;
+  // Each pod's listeners are served by the loop that carries its connections.
+  bool ServesListeners() const override { return true; }
+  void ServeListener(std::shared_ptr<capture::InPodListener> listener) override;
   void OnPodEnrolled(std::shared_ptr<const capture::CapturedPod> pod) override;
   void OnPodUnenrolled(std::shared_ptr<const capture::CapturedPod> pod) override;
 
@@ -105,7 +109,10 @@ class MeshHandler : public capture::ConnectionHandler {
   Worker& WorkerFor(const capture::CapturedPod& pod);
   absl::StatusOr<crypto::SpiffeId> IdentityOf(const capture::CapturedPod& pod) const;
   std::shared_ptr<const capture::CapturedPod> LocalPodByIp(const std::string& ip) const;
-  bool Admit(int fd, const std::string& description);
+  // `description` names the connection in the log line of a refusal.
+  bool Admit(int fd, absl::FunctionRef<std::string()> description);
+  void ArmPodAccept(Worker& worker, std::shared_ptr<capture::InPodListener> listener);
+  void OnPodAccepted(Worker& worker, const capture::InPodListener& listener, int fd);
 
   void HandleOutbound(Worker& worker, std::shared_ptr<const capture::CapturedPod> pod, int fd,
                       const bpf::SocketAddress& destination);

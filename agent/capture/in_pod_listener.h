@@ -1,0 +1,56 @@
+#ifndef NODEWARD_AGENT_CAPTURE_IN_POD_LISTENER_H_
+#define NODEWARD_AGENT_CAPTURE_IN_POD_LISTENER_H_
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "agent/capture/captured_pod.h"
+#include "bpf/capture_dataplane.h"
+#include "bpf/socket_address.h"
+
+namespace nodeward::capture {
+
+// One of an enrolled pod's listening sockets (15001, 15006 or 15008, inside its netns). The
+// enrollment manager creates it and decides when it ends; whoever accepts on it holds a
+// reference. Close() shuts the socket down, which ends any accept pending on it (also one in an
+// io_uring), while the descriptor itself is closed only when the last reference goes, so its
+// number cannot be reused under an accept that is still armed.
+class InPodListener {
+ public:
+  enum class Kind { kOutbound, kInboundPlaintext, kTunnel };
+
+  // Takes ownership of `fd`. `dataplane` resolves original destinations; it outlives this.
+  InPodListener(int fd, Kind kind, std::shared_ptr<const CapturedPod> pod, std::string address,
+                bpf::CaptureDataplane* dataplane);
+  ~InPodListener();
+  InPodListener(const InPodListener&) = delete;
+  InPodListener& operator=(const InPodListener&) = delete;
+
+  int fd() const { return fd_; }
+  Kind kind() const { return kind_; }
+  const std::shared_ptr<const CapturedPod>& pod() const { return pod_; }
+  // "ip:port" it listens on, for logs.
+  const std::string& address() const { return address_; }
+
+  // Thread safe. After it, accepts on the socket fail and must not be re-armed.
+  void Close();
+  bool closed() const { return closed_.load(std::memory_order_acquire); }
+
+  // For a connection accepted here on an outbound listener: where the application was going.
+  // `client` is the accepted connection's peer address.
+  absl::StatusOr<bpf::SocketAddress> OriginalDestination(const bpf::SocketAddress& client) const;
+
+ private:
+  const int fd_;
+  const Kind kind_;
+  const std::shared_ptr<const CapturedPod> pod_;
+  const std::string address_;
+  bpf::CaptureDataplane* const dataplane_;
+  std::atomic<bool> closed_{false};
+};
+
+}  // namespace nodeward::capture
+
+#endif  // NODEWARD_AGENT_CAPTURE_IN_POD_LISTENER_H_
