@@ -1,5 +1,7 @@
 #include "agent/capture/captured_pod.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -41,6 +43,9 @@ absl::StatusOr<int> CapturedPod::CreateAgentSocket(int family) const {
         for (int unused : *made) close(unused);
         return bpf::ErrnoStatus(error, "SO_MARK on agent socket");
       }
+      // Kept through connect(); the relay forwards at once.
+      int one = 1;
+      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     }
     stock = *std::move(made);
   }

@@ -40,7 +40,7 @@ class CapturedPod {
   const std::string& display_name() const { return display_name_; }
 
   // A non-blocking TCP socket inside the pod's netns carrying the agent's socket mark, so the
-  // capture programs let it through (no loop back into the agent).
+  // capture programs let it through (no loop back into the agent), with Nagle off.
   // Thread safe. Sockets come from a small stock refilled in batches: making one means a trip
   // into the pod's netns on the executor thread, which would otherwise be paid per connection.
   absl::StatusOr<int> CreateAgentSocket(int family) const;

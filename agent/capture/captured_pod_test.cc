@@ -1,6 +1,8 @@
 #include "agent/capture/captured_pod.h"
 
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -52,6 +54,10 @@ TEST(CapturedPodTest, AgentSocketsComeFromThePodNetnsAcrossRefills) {
       EXPECT_EQ(NetnsCookieOfSocket(*fd).value_or(0), *pod_cookie);
       EXPECT_EQ(MarkOf(*fd), NW_AGENT_SOCKET_MARK);
       EXPECT_NE(fcntl(*fd, F_GETFL) & O_NONBLOCK, 0);
+      int nodelay = 0;
+      socklen_t nodelay_length = sizeof(nodelay);
+      ASSERT_EQ(getsockopt(*fd, IPPROTO_TCP, TCP_NODELAY, &nodelay, &nodelay_length), 0);
+      EXPECT_EQ(nodelay, 1);
       int domain = 0;
       socklen_t length = sizeof(domain);
       ASSERT_EQ(getsockopt(*fd, SOL_SOCKET, SO_DOMAIN, &domain, &length), 0);

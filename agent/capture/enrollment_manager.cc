@@ -8,6 +8,7 @@
 #include <linux/nsfs.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sched.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -77,6 +78,8 @@ absl::StatusOr<int> CreateListener(int family, uint16_t port) {
   if (fd < 0) return ErrnoStatus(errno, "listener socket");
   int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  // Accepted connections inherit it: the relay forwards at once, with no call per connection.
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   SocketAddress address;
   if (family == AF_INET6) {
     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));

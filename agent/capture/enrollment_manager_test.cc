@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -290,6 +291,10 @@ TEST_F(EnrollmentManagerTest, AHandlerThatServesListenersGetsThemAndTheirEnd) {
   const int accepted = accept4(outbound->fd(), reinterpret_cast<sockaddr*>(&peer), &length,
                                SOCK_NONBLOCK | SOCK_CLOEXEC);
   ASSERT_GE(accepted, 0) << std::strerror(errno);
+  int nodelay = 0;
+  socklen_t nodelay_length = sizeof(nodelay);
+  EXPECT_EQ(getsockopt(accepted, IPPROTO_TCP, TCP_NODELAY, &nodelay, &nodelay_length), 0);
+  EXPECT_EQ(nodelay, 1) << "accepted connections inherit TCP_NODELAY from the listener";
   close(accepted);
   absl::StatusOr<SocketAddress> client =
       SocketAddress::FromSockaddr(reinterpret_cast<const sockaddr*>(&peer), length);

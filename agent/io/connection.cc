@@ -38,7 +38,7 @@ Connection::~Connection() {
 }
 
 std::shared_ptr<Connection> Connection::Adopt(EventLoop& loop, int fd, const Options& options) {
-  DisableNagle(fd);
+  if (options.set_nodelay) DisableNagle(fd);
   return std::shared_ptr<Connection>(new Connection(loop, fd, options));
 }
 
@@ -79,7 +79,7 @@ void Connection::FinishConnect(int result, absl::Time deadline, ConnectCallback 
     socklen_t address_length = sizeof(address);
     if (error == 0 &&
         getpeername(fd_, reinterpret_cast<sockaddr*>(&address), &address_length) == 0) {
-      DisableNagle(fd_);
+      if (options_.set_nodelay) DisableNagle(fd_);
       Touch();
       done(shared_from_this());
       return;

@@ -30,6 +30,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
     absl::Duration idle_timeout = absl::InfiniteDuration();
     // SO_MARK for outgoing connections (0: unset).
     std::uint32_t socket_mark = 0;
+    // False when the socket already has TCP_NODELAY (made with it, or accepted from a listener
+    // that has it), which saves a system call per connection.
+    bool set_nodelay = true;
   };
 
   struct Callbacks {

@@ -190,6 +190,12 @@ void EventLoop::Cancel(OpId id) {
 }
 
 void EventLoop::WhenBuffersAvailable(absl::AnyInvocable<void()> task) {
+  // A receive's -ENOBUFS can be dispatched after the same batch already gave buffers back
+  // (its data completions came first): waiting for the next recycle then waits forever.
+  if (buffers_->available() > 0) {
+    deferred_.push_back(std::move(task));
+    return;
+  }
   buffer_waiters_.push_back(std::move(task));
 }
 

@@ -97,6 +97,18 @@ TEST(EventLoopTest, RejectsABufferCountThatIsNotAPowerOfTwo) {
   EXPECT_THAT(loop.status().message(), ::testing::HasSubstr("power of two"));
 }
 
+// A receive that ran out of buffers may be handled after the buffers already came back (its
+// batch released them first); waiting for the next release would then wait forever.
+TEST(EventLoopTest, WaitingForBuffersThatAreAlreadyBackResumesAtOnce) {
+  NODEWARD_LOOP_OR_SKIP(loop);
+  ASSERT_EQ(loop->buffers().available(), loop->buffers().count());
+  bool resumed = false;
+  loop->WhenBuffersAvailable([&] { resumed = true; });
+  auto finished = loop->RunUntil([&] { return resumed; }, absl::Seconds(2));
+  ASSERT_TRUE(finished.ok());
+  EXPECT_TRUE(*finished);
+}
+
 TEST(EventLoopTest, RunUntilGivesUpAtItsTimeout) {
   NODEWARD_LOOP_OR_SKIP(loop);
   const absl::Time start = absl::Now();

@@ -294,7 +294,7 @@ void MeshHandler::OnPodAccepted(Worker& worker, const capture::InPodListener& li
         })) {
       return;
     }
-    HandleOutbound(worker, pod, fd, *destination);
+    HandleOutbound(worker, pod, fd, *destination, *peer);
     return;
   }
   absl::StatusOr<bpf::SocketAddress> local = bpf::SocketAddress::LocalOf(fd);
@@ -381,6 +381,7 @@ void MeshHandler::ConnectFromPod(Worker& worker, const capture::CapturedPod& pod
   }
   io::Connection::Options connection;
   connection.idle_timeout = options_.idle_timeout;
+  connection.set_nodelay = false;  // CreateAgentSocket did
   io::Connection::ConnectSocket(worker.thread->loop(), *fd, *peer, options_.connect_timeout,
                                 connection, std::move(done));
 }
@@ -426,17 +427,20 @@ void MeshHandler::RelayPlain(std::shared_ptr<Flow> flow, std::shared_ptr<io::Con
 }
 
 void MeshHandler::HandleOutbound(Worker& worker, std::shared_ptr<const capture::CapturedPod> pod,
-                                 int fd, const bpf::SocketAddress& destination) {
+                                 int fd, const bpf::SocketAddress& destination,
+                                 std::optional<bpf::SocketAddress> source_address) {
   io::Connection::Options connection_options;
   connection_options.idle_timeout = options_.idle_timeout;
+  connection_options.set_nodelay = false;  // inherited from the in-pod listener
   std::shared_ptr<io::Connection> app =
       io::Connection::Adopt(worker.thread->loop(), fd, connection_options);
   std::shared_ptr<Flow> flow = NewFlow(worker, "outbound");
   flow->record.source_workload =
       absl::StrCat(pod->metadata().namespace_name, "/", pod->metadata().name);
-  if (auto peer = bpf::SocketAddress::PeerOf(fd); peer.ok()) {
-    flow->record.source_address = peer->ToString();
+  if (!source_address.has_value()) {
+    if (auto peer = bpf::SocketAddress::PeerOf(fd); peer.ok()) source_address = *peer;
   }
+  if (source_address.has_value()) flow->record.source_address = source_address->ToString();
   flow->record.destination_address = destination.ToString();
 
   absl::StatusOr<crypto::SpiffeId> source = IdentityOf(*pod);
@@ -649,6 +653,7 @@ void MeshHandler::HandleInbound(Worker& worker, std::shared_ptr<const capture::C
                                 int fd, uint16_t port, bool via_tunnel) {
   io::Connection::Options connection_options;
   connection_options.idle_timeout = options_.idle_timeout;
+  connection_options.set_nodelay = false;  // inherited from the in-pod listener
   std::shared_ptr<io::Connection> app =
       io::Connection::Adopt(worker.thread->loop(), fd, connection_options);
   if (via_tunnel) {

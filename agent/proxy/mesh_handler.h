@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -114,8 +115,10 @@ class MeshHandler : public capture::ConnectionHandler {
   void ArmPodAccept(Worker& worker, std::shared_ptr<capture::InPodListener> listener);
   void OnPodAccepted(Worker& worker, const capture::InPodListener& listener, int fd);
 
+  // `source_address`: the application's address when the caller already has it.
   void HandleOutbound(Worker& worker, std::shared_ptr<const capture::CapturedPod> pod, int fd,
-                      const bpf::SocketAddress& destination);
+                      const bpf::SocketAddress& destination,
+                      std::optional<bpf::SocketAddress> source_address = std::nullopt);
   void HandleInbound(Worker& worker, std::shared_ptr<const capture::CapturedPod> pod, int fd,
                      uint16_t port, bool via_tunnel);
   void OpenHboneStream(Worker& worker, std::shared_ptr<const capture::CapturedPod> pod,
