@@ -51,7 +51,9 @@ class ByteQueue {
       if (capacity_ - used >= n && begin_ > 0) {
         std::memmove(buffer_.get(), buffer_.get() + begin_, used);
       } else {
-        const std::size_t capacity = std::max(capacity_ * 2, used + n);
+        // After Take() gave the block away, start at its size again rather than regrow it.
+        const std::size_t capacity = std::max({capacity_ * 2, used + n, given_away_capacity_});
+        given_away_capacity_ = 0;
         auto bigger = std::make_unique_for_overwrite<std::uint8_t[]>(capacity);
         if (used > 0) std::memcpy(bigger.get(), buffer_.get() + begin_, used);
         buffer_ = std::move(bigger);
@@ -71,9 +73,30 @@ class ByteQueue {
     end_ += n;
   }
 
+  // Everything queued, moved out. The storage itself goes when the bytes fill at least a
+  // quarter of it (no copy); otherwise they are copied into a block of their own size, so a
+  // queue that once grew large does not hand out mostly empty blocks.
+  TlsEngine::WireChunk Take() {
+    TlsEngine::WireChunk chunk;
+    chunk.size = Size();
+    if (chunk.size == 0) return chunk;
+    if (chunk.size * 4 >= capacity_) {
+      chunk.storage = std::move(buffer_);
+      chunk.offset = begin_;
+      given_away_capacity_ = capacity_;
+      capacity_ = 0;
+    } else {
+      chunk.storage = std::make_unique_for_overwrite<std::uint8_t[]>(chunk.size);
+      std::memcpy(chunk.storage.get(), Data(), chunk.size);
+    }
+    begin_ = end_ = 0;
+    return chunk;
+  }
+
  private:
   std::unique_ptr<std::uint8_t[]> buffer_;
   std::size_t capacity_ = 0;
+  std::size_t given_away_capacity_ = 0;
   std::size_t begin_ = 0;
   std::size_t end_ = 0;
 };
@@ -737,6 +760,8 @@ absl::Span<const std::uint8_t> TlsEngine::PeekWire() const {
 }
 
 void TlsEngine::ConsumeWire(std::size_t n) { impl_->wire_out.Consume(n); }
+
+TlsEngine::WireChunk TlsEngine::TakeWire() { return impl_->wire_out.Take(); }
 
 std::size_t TlsEngine::ReadWire(absl::Span<std::uint8_t> out) {
   const std::size_t n = std::min(out.size(), impl_->wire_out.Size());

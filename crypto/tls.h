@@ -101,6 +101,14 @@ class TlsEngine {
   void CommitWire(std::size_t n);
   absl::Span<const std::uint8_t> PeekWire() const;
   void ConsumeWire(std::size_t n);
+  // All pending ciphertext, moved out (usually without a copy) for a transport that queues
+  // it: the bytes are storage[offset, offset + size). size == 0 when nothing is pending.
+  struct WireChunk {
+    std::unique_ptr<std::uint8_t[]> storage;
+    std::size_t offset = 0;
+    std::size_t size = 0;
+  };
+  WireChunk TakeWire();
 
   // Drives the handshake and decryption with what was fed. Returns the failure, with its
   // reason, when the connection failed; OK otherwise (also while still handshaking).

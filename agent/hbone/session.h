@@ -133,6 +133,9 @@ class Session {
     absl::Status status;
   };
   std::vector<Event> events_;
+  // Where DATA frames go while CollectOutput runs nghttp2, and how many bytes went there.
+  std::vector<std::uint8_t>* collect_target_ = nullptr;
+  std::size_t collected_in_callbacks_ = 0;
   bool dispatching_ = false;
   bool drain_requested_ = false;
   bool goaway_received_ = false;

@@ -90,15 +90,27 @@ void BufferRing::Recycle(std::uint16_t id) {
 }
 
 IoBuffer IoBuffer::Copy(absl::Span<const std::uint8_t> bytes) {
-  return Owned(std::vector<std::uint8_t>(bytes.begin(), bytes.end()));
+  return Filled(bytes.size(), [&](absl::Span<std::uint8_t> space) {
+    if (!bytes.empty()) std::memcpy(space.data(), bytes.data(), bytes.size());
+    return bytes.size();
+  });
 }
 
-IoBuffer IoBuffer::Owned(std::vector<std::uint8_t> bytes) {
+IoBuffer IoBuffer::Adopt(std::unique_ptr<std::uint8_t[]> storage, std::size_t offset,
+                         std::size_t size) {
   IoBuffer buffer;
-  buffer.owned_ = std::move(bytes);
-  buffer.begin_ = buffer.owned_.data();
-  buffer.end_ = buffer.begin_ + buffer.owned_.size();
+  buffer.owned_ = std::move(storage);
+  buffer.begin_ = buffer.owned_.get() + offset;
+  buffer.end_ = buffer.begin_ + size;
   return buffer;
+}
+
+IoBuffer IoBuffer::Filled(std::size_t capacity,
+                          absl::FunctionRef<std::size_t(absl::Span<std::uint8_t>)> fill) {
+  // Not zeroed: `fill` writes what counts.
+  auto storage = std::make_unique_for_overwrite<std::uint8_t[]>(capacity);
+  const std::size_t written = std::min(capacity, fill(absl::MakeSpan(storage.get(), capacity)));
+  return Adopt(std::move(storage), 0, written);
 }
 
 IoBuffer& IoBuffer::operator=(IoBuffer&& other) noexcept {
@@ -106,23 +118,18 @@ IoBuffer& IoBuffer::operator=(IoBuffer&& other) noexcept {
   Release();
   ring_ = other.ring_;
   ring_id_ = other.ring_id_;
-  // Moving a vector keeps its heap block, so the views stay valid.
+  // Moving the heap block keeps its address, so the views stay valid.
   owned_ = std::move(other.owned_);
   begin_ = other.begin_;
   end_ = other.end_;
   other.ring_ = nullptr;
-  other.owned_.clear();
   other.begin_ = other.end_ = nullptr;
   return *this;
 }
 
 void IoBuffer::DetachFromRing() {
   if (ring_ == nullptr) return;
-  std::vector<std::uint8_t> copy(begin_, end_);
-  Release();
-  owned_ = std::move(copy);
-  begin_ = owned_.data();
-  end_ = begin_ + owned_.size();
+  *this = Copy(data());
 }
 
 void IoBuffer::Release() {
@@ -131,7 +138,7 @@ void IoBuffer::Release() {
     ring_ = nullptr;
     ring->Recycle(ring_id_);
   }
-  std::vector<std::uint8_t>().swap(owned_);
+  owned_.reset();
   begin_ = end_ = nullptr;
 }
 

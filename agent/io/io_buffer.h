@@ -10,6 +10,7 @@
 #include <memory>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "liburing.h"
@@ -69,7 +70,13 @@ class IoBuffer {
  public:
   IoBuffer() = default;
   static IoBuffer Copy(absl::Span<const std::uint8_t> bytes);
-  static IoBuffer Owned(std::vector<std::uint8_t> bytes);
+  // Heap bytes [offset, offset + size) of `storage`, taken over as they are.
+  static IoBuffer Adopt(std::unique_ptr<std::uint8_t[]> storage, std::size_t offset,
+                        std::size_t size);
+  // Up to `capacity` heap bytes written in place by `fill`, which returns how many it wrote:
+  // for producers that can write straight into the chunk they hand on.
+  static IoBuffer Filled(std::size_t capacity,
+                         absl::FunctionRef<std::size_t(absl::Span<std::uint8_t>)> fill);
 
   IoBuffer(IoBuffer&& other) noexcept { *this = std::move(other); }
   IoBuffer& operator=(IoBuffer&& other) noexcept;
@@ -95,7 +102,7 @@ class IoBuffer {
 
   BufferRing* ring_ = nullptr;
   std::uint16_t ring_id_ = 0;
-  std::vector<std::uint8_t> owned_;
+  std::unique_ptr<std::uint8_t[]> owned_;
   const std::uint8_t* begin_ = nullptr;
   const std::uint8_t* end_ = nullptr;
 };

@@ -11,6 +11,8 @@ namespace nodeward::proxy {
 namespace {
 
 constexpr std::size_t kScratchBytes = 16 * 1024;
+// Most stream bytes handed to an application connection in one chunk.
+constexpr std::size_t kAppChunkBytes = 64 * 1024;
 // Session output gathered per round before it is handed to TLS: several records' worth.
 constexpr std::size_t kCollectBytes = 64 * 1024;
 constexpr std::uint32_t kHttp2Cancel = 0x8;
@@ -270,10 +272,18 @@ void HboneTunnel::PumpToStream(Bridge& bridge) {
 void HboneTunnel::PumpToApp(Bridge& bridge) {
   if (!bridge.app_started || bridge.app->closed()) return;
   while (!bridge.app->over_high_water()) {
-    absl::StatusOr<std::size_t> n = session_->Read(bridge.id, absl::MakeSpan(scratch_));
-    if (!n.ok() || *n == 0) break;
-    bridge.result.to_app_bytes += *n;
-    bridge.app->Send(io::IoBuffer::Copy(absl::MakeConstSpan(scratch_.data(), *n)));
+    const std::size_t readable = std::min(session_->Readable(bridge.id), kAppChunkBytes);
+    if (readable == 0) break;
+    // Read straight into the chunk the app connection will send.
+    bool failed = false;
+    io::IoBuffer chunk = io::IoBuffer::Filled(readable, [&](absl::Span<std::uint8_t> space) {
+      absl::StatusOr<std::size_t> n = session_->Read(bridge.id, space);
+      failed = !n.ok();
+      return n.value_or(0);
+    });
+    if (failed || chunk.empty()) break;
+    bridge.result.to_app_bytes += chunk.size();
+    bridge.app->Send(std::move(chunk));
   }
   if (!bridge.app_write_closed && session_->Readable(bridge.id) == 0 &&
       session_->ReadEof(bridge.id)) {
@@ -435,11 +445,7 @@ void HboneTunnel::Flush() {
         // The final GOAWAY was appended: try to get it out, then stop.
         engine_->WritePlaintext(absl::MakeConstSpan(plain_out_).subspan(plain_out_offset_))
             .IgnoreError();
-        while (engine_->PendingWire() > 0) {
-          absl::Span<const std::uint8_t> out = engine_->PeekWire();
-          wire_->Send(io::IoBuffer::Copy(out));
-          engine_->ConsumeWire(out.size());
-        }
+        SendPendingWire();
         flushing_ = false;
         Close(collected.status());
         return;
@@ -461,12 +467,7 @@ void HboneTunnel::Flush() {
         plain_out_offset_ = 0;
       }
     }
-    while (engine_->PendingWire() > 0) {
-      absl::Span<const std::uint8_t> out = engine_->PeekWire();
-      wire_->Send(io::IoBuffer::Copy(out));
-      engine_->ConsumeWire(out.size());
-      progress = true;
-    }
+    if (SendPendingWire()) progress = true;
     if (!established_ && engine_->state() == crypto::TlsEngine::State::kEstablished) {
       established_ = true;
       progress = true;
@@ -476,12 +477,12 @@ void HboneTunnel::Flush() {
   flushing_ = false;
 }
 
-void HboneTunnel::SendPendingWire() {
-  while (engine_->PendingWire() > 0) {
-    absl::Span<const std::uint8_t> out = engine_->PeekWire();
-    wire_->Send(io::IoBuffer::Copy(out));
-    engine_->ConsumeWire(out.size());
-  }
+bool HboneTunnel::SendPendingWire() {
+  crypto::TlsEngine::WireChunk out = engine_->TakeWire();
+  if (out.size == 0) return false;
+  // The sealed records go to the socket in the engine's own block, not a copy of it.
+  wire_->Send(io::IoBuffer::Adopt(std::move(out.storage), out.offset, out.size));
+  return true;
 }
 
 void HboneTunnel::FlushAllForClose() {

@@ -125,7 +125,8 @@ class HboneTunnel : public std::enable_shared_from_this<HboneTunnel> {
   void ProcessWireInput();
   bool DrainPlaintext();
   void Flush();
-  void SendPendingWire();
+  // Hands whatever the engine sealed to the socket; returns whether there was any.
+  bool SendPendingWire();
   void FlushAllForClose();
 
   Bridge* FindBridge(hbone::StreamId id);
