@@ -27,6 +27,7 @@
 #include "agent/capture/enrollment_service.h"
 #include "agent/capture/netns_executor.h"
 #include "agent/capture/passthrough_handler.h"
+#include "agent/io/heap_trim.h"
 #include "agent/proxy/access_log.h"
 #include "agent/proxy/credentials.h"
 #include "agent/proxy/mesh_handler.h"
@@ -372,6 +373,7 @@ int Run() {
 }  // namespace nodeward
 
 int main(int argc, char** argv) {
+  nodeward::io::ConfigureHeapThresholds();
 #ifdef NDEBUG
   // abseil's lock-order graph is updated on every contended lock of the data path (certificate
   // and pod lookups, the access log); debug and sanitizer builds keep it.

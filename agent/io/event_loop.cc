@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "agent/io/heap_trim.h"
 
 namespace nodeward::io {
 namespace {
@@ -68,7 +69,35 @@ absl::StatusOr<std::unique_ptr<EventLoop>> EventLoop::Create(const Options& opti
   loop->wakeup_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (loop->wakeup_fd_ < 0) return ErrnoStatus("eventfd", errno);
   loop->ArmWakeup();
+  if (options.idle_trim_interval > absl::ZeroDuration()) {
+    loop->ArmIdleTrim(options.idle_trim_interval);
+  }
   return loop;
+}
+
+void EventLoop::ArmIdleTrim(absl::Duration interval) {
+  Timer(interval, [this, interval](Completion& completion) {
+    if (completion.result == -ECANCELED) return;
+    // The timer's own completion is the only one since the last look: nothing moved.
+    const bool idle = completions_ - completions_at_last_check_ <= 1;
+    completions_at_last_check_ = completions_;
+    if (!idle) {
+      trimmed_since_activity_ = false;
+    } else if (!trimmed_since_activity_) {
+      trimmed_since_activity_ = true;
+      TrimIdleMemory();
+    }
+    ArmIdleTrim(interval);
+  });
+}
+
+void EventLoop::TrimIdleMemory() {
+  // With DEFER_TASKRUN the kernel fills provided buffers only inside io_uring_enter on this
+  // thread, so no receive can be writing into one while its pages are dropped. Without it,
+  // task work may run at any return to user space: leave the buffers alone then.
+  if (deferred_taskrun_) buffers_->ReleaseFreePages();
+  ReleaseFreeHeapMemory();
+  ++idle_trims_;
 }
 
 EventLoop::~EventLoop() {
@@ -259,6 +288,7 @@ void EventLoop::RunDeferred() {
 
 void EventLoop::Dispatch(const io_uring_cqe& cqe) {
   const OpId id = cqe.user_data;
+  ++completions_;
   Completion completion;
   completion.result = cqe.res;
   completion.flags = cqe.flags;

@@ -51,6 +51,10 @@ class EventLoop {
     std::uint32_t buffer_size = 64 * 1024;
     // SINGLE_ISSUER|DEFER_TASKRUN when the kernel has them; cleared for tests of the fallback.
     bool prefer_deferred_taskrun = true;
+    // Checked this often (0: never): a loop that saw no completion in a whole interval gives
+    // back the memory a burst left resident, the pages of its free receive buffers and the
+    // heap's free pages, so an agent idle after bulk traffic is as small as a fresh one.
+    absl::Duration idle_trim_interval = absl::ZeroDuration();
   };
 
   // Creates the ring in the calling thread, which becomes the only thread allowed to run it.
@@ -100,6 +104,8 @@ class EventLoop {
   void WhenBuffersAvailable(absl::AnyInvocable<void()> task);
 
   BufferRing& buffers() { return *buffers_; }
+  // How many times an idle interval released memory (see Options::idle_trim_interval).
+  std::uint64_t idle_trims() const { return idle_trims_; }
   bool deferred_taskrun() const { return deferred_taskrun_; }
   bool receive_limit_supported() const { return receive_limit_supported_; }
   void DisableReceiveLimit() { receive_limit_supported_ = false; }
@@ -119,6 +125,8 @@ class EventLoop {
                          Handler handler);
   void Dispatch(const io_uring_cqe& cqe);
   void ArmWakeup();
+  void ArmIdleTrim(absl::Duration interval);
+  void TrimIdleMemory();
   void RunPosted();
   void RunDeferred();
   static void OnBufferRecycled(void* context);
@@ -133,6 +141,12 @@ class EventLoop {
   OpId next_id_ = 1;
   std::vector<absl::AnyInvocable<void()>> deferred_;
   std::vector<absl::AnyInvocable<void()>> buffer_waiters_;
+
+  // Completions dispatched, and the count when the idle-trim timer last looked.
+  std::uint64_t completions_ = 0;
+  std::uint64_t completions_at_last_check_ = 0;
+  bool trimmed_since_activity_ = false;
+  std::uint64_t idle_trims_ = 0;
 
   int wakeup_fd_ = -1;
   std::atomic<bool> stop_requested_{false};

@@ -109,6 +109,25 @@ TEST(EventLoopTest, WaitingForBuffersThatAreAlreadyBackResumesAtOnce) {
   EXPECT_TRUE(*finished);
 }
 
+TEST(EventLoopTest, AnIdleLoopTrimsOncePerQuietSpell) {
+  EventLoop::Options options;
+  options.idle_trim_interval = absl::Milliseconds(20);
+  NODEWARD_LOOP_OR_SKIP(loop, options);
+  auto trimmed = loop->RunUntil([&] { return loop->idle_trims() >= 1; }, absl::Seconds(5));
+  ASSERT_TRUE(trimmed.ok());
+  ASSERT_TRUE(*trimmed);
+  // Still quiet: nothing more to give back.
+  (void)loop->RunUntil([] { return false; }, absl::Milliseconds(100));
+  EXPECT_EQ(loop->idle_trims(), 1u);
+  // Activity, then quiet again: one more.
+  bool ran = false;
+  loop->Post([&] { ran = true; });
+  trimmed = loop->RunUntil([&] { return ran && loop->idle_trims() >= 2; }, absl::Seconds(5));
+  ASSERT_TRUE(trimmed.ok());
+  EXPECT_TRUE(*trimmed);
+  EXPECT_EQ(loop->buffers().available(), loop->buffers().count());
+}
+
 TEST(EventLoopTest, RunUntilGivesUpAtItsTimeout) {
   NODEWARD_LOOP_OR_SKIP(loop);
   const absl::Time start = absl::Now();

@@ -89,6 +89,11 @@ void BufferRing::Recycle(std::uint16_t id) {
   if (on_recycle_ != nullptr) on_recycle_(on_recycle_context_);
 }
 
+bool BufferRing::ReleaseFreePages() {
+  if (available_ != count_) return false;
+  return madvise(storage_, storage_bytes_, MADV_DONTNEED) == 0;
+}
+
 IoBuffer IoBuffer::Copy(absl::Span<const std::uint8_t> bytes) {
   return Filled(bytes.size(), [&](absl::Span<std::uint8_t> space) {
     if (!bytes.empty()) std::memcpy(space.data(), bytes.data(), bytes.size());

@@ -40,6 +40,10 @@ class BufferRing {
   IoBuffer Claim(std::uint16_t id, std::size_t length);
   // Hands `id` back to the kernel.
   void Recycle(std::uint16_t id);
+  // When every buffer is free, drops their pages (they come back zero-filled on first use).
+  // Only safe while the kernel cannot be filling one, i.e. on the loop thread outside
+  // io_uring_enter with DEFER_TASKRUN. Returns whether it did.
+  bool ReleaseFreePages();
 
   // Called after each recycle; the loop uses it to restart receives that ran out of buffers.
   void set_on_recycle(void (*callback)(void*), void* context) {

@@ -141,6 +141,34 @@ TEST(RelayTest, RelaysEightMebibytesBothWaysWithHalfClose) {
   EXPECT_EQ(result.b_to_a_bytes, server.out.size());
 }
 
+// One client through `proxy` to the backend listening on `backend_fd`: `size` random bytes
+// each way, checked on both ends, the relay's result recorded.
+void ExchangeThrough(EventLoop& loop, RelayProxy& proxy, int backend_fd, std::size_t size,
+                     std::uint32_t seed) {
+  Endpoint client(RandomBytes(size, seed));
+  Endpoint server(RandomBytes(size, seed + 100));
+  const std::size_t results_before = proxy.results().size();
+  std::atomic<int> finished{0};
+  std::thread client_thread([&] {
+    auto fd = ConnectLoopback(proxy.port());
+    if (fd.ok()) client.Exchange(fd->get());
+    ++finished;
+  });
+  std::thread server_thread([&] {
+    auto fd = AcceptOne(backend_fd);
+    if (fd.ok()) server.Exchange(fd->get());
+    ++finished;
+  });
+  auto done = loop.RunUntil(
+      [&] { return finished == 2 && proxy.results().size() > results_before; }, absl::Seconds(60));
+  client_thread.join();
+  server_thread.join();
+  ASSERT_TRUE(done.ok() && *done);
+  ASSERT_TRUE(client.in.ok() && server.in.ok());
+  EXPECT_TRUE(*server.in == client.out);
+  EXPECT_TRUE(*client.in == server.out);
+}
+
 TEST(RelayTest, TinyBufferRingStillRelaysEverything) {
   // Four 4 KiB receive buffers shared by both directions: receives run out of buffers
   // (-ENOBUFS) all the time and must resume when one is handed back.
@@ -153,29 +181,30 @@ TEST(RelayTest, TinyBufferRingStillRelaysEverything) {
   RelayProxy proxy(*loop, PortOf(backend->get()), {});
   ASSERT_TRUE(proxy.status().ok());
 
-  Endpoint client(RandomBytes(2 << 20, 31));
-  Endpoint server(RandomBytes(2 << 20, 32));
-  std::atomic<int> finished{0};
-  std::thread client_thread([&] {
-    auto fd = ConnectLoopback(proxy.port());
-    if (fd.ok()) client.Exchange(fd->get());
-    ++finished;
-  });
-  std::thread server_thread([&] {
-    auto fd = AcceptOne(backend->get());
-    if (fd.ok()) server.Exchange(fd->get());
-    ++finished;
-  });
-  auto done = loop->RunUntil([&] { return finished == 2 && proxy.results().size() == 1; },
-                             absl::Seconds(60));
-  client_thread.join();
-  server_thread.join();
-  ASSERT_TRUE(done.ok() && *done);
-  ASSERT_TRUE(client.in.ok() && server.in.ok());
-  EXPECT_TRUE(*server.in == client.out);
-  EXPECT_TRUE(*client.in == server.out);
+  ExchangeThrough(*loop, proxy, backend->get(), 2 << 20, 31);
+  ASSERT_EQ(proxy.results().size(), 1u);
   EXPECT_TRUE(proxy.results()[0].status.ok()) << proxy.results()[0].status;
   EXPECT_EQ(loop->buffers().available(), loop->buffers().count());
+}
+
+// Receive buffers whose pages were dropped while idle fill again like fresh ones.
+TEST(RelayTest, RelaysAfterAnIdleTrimAsBefore) {
+  EventLoop::Options loop_options;
+  loop_options.idle_trim_interval = absl::Milliseconds(20);
+  NODEWARD_LOOP_OR_SKIP(loop, loop_options);
+  auto backend = ListenLoopback();
+  ASSERT_TRUE(backend.ok());
+  RelayProxy proxy(*loop, PortOf(backend->get()), {});
+  ASSERT_TRUE(proxy.status().ok());
+  std::uint64_t trims_before_last_exchange = 0;
+  for (int round = 0; round < 2; ++round) {
+    // A quiet spell since the last exchange began has dropped the buffers' pages.
+    auto trimmed = loop->RunUntil([&] { return loop->idle_trims() > trims_before_last_exchange; },
+                                  absl::Seconds(5));
+    ASSERT_TRUE(trimmed.ok() && *trimmed);
+    trims_before_last_exchange = loop->idle_trims();
+    ExchangeThrough(*loop, proxy, backend->get(), 1 << 20, 41 + round);
+  }
 }
 
 TEST(RelayTest, HalfCloseInEachDirectionIsForwarded) {

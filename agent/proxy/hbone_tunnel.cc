@@ -97,7 +97,7 @@ absl::Status HboneTunnel::Init() {
   wire_->Start(std::move(callbacks));
   // Clients speak first in TLS; the HTTP/2 preface waits in plain_out_ until it is up.
   Flush();
-  ArmIdleTimer();
+  ArmIdleTimer(options_.idle_timeout);
   return absl::OkStatus();
 }
 
@@ -503,19 +503,21 @@ void HboneTunnel::FlushAllForClose() {
   plain_out_offset_ = 0;
 }
 
-void HboneTunnel::ArmIdleTimer() {
+void HboneTunnel::ArmIdleTimer(absl::Duration delay) {
   std::weak_ptr<HboneTunnel> weak = weak_from_this();
-  idle_timer_ = wire_->loop().Timer(options_.idle_timeout, [weak](io::Completion& completion) {
+  idle_timer_ = wire_->loop().Timer(delay, [weak](io::Completion& completion) {
     auto self = weak.lock();
     if (self == nullptr || self->closed_ || completion.result == -ECANCELED) return;
     self->idle_timer_ = 0;
-    if (self->bridges_.empty() &&
-        absl::Now() - self->last_stream_end_ >= self->options_.idle_timeout) {
+    const absl::Duration quiet = absl::Now() - self->last_stream_end_;
+    if (self->bridges_.empty() && quiet >= self->options_.idle_timeout) {
       self->Drain("idle");
       if (self->bridges_.empty()) self->Close(absl::OkStatus());
       return;
     }
-    self->ArmIdleTimer();
+    // Look again when the last stream's end is idle_timeout old, not a whole period later.
+    self->ArmIdleTimer(self->bridges_.empty() ? self->options_.idle_timeout - quiet
+                                              : self->options_.idle_timeout);
   });
 }
 

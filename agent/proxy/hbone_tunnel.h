@@ -139,7 +139,7 @@ class HboneTunnel : public std::enable_shared_from_this<HboneTunnel> {
   void OnStreamClosed(hbone::StreamId id, const absl::Status& status);
   void MaybeFinishBridge(hbone::StreamId id);
   void FinishBridge(hbone::StreamId id, absl::Status status);
-  void ArmIdleTimer();
+  void ArmIdleTimer(absl::Duration delay);
 
   const Role role_;
   std::shared_ptr<io::Connection> wire_;

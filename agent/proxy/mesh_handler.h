@@ -37,6 +37,13 @@ namespace nodeward::proxy {
 // described from its enrollment, so decisions about it still follow its namespace's policy.
 policy::Pod PolicyPodFor(const policy::Snapshot& snapshot, const capture::PodMetadata& metadata);
 
+// The agent's worker loops give memory back after a burst once idle for 10 s.
+inline io::EventLoop::Options DefaultLoopOptions() {
+  io::EventLoop::Options options;
+  options.idle_trim_interval = absl::Seconds(10);
+  return options;
+}
+
 class MeshHandler : public capture::ConnectionHandler {
  public:
   struct Options {
@@ -51,7 +58,7 @@ class MeshHandler : public capture::ConnectionHandler {
     // Live connections (application side) beyond this are refused at once.
     std::size_t max_connections = 65536;
     HboneTunnel::Options tunnel;
-    io::EventLoop::Options loop;
+    io::EventLoop::Options loop = DefaultLoopOptions();
   };
 
   static absl::StatusOr<std::unique_ptr<MeshHandler>> Create(const Options& options,
