@@ -323,7 +323,10 @@ for run in $(seq "$RUNS"); do
   done
 done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
-log "memory, after the runs: nodeward"
+# Idle past the agents' 10 s trim interval first: "idle again" is what an operator sees between
+# bursts, not the moment the last one ends.
+log "memory, after the runs (15 s idle first): nodeward"
+sleep 15
 measure nodeward idle after --count="$IDLE" --pids="${PIDS_OF[nodeward]}"
 
 # Evidence that the nodeward row really was HBONE mTLS through both agents.
@@ -438,8 +441,10 @@ if [ "$b_p50" != "-" ] && [ "$n_p50" != "-" ]; then
   check "p99 no worse than best peer ($n_p99 vs $b_p99 us)" "$n_p99 <= $b_p99"
 fi
 if [ "${F[nodeward.maxpss]}" != "-" ]; then
-  check "agent PSS idle <= 20 MiB (largest agent: $(awk -v v="${F[nodeward.maxpss]}" 'BEGIN { printf "%.1f", v / 1024 }') MiB)" \
-    "${F[nodeward.maxpss]} <= 20 * 1024"
+  # Idle means fresh and also idle again after the runs: the larger of the two counts.
+  idle_max=$(awk -v a="${F[nodeward.maxpss]}" -v b="${after_max:-0}" 'BEGIN { print (b > a) ? b : a }')
+  check "agent PSS idle <= 20 MiB (largest agent: $(awk -v v="${F[nodeward.maxpss]}" 'BEGIN { printf "%.1f", v / 1024 }') MiB fresh, $(awk -v v="${after_max:-0}" 'BEGIN { printf "%.1f", v / 1024 }') MiB idle after the runs)" \
+    "$idle_max <= 20 * 1024"
 fi
 if [ "${F[nodeward.perconn]}" != "-" ]; then
   # Each proxied connection has a side in both agents; the target is per agent.
