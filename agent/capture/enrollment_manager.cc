@@ -22,6 +22,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -570,7 +571,7 @@ void EnrollmentManager::AcceptLoop() {
 
 void EnrollmentManager::AcceptFrom(const std::shared_ptr<InPodListener>& listener) {
   // Bounded per wake-up so one busy pod cannot starve the others' listeners.
-  for (int accepted = 0; accepted < 64; ++accepted) {
+  for (int count = 0; count < 64; ++count) {
     sockaddr_storage peer_storage{};
     socklen_t peer_length = sizeof(peer_storage);
     int fd = accept4(listener->fd(), reinterpret_cast<sockaddr*>(&peer_storage), &peer_length,
@@ -582,30 +583,17 @@ void EnrollmentManager::AcceptFrom(const std::shared_ptr<InPodListener>& listene
       }
       return;
     }
+    std::optional<InPodListener::Accepted> accepted = listener->Resolve(fd, [&] {
+      return SocketAddress::FromSockaddr(reinterpret_cast<const sockaddr*>(&peer_storage),
+                                         peer_length);
+    });
+    if (!accepted.has_value()) continue;
     if (listener->kind() == ListenerKind::kOutbound) {
-      absl::StatusOr<SocketAddress> peer = SocketAddress::FromSockaddr(
-          reinterpret_cast<const sockaddr*>(&peer_storage), peer_length);
-      absl::StatusOr<SocketAddress> destination =
-          peer.ok() ? listener->OriginalDestination(*peer) : peer.status();
-      if (!destination.ok()) {
-        Log(LogLevel::kWarning, "outbound pod=", listener->pod()->display_name(),
-            " peer=", peer.ok() ? peer->ToString() : "?",
-            " refused reason=", destination.status().ToString());
-        close(fd);
-        continue;
-      }
-      handler_->OnOutbound(listener->pod(), fd, *destination);
-      continue;
+      handler_->OnOutbound(listener->pod(), fd, accepted->destination);
+    } else {
+      handler_->OnInbound(listener->pod(), fd, accepted->port,
+                          listener->kind() == ListenerKind::kTunnel);
     }
-    absl::StatusOr<SocketAddress> local = SocketAddress::LocalOf(fd);
-    if (!local.ok()) {
-      Log(LogLevel::kWarning, "inbound pod=", listener->pod()->display_name(),
-          " refused reason=", local.status().ToString());
-      close(fd);
-      continue;
-    }
-    handler_->OnInbound(listener->pod(), fd, local->port,
-                        listener->kind() == ListenerKind::kTunnel);
   }
 }
 

@@ -5,6 +5,8 @@
 
 #include <utility>
 
+#include "agent/capture/capture_log.h"
+
 namespace nodeward::capture {
 
 InPodListener::InPodListener(int fd, Kind kind, std::shared_ptr<const CapturedPod> pod,
@@ -26,6 +28,35 @@ absl::StatusOr<bpf::SocketAddress> InPodListener::OriginalDestination(
     const bpf::SocketAddress& client) const {
   // The listener lives in the pod's netns, so the client does too.
   return dataplane_->TakeOriginalDestination(client, pod_->netns_cookie());
+}
+
+std::optional<InPodListener::Accepted> InPodListener::Resolve(
+    int fd, absl::FunctionRef<absl::StatusOr<bpf::SocketAddress>()> client) const {
+  Accepted accepted;
+  if (kind_ == Kind::kOutbound) {
+    absl::StatusOr<bpf::SocketAddress> peer = client();
+    absl::StatusOr<bpf::SocketAddress> destination =
+        peer.ok() ? OriginalDestination(*peer) : peer.status();
+    if (!destination.ok()) {
+      Log(LogLevel::kWarning, "outbound pod=", pod_->display_name(),
+          " peer=", peer.ok() ? peer->ToString() : "?",
+          " refused reason=", destination.status().ToString());
+      close(fd);
+      return std::nullopt;
+    }
+    accepted.client = *peer;
+    accepted.destination = *destination;
+    return accepted;
+  }
+  absl::StatusOr<bpf::SocketAddress> local = bpf::SocketAddress::LocalOf(fd);
+  if (!local.ok()) {
+    Log(LogLevel::kWarning, "inbound pod=", pod_->display_name(),
+        " refused reason=", local.status().ToString());
+    close(fd);
+    return std::nullopt;
+  }
+  accepted.port = local->port;
+  return accepted;
 }
 
 }  // namespace nodeward::capture

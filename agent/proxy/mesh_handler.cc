@@ -215,14 +215,21 @@ bool MeshHandler::Admit(int fd, absl::FunctionRef<std::string()> description) {
   return true;
 }
 
+bool MeshHandler::AdmitOutbound(const capture::CapturedPod& pod, int fd,
+                                const bpf::SocketAddress& destination) {
+  return Admit(fd, [&] {
+    return absl::StrCat("pod=", pod.display_name(), " outbound to ", destination.ToString());
+  });
+}
+
+bool MeshHandler::AdmitInbound(const capture::CapturedPod& pod, int fd, uint16_t port) {
+  return Admit(fd,
+               [&] { return absl::StrCat("pod=", pod.display_name(), " inbound port ", port); });
+}
+
 void MeshHandler::OnOutbound(std::shared_ptr<const capture::CapturedPod> pod, int client_fd,
                              const bpf::SocketAddress& original_destination) {
-  if (!Admit(client_fd, [&] {
-        return absl::StrCat("pod=", pod->display_name(), " outbound to ",
-                            original_destination.ToString());
-      })) {
-    return;
-  }
+  if (!AdmitOutbound(*pod, client_fd, original_destination)) return;
   Worker& worker = WorkerFor(*pod);
   worker.thread->Post([this, &worker, pod = std::move(pod), client_fd, original_destination] {
     HandleOutbound(worker, pod, client_fd, original_destination);
@@ -231,11 +238,7 @@ void MeshHandler::OnOutbound(std::shared_ptr<const capture::CapturedPod> pod, in
 
 void MeshHandler::OnInbound(std::shared_ptr<const capture::CapturedPod> pod, int fd,
                             uint16_t original_port, bool via_tunnel_port) {
-  if (!Admit(fd, [&] {
-        return absl::StrCat("pod=", pod->display_name(), " inbound port ", original_port);
-      })) {
-    return;
-  }
+  if (!AdmitInbound(*pod, fd, original_port)) return;
   Worker& worker = WorkerFor(*pod);
   worker.thread->Post([this, &worker, pod = std::move(pod), fd, original_port, via_tunnel_port] {
     HandleInbound(worker, pod, fd, original_port, via_tunnel_port);
@@ -276,40 +279,18 @@ void MeshHandler::ArmPodAccept(Worker& worker, std::shared_ptr<capture::InPodLis
 }
 
 void MeshHandler::OnPodAccepted(Worker& worker, const capture::InPodListener& listener, int fd) {
-  const std::shared_ptr<const capture::CapturedPod>& pod = listener.pod();
+  // A multishot accept does not return the peer: the socket is asked, for outbound only.
+  std::optional<capture::InPodListener::Accepted> accepted =
+      listener.Resolve(fd, [fd] { return bpf::SocketAddress::PeerOf(fd); });
+  if (!accepted.has_value()) return;
+  const capture::CapturedPod& pod = *listener.pod();
   if (listener.kind() == capture::InPodListener::Kind::kOutbound) {
-    absl::StatusOr<bpf::SocketAddress> peer = bpf::SocketAddress::PeerOf(fd);
-    absl::StatusOr<bpf::SocketAddress> destination =
-        peer.ok() ? listener.OriginalDestination(*peer) : peer.status();
-    if (!destination.ok()) {
-      Log(LogLevel::kWarning, "outbound pod=", pod->display_name(),
-          " peer=", peer.ok() ? peer->ToString() : "?",
-          " refused reason=", destination.status().ToString());
-      close(fd);
-      return;
-    }
-    if (!Admit(fd, [&] {
-          return absl::StrCat("pod=", pod->display_name(), " outbound to ",
-                              destination->ToString());
-        })) {
-      return;
-    }
-    HandleOutbound(worker, pod, fd, *destination, *peer);
+    if (!AdmitOutbound(pod, fd, accepted->destination)) return;
+    HandleOutbound(worker, listener.pod(), fd, accepted->destination, accepted->client);
     return;
   }
-  absl::StatusOr<bpf::SocketAddress> local = bpf::SocketAddress::LocalOf(fd);
-  if (!local.ok()) {
-    Log(LogLevel::kWarning, "inbound pod=", pod->display_name(),
-        " refused reason=", local.status().ToString());
-    close(fd);
-    return;
-  }
-  if (!Admit(fd, [&] {
-        return absl::StrCat("pod=", pod->display_name(), " inbound port ", local->port);
-      })) {
-    return;
-  }
-  HandleInbound(worker, pod, fd, local->port,
+  if (!AdmitInbound(pod, fd, accepted->port)) return;
+  HandleInbound(worker, listener.pod(), fd, accepted->port,
                 listener.kind() == capture::InPodListener::Kind::kTunnel);
 }
 

@@ -119,6 +119,9 @@ class MeshHandler : public capture::ConnectionHandler {
   std::shared_ptr<const capture::CapturedPod> LocalPodByIp(const std::string& ip) const;
   // `description` names the connection in the log line of a refusal.
   bool Admit(int fd, absl::FunctionRef<std::string()> description);
+  bool AdmitOutbound(const capture::CapturedPod& pod, int fd,
+                     const bpf::SocketAddress& destination);
+  bool AdmitInbound(const capture::CapturedPod& pod, int fd, uint16_t port);
   void ArmPodAccept(Worker& worker, std::shared_ptr<capture::InPodListener> listener);
   void OnPodAccepted(Worker& worker, const capture::InPodListener& listener, int fd);
 
