@@ -136,10 +136,13 @@ absl::Status Relay::PumpThroughTransform() {
       transform_write_closed_ = true;
     }
 
-    while (transform_->PendingWire() > 0) {
-      const std::size_t read = transform_->ReadWire(absl::MakeSpan(scratch_));
-      if (read == 0) break;
-      a_->Send(IoBuffer::Copy(absl::MakeConstSpan(scratch_.data(), read)));
+    while (const std::size_t pending = transform_->PendingWire()) {
+      // Encoded bytes go straight into the chunk A sends, not through scratch_ and a copy.
+      IoBuffer chunk = IoBuffer::Filled(
+          std::min(pending, kTransformChunk),
+          [&](absl::Span<std::uint8_t> space) { return transform_->ReadWire(space); });
+      if (chunk.empty()) break;
+      a_->Send(std::move(chunk));
     }
   }
   if (a_eof_ && from_a_.empty()) {
