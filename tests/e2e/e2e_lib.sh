@@ -69,6 +69,25 @@ trap 'exit 1' INT TERM
 
 run_dir="/run/nodeward-sandbox/$name"
 
+# up_mesh [LINE...]: the shared two-node topology (tests/e2e/mesh) up as $name, each LINE
+# appended to its mesh.yaml first.
+up_mesh() {
+  cp -r "$(dirname "$0")/mesh/." "$work/"
+  local line
+  for line in "$@"; do echo "$line" >> "$work/mesh.yaml"; done
+  "$sandbox_bin" up "$work/mesh.yaml" --bin-dir "$bin_dir" --name="$name" > "$work/up.log" ||
+    { cat "$work/up.log"; fail "up"; exit 1; }
+}
+
+# run_demo FILE: `nodeward-sandbox demo FILE` as $name, its output also in $work/out; a failure
+# unless it exits 0 and says PASS.
+run_demo() {
+  "$sandbox_bin" demo "$1" --bin-dir "$bin_dir" --name="$name" | tee "$work/out"
+  local rc=${PIPESTATUS[0]}
+  [ "$rc" -eq 0 ] || fail "demo exited $rc"
+  grep -q "^demo: PASS" "$work/out" || fail "no 'demo: PASS'"
+}
+
 # in_pod POD CMD...: CMD inside POD (netns and node cgroup).
 in_pod() {
   local pod=$1

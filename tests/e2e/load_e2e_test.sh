@@ -8,9 +8,7 @@ bin_dir=$2
 prefix=ld
 source "$(dirname "$0")/e2e_lib.sh"
 
-cp -r "$(dirname "$0")/mesh/." "$work/"
-"$sandbox_bin" up "$work/mesh.yaml" --bin-dir "$bin_dir" --name="$name" > "$work/up.log" ||
-  { cat "$work/up.log"; fail "up"; exit 1; }
+up_mesh
 server=10.241.2.2:8080
 
 begin=$(($(date +%s%N) / 1000000))

@@ -18,9 +18,6 @@ cp -r "$(dirname "$0")/policy/." "$work/"
   { fail "pki"; exit 1; }
 sed -i "s|@PKI_DIR@|$work/pki|g" "$work/config/destination-rules.yaml"
 
-"$sandbox_bin" demo "$work/policy.yaml" --bin-dir "$bin_dir" --name="$name" | tee "$work/out"
-rc=${PIPESTATUS[0]}
-[ "$rc" -eq 0 ] || fail "demo exited $rc"
-grep -q "^demo: PASS" "$work/out" || fail "no 'demo: PASS'"
+run_demo "$work/policy.yaml"
 grep -q "mTLS (server saw spiffe://cluster.local/ns/mesh-a/sa/client)" "$work/out" ||
   fail "no mTLS row with the server's view of the client"

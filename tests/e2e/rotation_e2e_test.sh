@@ -12,10 +12,7 @@ ctl=${3:-}
 prefix=ro
 source "$(dirname "$0")/e2e_lib.sh"
 
-cp -r "$(dirname "$0")/mesh/." "$work/"
-echo "certLifetime: 6s" >> "$work/mesh.yaml"
-"$sandbox_bin" up "$work/mesh.yaml" --bin-dir "$bin_dir" --name="$name" > "$work/up.log" ||
-  { cat "$work/up.log"; fail "up"; exit 1; }
+up_mesh "certLifetime: 6s"
 server=10.241.2.2
 
 # The serial of the certificate the server's agent presents on its HBONE port (TLS 1.3 sends

@@ -13,10 +13,7 @@ prefix=dm
 source "$(dirname "$0")/e2e_lib.sh"
 
 echo "== demo"
-"$sandbox_bin" demo "$demo_file" --bin-dir "$bin_dir" --name="$name" | tee "$work/out"
-rc=${PIPESTATUS[0]}
-[ "$rc" -eq 0 ] || fail "demo exited $rc"
-grep -q "^demo: PASS" "$work/out" || fail "no 'demo: PASS'"
+run_demo "$demo_file"
 grep -q "mTLS (server saw spiffe://cluster.local/ns/frontend/sa/web)" "$work/out" ||
   fail "no mTLS row with the server's view of web"
 grep -q "refused: " "$work/out" || fail "no refused row"
