@@ -226,6 +226,14 @@ std::optional<ChainFailure> VerifyChain(X509* leaf, STACK_OF(X509) * untrusted, 
                               "unknown CA: ", where, " does not chain to a trusted root (",
                               X509_verify_cert_error_string(error), ")")),
                           SSL_AD_UNKNOWN_CA};
+    case X509_V_ERR_CERT_REVOKED:
+      return ChainFailure{absl::UnauthenticatedError(absl::StrCat(where, " is revoked by a CRL")),
+                          SSL_AD_CERTIFICATE_REVOKED};
+    case X509_V_ERR_UNABLE_TO_GET_CRL:
+      return ChainFailure{absl::UnauthenticatedError(
+                              absl::StrCat("no CRL of its issuer covers ", where,
+                                           " (with CRLs given, every CA of the chain needs one)")),
+                          SSL_AD_BAD_CERTIFICATE};
     default:
       return ChainFailure{
           absl::UnauthenticatedError(

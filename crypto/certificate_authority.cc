@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -510,6 +511,70 @@ absl::StatusOr<SignedCertificate> CertificateAuthority::IssueServerCertificate(
   spec.subject = {{NID_commonName, dns_names.front()}};
   spec.dns_sans = dns_names;
   return SignWithChain(spec, *impl_);
+}
+
+}  // namespace nodeward::crypto
+
+namespace nodeward::crypto {
+
+absl::StatusOr<std::string> CertificateAuthority::IssueRevocationList(
+    const std::vector<std::string>& revoked_serials_hex, absl::Duration lifetime) const {
+  if (lifetime <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("requested lifetime must be positive");
+  }
+  const absl::Time this_update = absl::Now() - kClockSkewBackdate;
+  bssl::UniquePtr<ASN1_TIME> last(ASN1_TIME_set(nullptr, absl::ToTimeT(this_update)));
+  bssl::UniquePtr<ASN1_TIME> next(ASN1_TIME_set(nullptr, absl::ToTimeT(this_update + lifetime)));
+  bssl::UniquePtr<X509_CRL> crl(X509_CRL_new());
+  if (last == nullptr || next == nullptr || crl == nullptr ||
+      !X509_CRL_set_version(crl.get(), X509_CRL_VERSION_2) ||
+      !X509_CRL_set_issuer_name(crl.get(), X509_get_subject_name(impl_->signing_cert.get())) ||
+      !X509_CRL_set1_lastUpdate(crl.get(), last.get()) ||
+      !X509_CRL_set1_nextUpdate(crl.get(), next.get())) {
+    return internal::ErrorFromQueue(absl::StatusCode::kInternal, "building CRL");
+  }
+  for (const std::string& hex : revoked_serials_hex) {
+    if (hex.empty() || hex.size() % 2 != 0 ||
+        hex.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat("not a hex serial: \"", hex, "\""));
+    }
+    const std::string bytes = absl::HexStringToBytes(hex);
+    bssl::UniquePtr<ASN1_INTEGER> serial(ASN1_INTEGER_new());
+    bssl::UniquePtr<X509_REVOKED> revoked(X509_REVOKED_new());
+    if (serial == nullptr || revoked == nullptr ||
+        !ASN1_STRING_set(serial.get(), bytes.data(), static_cast<int>(bytes.size())) ||
+        !X509_REVOKED_set_serialNumber(revoked.get(), serial.get()) ||
+        !X509_REVOKED_set_revocationDate(revoked.get(), last.get()) ||
+        !X509_CRL_add0_revoked(crl.get(), revoked.get())) {
+      return internal::ErrorFromQueue(absl::StatusCode::kInternal, "adding a revoked serial");
+    }
+    revoked.release();  // owned by the CRL now
+  }
+  // RFC 5280 5.2: the issuer's key identifier tells apart CAs of the same name (verification
+  // then skips a CRL of another CA instead of failing its signature), and the CRL number grows
+  // with every CRL this CA issues.
+  X509V3_CTX ctx;
+  X509V3_set_ctx(&ctx, impl_->signing_cert.get(), nullptr, nullptr, crl.get(), 0);
+  bssl::UniquePtr<X509_EXTENSION> akid(
+      X509V3_EXT_nconf_nid(nullptr, &ctx, NID_authority_key_identifier, "keyid:always"));
+  bssl::UniquePtr<ASN1_INTEGER> number(ASN1_INTEGER_new());
+  if (akid == nullptr || !X509_CRL_add_ext(crl.get(), akid.get(), -1) || number == nullptr ||
+      !ASN1_INTEGER_set_uint64(number.get(),
+                               static_cast<std::uint64_t>(absl::ToUnixMicros(absl::Now()))) ||
+      !X509_CRL_add1_ext_i2d(crl.get(), NID_crl_number, number.get(), 0, 0)) {
+    return internal::ErrorFromQueue(absl::StatusCode::kInternal, "adding CRL extensions");
+  }
+  if (!X509_CRL_sort(crl.get()) || !X509_CRL_sign(crl.get(), impl_->key.get(), EVP_sha256())) {
+    return internal::ErrorFromQueue(absl::StatusCode::kInternal, "signing CRL");
+  }
+  bssl::UniquePtr<BIO> bio(BIO_new(BIO_s_mem()));
+  if (bio == nullptr || !PEM_write_bio_X509_CRL(bio.get(), crl.get())) {
+    return internal::ErrorFromQueue(absl::StatusCode::kInternal, "encoding CRL");
+  }
+  const std::uint8_t* data = nullptr;
+  std::size_t length = 0;
+  BIO_mem_contents(bio.get(), &data, &length);
+  return std::string(reinterpret_cast<const char*>(data), length);
 }
 
 }  // namespace nodeward::crypto

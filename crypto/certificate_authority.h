@@ -66,6 +66,12 @@ class CertificateAuthority {
       const PrivateKey& key, const std::vector<std::string>& dns_names,
       absl::Duration lifetime) const;
 
+  // A CRL (PEM) signed by this CA, revoking the certificates it issued with these serials
+  // (`CertificateInfo::serial_hex`), valid from now for `lifetime`: what a DestinationRule's
+  // caCrl names (tests, the sandbox). An empty list makes a CRL that revokes nothing.
+  absl::StatusOr<std::string> IssueRevocationList(
+      const std::vector<std::string>& revoked_serials_hex, absl::Duration lifetime) const;
+
   const std::string& trust_domain() const;
   std::string RootsPem() const;
   CertificateInfo SigningCertificate() const;

@@ -28,7 +28,10 @@ struct TlsCredentials {
 struct OriginationSettings {
   enum class Mode { kSimple, kMutual };
   Mode mode = Mode::kSimple;
-  std::string ca_certificates_pem;             // required unless insecure_skip_verify
+  std::string ca_certificates_pem;  // required unless insecure_skip_verify
+  // CRLs (PEM, one or more). When set, every certificate of the server's chain must be covered
+  // by a CRL of its issuer, and one listed there is refused (Envoy's rule for caCrl).
+  std::string ca_crl_pem;
   std::vector<std::string> subject_alt_names;  // any one must match a DNS/URI/IP SAN
   std::string sni;
   bool insecure_skip_verify = false;

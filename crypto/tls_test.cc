@@ -7,6 +7,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "crypto/certificate_authority.h"
 #include "crypto/keys.h"
 #include "crypto/test_csrs.h"
@@ -627,6 +628,23 @@ class OriginationTest : public TlsTest {
     return settings;
   }
 
+  // A TLS server outside the mesh whose certificate ca_ signed for `dns_names`.
+  struct CaSignedServer {
+    SignedCertificate issued;
+    std::shared_ptr<const TlsContext> context;
+  };
+  absl::StatusOr<CaSignedServer> ServerSignedByCa(const std::vector<std::string>& dns_names) {
+    auto key = PrivateKey::GenerateP256();
+    if (!key.ok()) return key.status();
+    auto issued = ca_->IssueServerCertificate(*key, dns_names, absl::Hours(1));
+    if (!issued.ok()) return issued.status();
+    auto key_pem = key->ToPem();
+    if (!key_pem.ok()) return key_pem.status();
+    auto context = TlsContext::PlainServer({issued->chain_pem, *key_pem});
+    if (!context.ok()) return context.status();
+    return CaSignedServer{*std::move(issued), *std::move(context)};
+  }
+
   std::shared_ptr<const TlsContext> external_server_;
 };
 
@@ -644,28 +662,23 @@ TEST_F(OriginationTest, SimpleMatchesSubjectAltNames) {
 }
 
 TEST_F(OriginationTest, ServerCertificateWithDnsNamesFromTheCa) {
-  auto key = PrivateKey::GenerateP256();
-  ASSERT_TRUE(key.ok()) << key.status();
-  auto issued =
-      ca_->IssueServerCertificate(*key, {"ext.example.com", "*.svc.example.com"}, absl::Hours(1));
-  ASSERT_TRUE(issued.ok()) << issued.status();
-  EXPECT_FALSE(issued->leaf.spiffe_id.has_value());
-  EXPECT_FALSE(issued->leaf.is_ca);
-  auto key_pem = key->ToPem();
-  ASSERT_TRUE(key_pem.ok());
-  auto server = TlsContext::PlainServer({issued->chain_pem, *key_pem});
+  auto server = ServerSignedByCa({"ext.example.com", "*.svc.example.com"});
   ASSERT_TRUE(server.ok()) << server.status();
+  EXPECT_FALSE(server->issued.leaf.spiffe_id.has_value());
+  EXPECT_FALSE(server->issued.leaf.is_ca);
   OriginationSettings settings;
-  settings.ca_certificates_pem = issued->roots_pem;
+  settings.ca_certificates_pem = server->issued.roots_pem;
   settings.subject_alt_names = {"ext.example.com"};
-  EXPECT_TRUE(Connect(settings, "", *server).client.ok());
+  EXPECT_TRUE(Connect(settings, "", server->context).client.ok());
   settings.subject_alt_names = {"a.svc.example.com"};
-  EXPECT_TRUE(Connect(settings, "", *server).client.ok());
+  EXPECT_TRUE(Connect(settings, "", server->context).client.ok());
   settings.subject_alt_names = {"other.example.com"};
-  Outcome outcome = Connect(settings, "", *server);
+  Outcome outcome = Connect(settings, "", server->context);
   EXPECT_EQ(outcome.client.code(), absl::StatusCode::kPermissionDenied);
   EXPECT_THAT(Message(outcome.client), HasSubstr("DNS:ext.example.com"));
 
+  auto key = PrivateKey::GenerateP256();
+  ASSERT_TRUE(key.ok()) << key.status();
   EXPECT_FALSE(ca_->IssueServerCertificate(*key, {}, absl::Hours(1)).ok());
   EXPECT_FALSE(ca_->IssueServerCertificate(*key, {"bad name,URI:x"}, absl::Hours(1)).ok());
   EXPECT_FALSE(ca_->IssueServerCertificate(*key, {"ext.example.com"}, absl::ZeroDuration()).ok());
@@ -692,6 +705,47 @@ TEST_F(OriginationTest, SimpleRefusesUntrustedServer) {
   auto ctx = TlsContext::OriginationClient(OriginationSettings{});
   ASSERT_FALSE(ctx.ok());
   EXPECT_THAT(Message(ctx.status()), HasSubstr("caCertificates"));
+}
+
+TEST_F(OriginationTest, CaCrlRefusesARevokedServerOnly) {
+  auto server = ServerSignedByCa({"ext.example.com"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  OriginationSettings settings;
+  settings.ca_certificates_pem = server->issued.roots_pem;
+  settings.subject_alt_names = {"ext.example.com"};
+
+  auto revokes_nothing = ca_->IssueRevocationList({}, absl::Hours(1));
+  ASSERT_TRUE(revokes_nothing.ok()) << revokes_nothing.status();
+  auto revokes_other = ca_->IssueRevocationList({"0badc0de"}, absl::Hours(1));
+  ASSERT_TRUE(revokes_other.ok()) << revokes_other.status();
+  for (const std::string* crl : {&*revokes_nothing, &*revokes_other}) {
+    settings.ca_crl_pem = *crl;
+    Outcome outcome = Connect(settings, "", server->context);
+    EXPECT_TRUE(outcome.client.ok()) << outcome.client;
+  }
+
+  auto revokes_server =
+      ca_->IssueRevocationList({"0badc0de", server->issued.leaf.serial_hex}, absl::Hours(1));
+  ASSERT_TRUE(revokes_server.ok()) << revokes_server.status();
+  // Several CRLs in one file (one per CA) all count.
+  auto other_ca_crl = other_ca_->IssueRevocationList({}, absl::Hours(1));
+  ASSERT_TRUE(other_ca_crl.ok()) << other_ca_crl.status();
+  settings.ca_crl_pem = absl::StrCat(*other_ca_crl, *revokes_server);
+  Outcome outcome = Connect(settings, "", server->context);
+  EXPECT_EQ(outcome.client.code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_THAT(Message(outcome.client), HasSubstr("certificate is revoked by a CRL"));
+  EXPECT_THAT(Message(outcome.server), HasSubstr("certificate revoked"));
+
+  settings.ca_crl_pem = "-----BEGIN X509 CRL-----\nnot base64\n-----END X509 CRL-----\n";
+  auto bad = TlsContext::OriginationClient(settings);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(Message(bad.status()), HasSubstr("caCrl"));
+  settings.ca_crl_pem = absl::StrCat(*revokes_nothing, "trailing garbage");
+  EXPECT_TRUE(TlsContext::OriginationClient(settings).ok())
+      << "text after the last PEM block is ignored, as for certificates";
+
+  EXPECT_FALSE(ca_->IssueRevocationList({"xyz"}, absl::Hours(1)).ok());
+  EXPECT_FALSE(ca_->IssueRevocationList({}, absl::ZeroDuration()).ok());
 }
 
 TEST_F(OriginationTest, MutualPresentsClientCertificate) {

@@ -37,6 +37,20 @@ absl::Status MakeServerPki(const std::string& out, const std::vector<std::string
       !s.ok()) {
     return s;
   }
+  // Two CRLs for a DestinationRule's caCrl: one that revokes nothing, one that revokes the
+  // server certificate just written.
+  absl::StatusOr<std::string> revokes_nothing = (*ca)->IssueRevocationList({}, absl::Hours(24));
+  if (!revokes_nothing.ok()) return revokes_nothing.status();
+  absl::StatusOr<std::string> revokes_server =
+      (*ca)->IssueRevocationList({issued->leaf.serial_hex}, absl::Hours(24));
+  if (!revokes_server.ok()) return revokes_server.status();
+  if (absl::Status s = WriteFile(absl::StrCat(out, "/crl.pem"), *revokes_nothing); !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = WriteFile(absl::StrCat(out, "/crl-server-revoked.pem"), *revokes_server);
+      !s.ok()) {
+    return s;
+  }
   return WriteFile(absl::StrCat(out, "/ca.pem"), issued->roots_pem);
 }
 

@@ -12,7 +12,8 @@ namespace nodeward::sandbox {
 
 // Writes into `out` (created if missing): ca/ (the CA's own files), ca.pem (the root to put in
 // a DestinationRule's caCertificates), server-cert.pem and server-key.pem (mode 0600) for
-// `dns_names`. A CA already in `out/ca` is reused.
+// `dns_names`, and for a DestinationRule's caCrl crl.pem (revokes nothing) and
+// crl-server-revoked.pem (revokes that server certificate). A CA already in `out/ca` is reused.
 absl::Status MakeServerPki(const std::string& out, const std::vector<std::string>& dns_names);
 
 }  // namespace nodeward::sandbox

@@ -5,8 +5,6 @@
 
 #include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 #include <thread>
 #include <utility>
 
@@ -18,7 +16,6 @@
 #include "agent/io/relay.h"
 #include "agent/io/socket.h"
 #include "agent/io/tls_transform.h"
-#include "common/files.h"
 #include "policy/decisions.h"
 
 namespace nodeward::proxy {
@@ -45,34 +42,6 @@ void ResetConnection(io::Connection& connection, const absl::Status& reason) {
 std::string HostPort(const std::string& address, uint32_t port) {
   return address.find(':') == std::string::npos ? absl::StrCat(address, ":", port)
                                                 : absl::StrCat("[", address, "]:", port);
-}
-
-// DestinationRule ClientTLSSettings -> what the TLS engine needs. File paths are read here,
-// per connection, so a rotated file is picked up without a restart.
-absl::StatusOr<crypto::OriginationSettings> OriginationFrom(const policy::ClientTlsSettings& tls) {
-  if (!tls.credential_name.empty()) {
-    return absl::UnimplementedError(
-        "credentialName (Kubernetes secrets) is not supported; use file paths");
-  }
-  crypto::OriginationSettings settings;
-  settings.mode = tls.mode == policy::TlsMode::kMutual ? crypto::OriginationSettings::Mode::kMutual
-                                                       : crypto::OriginationSettings::Mode::kSimple;
-  settings.subject_alt_names = tls.subject_alt_names;
-  settings.sni = tls.sni;
-  settings.insecure_skip_verify = tls.insecure_skip_verify;
-  if (!tls.ca_certificates.empty()) {
-    absl::StatusOr<std::string> ca = ReadFile(tls.ca_certificates);
-    if (!ca.ok()) return ca.status();
-    settings.ca_certificates_pem = *std::move(ca);
-  }
-  if (settings.mode == crypto::OriginationSettings::Mode::kMutual) {
-    absl::StatusOr<std::string> cert = ReadFile(tls.client_certificate);
-    if (!cert.ok()) return cert.status();
-    absl::StatusOr<std::string> key = ReadFile(tls.private_key);
-    if (!key.ok()) return key.status();
-    settings.client_credentials = crypto::TlsCredentials{*std::move(cert), *std::move(key)};
-  }
-  return settings;
 }
 
 }  // namespace
@@ -464,11 +433,8 @@ void MeshHandler::HandleOutbound(Worker& worker, std::shared_ptr<const capture::
     case policy::OutboundAction::kTlsOrigination: {
       flow->record.mode = "tls_origination";
       flow->record.connection_security_policy = "none";
-      absl::StatusOr<crypto::OriginationSettings> settings = OriginationFrom(*decision.origination);
       absl::StatusOr<std::shared_ptr<const crypto::TlsContext>> context =
-          settings.ok()
-              ? crypto::TlsContext::OriginationClient(*settings)
-              : absl::StatusOr<std::shared_ptr<const crypto::TlsContext>>(settings.status());
+          origination_contexts_.Get(*decision.origination);
       if (!context.ok()) {
         Refuse(flow, app, absl::StrCat("TLS origination: ", context.status().message()));
         return;

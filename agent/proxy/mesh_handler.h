@@ -28,6 +28,7 @@
 #include "agent/proxy/access_log.h"
 #include "agent/proxy/credentials.h"
 #include "agent/proxy/hbone_tunnel.h"
+#include "agent/proxy/origination_contexts.h"
 #include "agent/proxy/traffic_metrics.h"
 #include "policy/source.h"
 
@@ -177,6 +178,7 @@ class MeshHandler : public capture::ConnectionHandler {
   std::atomic<bool> draining_{false};
   std::atomic<std::uint64_t> endpoint_hint_{0};
   TrafficMetrics metrics_;
+  OriginationContexts origination_contexts_;
 
   mutable absl::Mutex pods_mutex_;
   absl::flat_hash_map<std::string, std::shared_ptr<const capture::CapturedPod>> pods_by_ip_
