@@ -7,7 +7,9 @@
 # Rows: direct TCP pa -> pb (pods outside the mesh, same nodes and links as the mesh path);
 # nodeward client -> server (both agents, HBONE mTLS); per peer, a client-side proxy in pa
 # (plaintext in on 127.0.0.1) and a server-side proxy in pb, mutual TLS 1.3 between them with
-# the same ECDSA P-256 certificates (made by `mesh_bench certs`), session resumption on.
+# the same ECDSA P-256 certificates (made by `mesh_bench certs`), session resumption on;
+# tcp-relay: a HAProxy pair placed like the peers but without TLS, a reference for what the
+# extra relays and hops cost before any encryption (not a peer: never the "best peer").
 # Figures are medians of RUNS runs; the rows take turns within a run. Everything created
 # (sandbox, processes, temp dir) is removed at the end, also on failure.
 #
@@ -158,45 +160,56 @@ setup_nginx() {
   PIDS_OF[nginx]="$a,$b"  # the workers are added once they are up
 }
 
+# write_haproxy ROW CLIENT_PORT SERVER_PORT CLIENT_SSL SERVER_SSL: a HAProxy pair in TCP mode,
+# 127.0.0.1:CLIENT_PORT in pa to PB_IP:SERVER_PORT to the server in pb, with the given `server`
+# and `bind` TLS options (empty: plain TCP).
+write_haproxy() {
+  local row=$1 client_port=$2 server_port=$3 client_ssl=$4 server_ssl=$5 side
+  for side in client server; do
+    {
+      echo "global"
+      echo "  maxconn 8000"
+      echo "  ssl-default-server-ciphersuites $SUITES"
+      echo "  ssl-default-bind-ciphersuites $SUITES"
+      echo "defaults"
+      echo "  mode tcp"
+      echo "  timeout connect 5s"
+      echo "  timeout client 1h"
+      echo "  timeout server 1h"
+      echo "frontend in"
+      echo "  default_backend out"
+      if [ "$side" = client ]; then
+        echo "  bind 127.0.0.1:$client_port backlog 4096"
+        echo "backend out"
+        echo "  server peer $PB_IP:$server_port $client_ssl"
+      else
+        echo "  bind :$server_port $server_ssl backlog 4096"
+        echo "backend out"
+        echo "  server app 127.0.0.1:9000"
+      fi
+    } >"$WORK/$row-$side.cfg"
+  done
+  local a b
+  start_in "nws-$NAME-pa" "$WORK/$row-client.log" haproxy -db -f "$WORK/$row-client.cfg"
+  a=$LAST_PID
+  start_in "nws-$NAME-pb" "$WORK/$row-server.log" haproxy -db -f "$WORK/$row-server.cfg"
+  b=$LAST_PID
+  TO[$row]="127.0.0.1:$client_port"
+  PIDS_OF[$row]="$a,$b"
+}
+
 setup_haproxy() {
   command -v haproxy >/dev/null || return 1
-  cat >"$WORK/haproxy-client.cfg" <<EOF
-global
-  maxconn 8000
-  ssl-default-server-ciphersuites $SUITES
-defaults
-  mode tcp
-  timeout connect 5s
-  timeout client 1h
-  timeout server 1h
-frontend plain_in
-  bind 127.0.0.1:10002 backlog 4096
-  default_backend tls_out
-backend tls_out
-  server peer $PB_IP:10444 ssl ssl-min-ver TLSv1.3 crt $C/client.pem ca-file $C/ca.pem verify required verifyhost server.bench sni str(server.bench)
-EOF
-  cat >"$WORK/haproxy-server.cfg" <<EOF
-global
-  maxconn 8000
-  ssl-default-bind-ciphersuites $SUITES
-defaults
-  mode tcp
-  timeout connect 5s
-  timeout client 1h
-  timeout server 1h
-frontend tls_in
-  bind :10444 ssl ssl-min-ver TLSv1.3 crt $C/server.pem ca-file $C/ca.pem verify required backlog 4096
-  default_backend app
-backend app
-  server app 127.0.0.1:9000
-EOF
-  local a b
-  start_in "nws-$NAME-pa" "$WORK/haproxy-client.log" haproxy -db -f "$WORK/haproxy-client.cfg"
-  a=$LAST_PID
-  start_in "nws-$NAME-pb" "$WORK/haproxy-server.log" haproxy -db -f "$WORK/haproxy-server.cfg"
-  b=$LAST_PID
-  TO[haproxy]="127.0.0.1:10002"
-  PIDS_OF[haproxy]="$a,$b"
+  write_haproxy haproxy 10002 10444 \
+    "ssl ssl-min-ver TLSv1.3 crt $C/client.pem ca-file $C/ca.pem verify required verifyhost server.bench sni str(server.bench)" \
+    "ssl ssl-min-ver TLSv1.3 crt $C/server.pem ca-file $C/ca.pem verify required"
+}
+
+# Not a peer: the same two relays and three TCP hops with no TLS at all, what any tunnel in this
+# topology costs before it encrypts a byte (reported, left out of "best peer").
+setup_tcp-relay() {
+  command -v haproxy >/dev/null || return 1
+  write_haproxy tcp-relay 10004 10446 "" ""
 }
 
 setup_stunnel() {
@@ -263,7 +276,7 @@ ready() {
   return 1
 }
 
-for peer in nginx haproxy stunnel; do
+for peer in nginx haproxy stunnel tcp-relay; do
   if ! "setup_$peer"; then
     log "$peer: not installed, left out (tools/install-deps.sh installs it)"
     SKIPPED+=("$peer (not installed)")
@@ -381,7 +394,7 @@ cell() {  # value (ratio to direct)
 best_peer() {
   local fig=$1 best="-" row
   for row in "${ROWS[@]}"; do
-    case $row in direct | nodeward) continue ;; esac
+    case $row in direct | nodeward | tcp-relay) continue ;; esac
     local v=${F[$row.$fig]}
     [ "$v" = "-" ] && continue
     if [ "$best" = "-" ]; then best=$v; continue; fi
