@@ -11,6 +11,8 @@ PACKAGES=(
   # libraries
   liburing-dev libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev libnghttp2-dev libyaml-cpp-dev
+  # the agent: the system's roots, for TLS origination without caCertificates
+  ca-certificates
   # fetching BoringSSL's source
   dpkg-dev
   # tests and the sandbox: namespaces, traffic, captures

@@ -69,6 +69,8 @@ ABSL_FLAG(std::string, node_name, "", "this node's name (default: the host name)
 ABSL_FLAG(std::string, trust_domain, "cluster.local", "SPIFFE trust domain of the mesh");
 ABSL_FLAG(std::string, access_log, "-", "file for one JSON line per connection; - is stderr");
 ABSL_FLAG(int, workers, 0, "io_uring worker loops (0: one per core)");
+ABSL_FLAG(std::string, system_ca_bundle, nodeward::proxy::kDefaultSystemCaBundle,
+          "roots for TLS origination when a DestinationRule has no caCertificates (or \"system\")");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(5),
           "on SIGTERM, how long live connections may finish before they are cut");
 ABSL_FLAG(bool, cleanup_on_exit, false,
@@ -123,6 +125,7 @@ absl::StatusOr<std::unique_ptr<proxy::MeshHandler>> StartMesh(
   proxy::MeshHandler::Options options;
   options.trust_domain = snapshot.trust_domain;
   options.workers = absl::GetFlag(FLAGS_workers);
+  options.system_ca_bundle = absl::GetFlag(FLAGS_system_ca_bundle);
   return proxy::MeshHandler::Create(options, config.get(), credentials.get(), access_log.get());
 }
 

@@ -122,7 +122,11 @@ absl::StatusOr<std::unique_ptr<MeshHandler>> MeshHandler::Create(const Options& 
 
 MeshHandler::MeshHandler(const Options& options, policy::ConfigSource* config,
                          MeshCredentials* credentials, AccessLog* access_log)
-    : options_(options), config_(config), credentials_(credentials), access_log_(access_log) {}
+    : options_(options),
+      config_(config),
+      credentials_(credentials),
+      access_log_(access_log),
+      origination_contexts_({.system_ca_bundle = options.system_ca_bundle}) {}
 
 MeshHandler::~MeshHandler() {
   for (auto& worker : workers_) worker->thread->Stop().IgnoreError();

@@ -60,6 +60,8 @@ class MeshHandler : public capture::ConnectionHandler {
     std::size_t max_connections = 65536;
     HboneTunnel::Options tunnel;
     io::EventLoop::Options loop = DefaultLoopOptions();
+    // TLS origination's roots when a DestinationRule gives no caCertificates.
+    std::string system_ca_bundle = kDefaultSystemCaBundle;
   };
 
   static absl::StatusOr<std::unique_ptr<MeshHandler>> Create(const Options& options,

@@ -15,6 +15,13 @@ namespace {
 
 bool IsMutual(const policy::ClientTlsSettings& tls) { return tls.mode == policy::TlsMode::kMutual; }
 
+// The file the server's roots come from; empty when nothing is verified.
+std::string RootsFile(const policy::ClientTlsSettings& tls, const std::string& system_ca_bundle) {
+  if (tls.insecure_skip_verify) return "";
+  if (tls.ca_certificates.empty() || tls.ca_certificates == "system") return system_ca_bundle;
+  return tls.ca_certificates;
+}
+
 absl::StatusOr<std::string> ReadNamed(const char* field, const std::string& path) {
   absl::StatusOr<std::string> contents = ReadFile(path);
   if (!contents.ok()) {
@@ -35,7 +42,8 @@ std::string KeyOf(const policy::ClientTlsSettings& tls) {
 
 }  // namespace
 
-absl::StatusOr<crypto::OriginationSettings> OriginationFrom(const policy::ClientTlsSettings& tls) {
+absl::StatusOr<crypto::OriginationSettings> OriginationFrom(const policy::ClientTlsSettings& tls,
+                                                            const std::string& system_ca_bundle) {
   if (!tls.credential_name.empty()) {
     return absl::UnimplementedError(
         "credentialName (Kubernetes secrets) is not supported; use file paths");
@@ -46,8 +54,11 @@ absl::StatusOr<crypto::OriginationSettings> OriginationFrom(const policy::Client
   settings.subject_alt_names = tls.subject_alt_names;
   settings.sni = tls.sni;
   settings.insecure_skip_verify = tls.insecure_skip_verify;
-  if (!tls.ca_certificates.empty()) {
-    absl::StatusOr<std::string> ca = ReadNamed("caCertificates", tls.ca_certificates);
+  if (const std::string roots = RootsFile(tls, system_ca_bundle); !roots.empty()) {
+    absl::StatusOr<std::string> ca =
+        ReadNamed(roots == tls.ca_certificates ? "caCertificates"
+                                               : "caCertificates unset: the system's roots",
+                  roots);
     if (!ca.ok()) return ca.status();
     settings.ca_certificates_pem = *std::move(ca);
   }
@@ -66,9 +77,11 @@ absl::StatusOr<crypto::OriginationSettings> OriginationFrom(const policy::Client
   return settings;
 }
 
-std::vector<std::string> OriginationContexts::FilesOf(const policy::ClientTlsSettings& tls) {
+std::vector<std::string> OriginationContexts::FilesOf(const policy::ClientTlsSettings& tls) const {
   std::vector<std::string> files;
-  if (!tls.ca_certificates.empty()) files.push_back(tls.ca_certificates);
+  if (const std::string roots = RootsFile(tls, options_.system_ca_bundle); !roots.empty()) {
+    files.push_back(roots);
+  }
   if (!tls.ca_crl.empty() && !tls.insecure_skip_verify) files.push_back(tls.ca_crl);
   if (IsMutual(tls)) {
     files.push_back(tls.client_certificate);
@@ -115,7 +128,8 @@ absl::StatusOr<std::shared_ptr<const crypto::TlsContext>> OriginationContexts::G
   }
 
   // Stamped before reading: a file replaced while it is read shows as changed next time.
-  absl::StatusOr<crypto::OriginationSettings> settings = OriginationFrom(tls);
+  absl::StatusOr<crypto::OriginationSettings> settings =
+      OriginationFrom(tls, options_.system_ca_bundle);
   absl::StatusOr<std::shared_ptr<const crypto::TlsContext>> context =
       settings.ok() ? crypto::TlsContext::OriginationClient(*settings)
                     : absl::StatusOr<std::shared_ptr<const crypto::TlsContext>>(settings.status());

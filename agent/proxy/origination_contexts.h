@@ -21,8 +21,16 @@
 
 namespace nodeward::proxy {
 
+// Debian's bundle of the operating system's trusted roots (package ca-certificates).
+inline constexpr char kDefaultSystemCaBundle[] = "/etc/ssl/certs/ca-certificates.crt";
+
 // DestinationRule ClientTLSSettings -> what the TLS engine needs, reading the files it names.
-absl::StatusOr<crypto::OriginationSettings> OriginationFrom(const policy::ClientTlsSettings& tls);
+// As in Istio (VERIFY_CERTIFICATE_AT_CLIENT, always on since 1.24), the server is verified
+// against the operating system's roots, `system_ca_bundle`, when caCertificates is unset or
+// "system"; only insecureSkipVerify turns verification off.
+absl::StatusOr<crypto::OriginationSettings> OriginationFrom(
+    const policy::ClientTlsSettings& tls,
+    const std::string& system_ca_bundle = kDefaultSystemCaBundle);
 
 // Safe to use from every worker loop.
 class OriginationContexts {
@@ -33,6 +41,8 @@ class OriginationContexts {
     absl::Duration recheck_interval = absl::Seconds(1);
     // Distinct settings kept; the least recently used goes first.
     std::size_t max_entries = 256;
+    // The roots for settings without caCertificates (or with "system").
+    std::string system_ca_bundle = kDefaultSystemCaBundle;
   };
 
   OriginationContexts() : OriginationContexts(Options{}) {}
@@ -65,7 +75,7 @@ class OriginationContexts {
     absl::Time used;
   };
 
-  static std::vector<std::string> FilesOf(const policy::ClientTlsSettings& tls);
+  std::vector<std::string> FilesOf(const policy::ClientTlsSettings& tls) const;
   static std::vector<FileStamp> Stamp(const std::vector<std::string>& files);
   void EvictLeastRecentlyUsed() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
 

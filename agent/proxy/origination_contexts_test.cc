@@ -106,6 +106,35 @@ TEST_F(OriginationContextsTest, FilesThatDoNotBuildKeepTheLastGoodContext) {
   EXPECT_THAT(std::string(failed.status().message()), HasSubstr("caCrl"));
 }
 
+TEST_F(OriginationContextsTest, WithoutCaCertificatesTheSystemRootsAreUsed) {
+  Write("system.pem", ca_->RootsPem());
+  OriginationContexts contexts(
+      {.recheck_interval = absl::ZeroDuration(), .system_ca_bundle = dir_.Sub("system.pem")});
+  for (const char* unset_or_system : {"", "system"}) {
+    policy::ClientTlsSettings tls = tls_;
+    tls.ca_certificates = unset_or_system;
+    auto context = contexts.Get(tls, t0_);
+    EXPECT_TRUE(context.ok()) << "caCertificates \"" << unset_or_system
+                              << "\": " << context.status();
+  }
+  // A bundle updated by the system is picked up like any other file.
+  policy::ClientTlsSettings tls = tls_;
+  tls.ca_certificates = "";
+  auto before = contexts.Get(tls, t0_);
+  Write("system.pem", absl::StrCat(ca_->RootsPem(), other_roots_));
+  auto after = contexts.Get(tls, t0_ + absl::Seconds(1));
+  ASSERT_TRUE(before.ok() && after.ok());
+  EXPECT_NE(before->get(), after->get());
+
+  OriginationContexts no_bundle({.system_ca_bundle = dir_.Sub("absent-bundle.pem")});
+  auto failed = no_bundle.Get(tls, t0_);
+  ASSERT_FALSE(failed.ok());
+  EXPECT_THAT(std::string(failed.status().message()), HasSubstr("the system's roots"));
+  // insecureSkipVerify needs no roots at all.
+  tls.insecure_skip_verify = true;
+  EXPECT_TRUE(no_bundle.Get(tls, t0_).ok());
+}
+
 TEST_F(OriginationContextsTest, MutualNeedsItsFilesAndSecretsAreRefused) {
   OriginationContexts contexts;
   policy::ClientTlsSettings mutual = tls_;

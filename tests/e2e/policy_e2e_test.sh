@@ -3,8 +3,9 @@
 # `nodeward-sandbox demo`): PERMISSIVE by default with auto mTLS, STRICT, PeerAuthentication
 # DISABLE, port-level modes through named target ports, DestinationRule DISABLE toward STRICT,
 # ISTIO_MUTUAL toward a pod outside the mesh, and SIMPLE TLS origination with the right and a
-# wrong subjectAltName and with a caCrl that revokes the server. Each call is checked on the wire, in what the server received and in
-# the access log.
+# wrong subjectAltName, with a caCrl that revokes the server and without caCertificates (the
+# system's roots, which do not trust the sandbox's CA). Each call is checked on the wire, in
+# what the server received and in the access log.
 #   policy_e2e_test.sh NODEWARD_SANDBOX BIN_DIR
 set -u
 sandbox_bin=$1
