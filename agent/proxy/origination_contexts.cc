@@ -55,10 +55,10 @@ absl::StatusOr<crypto::OriginationSettings> OriginationFrom(const policy::Client
   settings.sni = tls.sni;
   settings.insecure_skip_verify = tls.insecure_skip_verify;
   if (const std::string roots = RootsFile(tls, system_ca_bundle); !roots.empty()) {
-    absl::StatusOr<std::string> ca =
-        ReadNamed(roots == tls.ca_certificates ? "caCertificates"
-                                               : "caCertificates unset: the system's roots",
-                  roots);
+    absl::StatusOr<std::string> ca = ReadNamed(
+        roots == tls.ca_certificates ? "caCertificates"
+                                     : "the system's roots (caCertificates unset or \"system\")",
+        roots);
     if (!ca.ok()) return ca.status();
     settings.ca_certificates_pem = *std::move(ca);
   }
