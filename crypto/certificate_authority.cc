@@ -513,10 +513,6 @@ absl::StatusOr<SignedCertificate> CertificateAuthority::IssueServerCertificate(
   return SignWithChain(spec, *impl_);
 }
 
-}  // namespace nodeward::crypto
-
-namespace nodeward::crypto {
-
 absl::StatusOr<std::string> CertificateAuthority::IssueRevocationList(
     const std::vector<std::string>& revoked_serials_hex, absl::Duration lifetime) const {
   if (lifetime <= absl::ZeroDuration()) {
