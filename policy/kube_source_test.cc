@@ -1,14 +1,7 @@
-// KubeSource against a fake API server: a thread in this process speaking HTTPS on 127.0.0.1
-// with the real list/watch wire format (JSON lists, chunked watch streams of
-// {"type":...,"object":...} lines, bookmarks, 410 errors).
+// KubeSource against the fake API server (policy/testing): HTTPS on 127.0.0.1 with the real
+// list/watch wire format.
 #include "policy/kube_source.h"
 
-#include <netinet/in.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-#include <deque>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -29,6 +22,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "policy/decisions.h"
+#include "policy/testing/fake_api_server.h"
 
 namespace nodeward::policy {
 namespace {
@@ -37,251 +31,7 @@ using ::testing::HasSubstr;
 
 constexpr char kToken[] = "test-token-1";
 
-// One accepted connection, TLS on a blocking socket.
-class ServerConnection {
- public:
-  ServerConnection(int fd, std::unique_ptr<crypto::TlsEngine> engine)
-      : fd_(fd), engine_(std::move(engine)) {}
-  ~ServerConnection() { close(fd_); }
-
-  // Reads until a full request head arrived (handshaking on the way).
-  bool ReadHead(std::string* head) {
-    std::string plain;
-    while (plain.find("\r\n\r\n") == std::string::npos) {
-      if (!Pump()) return false;
-      uint8_t buffer[4096];
-      while (true) {
-        absl::StatusOr<size_t> n = engine_->ReadPlaintext(absl::MakeSpan(buffer));
-        if (!n.ok() || *n == 0) break;
-        plain.append(reinterpret_cast<char*>(buffer), *n);
-      }
-    }
-    *head = plain.substr(0, plain.find("\r\n\r\n"));
-    return true;
-  }
-
-  bool Send(absl::string_view data) {
-    while (!data.empty()) {
-      absl::StatusOr<size_t> n = engine_->WritePlaintext(
-          absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(data.data()), data.size()));
-      if (!n.ok() || *n == 0) return false;
-      data.remove_prefix(*n);
-      if (!Flush()) return false;
-    }
-    return true;
-  }
-
-  void Close() {
-    engine_->Shutdown();
-    Flush();
-    shutdown(fd_, SHUT_RDWR);
-  }
-
- private:
-  bool Flush() {
-    uint8_t buffer[16384];
-    while (engine_->PendingWire() > 0) {
-      size_t n = engine_->ReadWire(absl::MakeSpan(buffer));
-      for (size_t sent = 0; sent < n;) {
-        ssize_t w = send(fd_, buffer + sent, n - sent, MSG_NOSIGNAL);
-        if (w <= 0) return false;
-        sent += static_cast<size_t>(w);
-      }
-    }
-    return true;
-  }
-  // Moves one batch of bytes from the socket into the engine and answers it.
-  bool Pump() {
-    if (!engine_->Advance().ok() || !Flush()) return false;
-    pollfd p = {fd_, POLLIN, 0};
-    if (poll(&p, 1, 5000) <= 0) return false;
-    uint8_t buffer[16384];
-    ssize_t n = recv(fd_, buffer, sizeof(buffer), 0);
-    if (n <= 0) return false;
-    absl::Span<const uint8_t> data(buffer, static_cast<size_t>(n));
-    while (!data.empty()) {
-      size_t used = engine_->FeedWire(data);
-      data.remove_prefix(used);
-      if (!engine_->Advance().ok()) return false;
-      if (used == 0 && !data.empty()) return false;
-    }
-    return Flush();
-  }
-
-  int fd_;
-  std::unique_ptr<crypto::TlsEngine> engine_;
-};
-
-class FakeApiServer {
- public:
-  explicit FakeApiServer(std::shared_ptr<const crypto::TlsContext> context)
-      : context_(std::move(context)) {
-    listen_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in address = {};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    int one = 1;
-    setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(listen_fd_, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 &&
-        listen(listen_fd_, 64) == 0) {
-      socklen_t length = sizeof(address);
-      getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&address), &length);
-      port_ = ntohs(address.sin_port);
-    }
-    acceptor_ = std::thread([this] { Accept(); });
-  }
-
-  ~FakeApiServer() {
-    {
-      absl::MutexLock lock(&mutex_);
-      stopping_ = true;
-    }
-    acceptor_.join();
-    for (std::thread& thread : handlers_) thread.join();
-    close(listen_fd_);
-  }
-
-  uint16_t port() const { return port_; }
-
-  void SetList(const std::string& path, const std::string& resource_version,
-               std::vector<std::string> items) {
-    absl::MutexLock lock(&mutex_);
-    lists_[path] = {resource_version, std::move(items)};
-  }
-  void RemoveList(const std::string& path) {
-    absl::MutexLock lock(&mutex_);
-    lists_.erase(path);
-  }
-  void PushEvent(const std::string& path, const std::string& type, const std::string& object) {
-    absl::MutexLock lock(&mutex_);
-    events_[path].push_back(absl::StrCat(R"({"type":")", type, R"(","object":)", object, "}\n"));
-  }
-  // Ends the watches open on `path` normally (as the server's timeout does).
-  void EndWatches(const std::string& path) {
-    absl::MutexLock lock(&mutex_);
-    ++watch_epoch_[path];
-  }
-  // Cuts the watches open on `path` mid-stream, without the terminating chunk.
-  void DropWatches(const std::string& path) {
-    absl::MutexLock lock(&mutex_);
-    ++drop_epoch_[path];
-  }
-  // Count of requests whose target starts with `prefix`.
-  int Count(const std::string& prefix) {
-    absl::MutexLock lock(&mutex_);
-    int count = 0;
-    for (const std::string& target : requests_) count += absl::StartsWith(target, prefix);
-    return count;
-  }
-  std::vector<std::string> Requests() {
-    absl::MutexLock lock(&mutex_);
-    return requests_;
-  }
-
- private:
-  void Accept() {
-    while (true) {
-      {
-        absl::MutexLock lock(&mutex_);
-        if (stopping_) return;
-      }
-      pollfd p = {listen_fd_, POLLIN, 0};
-      if (poll(&p, 1, 50) <= 0) continue;
-      int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-      if (fd < 0) continue;
-      auto connection = std::make_shared<ServerConnection>(fd, crypto::TlsEngine::Server(context_));
-      absl::MutexLock lock(&mutex_);
-      handlers_.emplace_back([this, connection] { Serve(*connection); });
-    }
-  }
-
-  void Respond(ServerConnection& connection, int status, const std::string& body) {
-    connection.Send(absl::StrCat("HTTP/1.1 ", status,
-                                 " X\r\nContent-Type: application/json\r\n"
-                                 "Content-Length: ",
-                                 body.size(), "\r\n\r\n", body));
-    connection.Close();
-  }
-
-  void Serve(ServerConnection& connection) {
-    std::string head;
-    if (!connection.ReadHead(&head)) return;
-    std::vector<std::string> lines = absl::StrSplit(head, "\r\n");
-    std::vector<std::string> request_line = absl::StrSplit(lines[0], ' ');
-    if (request_line.size() != 3) return Respond(connection, 400, "{}");
-    std::string target = request_line[1];
-    bool authorized = false;
-    for (const std::string& line : lines) {
-      authorized |= line == absl::StrCat("Authorization: Bearer ", kToken);
-    }
-    std::string path = target.substr(0, target.find('?'));
-    {
-      absl::MutexLock lock(&mutex_);
-      requests_.push_back(target);
-    }
-    if (!authorized) return Respond(connection, 401, R"({"kind":"Status","code":401})");
-    bool watch = absl::StrContains(target, "watch=1");
-    std::optional<std::pair<std::string, std::vector<std::string>>> list;
-    {
-      absl::MutexLock lock(&mutex_);
-      auto it = lists_.find(path);
-      if (it != lists_.end()) list = it->second;
-    }
-    if (!list.has_value()) return Respond(connection, 404, R"({"kind":"Status","code":404})");
-    if (!watch) {
-      return Respond(
-          connection, 200,
-          absl::StrCat(R"({"kind":"List","apiVersion":"v1","metadata":{"resourceVersion":")",
-                       list->first, R"("},"items":[)", absl::StrJoin(list->second, ","), "]}"));
-    }
-    connection.Send(
-        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n");
-    int epoch, drop_epoch;
-    {
-      absl::MutexLock lock(&mutex_);
-      epoch = watch_epoch_[path];
-      drop_epoch = drop_epoch_[path];
-    }
-    bool dropped = false;
-    while (true) {
-      std::deque<std::string> pending;
-      {
-        absl::MutexLock lock(&mutex_);
-        auto ready = [&]() ABSL_SHARED_LOCKS_REQUIRED(mutex_) {
-          return stopping_ || !events_[path].empty() || watch_epoch_[path] != epoch ||
-                 drop_epoch_[path] != drop_epoch;
-        };
-        mutex_.AwaitWithTimeout(absl::Condition(&ready), absl::Milliseconds(100));
-        dropped = drop_epoch_[path] != drop_epoch;
-        if (stopping_ || dropped || watch_epoch_[path] != epoch) break;
-        pending.swap(events_[path]);
-      }
-      for (const std::string& event : pending) {
-        // Split each event over two chunks, as a real server's framing may.
-        size_t half = event.size() / 2;
-        connection.Send(absl::StrCat(absl::Hex(half), "\r\n", event.substr(0, half), "\r\n"));
-        connection.Send(
-            absl::StrCat(absl::Hex(event.size() - half), "\r\n", event.substr(half), "\r\n"));
-      }
-    }
-    if (!dropped) connection.Send("0\r\n\r\n");
-    connection.Close();
-  }
-
-  std::shared_ptr<const crypto::TlsContext> context_;
-  int listen_fd_ = -1;
-  uint16_t port_ = 0;
-  std::thread acceptor_;
-  absl::Mutex mutex_;
-  bool stopping_ ABSL_GUARDED_BY(mutex_) = false;
-  std::vector<std::thread> handlers_ ABSL_GUARDED_BY(mutex_);
-  std::map<std::string, std::pair<std::string, std::vector<std::string>>> lists_
-      ABSL_GUARDED_BY(mutex_);
-  std::map<std::string, std::deque<std::string>> events_ ABSL_GUARDED_BY(mutex_);
-  std::map<std::string, int> watch_epoch_ ABSL_GUARDED_BY(mutex_);
-  std::map<std::string, int> drop_epoch_ ABSL_GUARDED_BY(mutex_);
-  std::vector<std::string> requests_ ABSL_GUARDED_BY(mutex_);
-};
+using ::nodeward::policy::testing::FakeApiServer;
 
 constexpr char kNamespaces[] = "/api/v1/namespaces";
 constexpr char kPods[] = "/api/v1/pods";
@@ -328,7 +78,7 @@ class KubeSourceTest : public ::testing::Test {
     absl::StatusOr<std::shared_ptr<const crypto::TlsContext>> context =
         crypto::TlsContext::PlainServer(server->credentials());
     ASSERT_TRUE(context.ok()) << context.status();
-    server_ = std::make_unique<FakeApiServer>(*context);
+    server_ = std::make_unique<FakeApiServer>(*context, kToken);
     ASSERT_NE(server_->port(), 0);
     std::ofstream(dir_.Sub("ca.crt")) << (*ca)->RootsPem();
     std::ofstream(dir_.Sub("token")) << kToken << "\n";
