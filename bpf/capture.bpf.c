@@ -57,6 +57,15 @@ struct {
   __type(value, __u64);
 } inbound_socks SEC(".maps");
 
+/* The agent's delivery connections being established, written by the agent before it
+ * connects and removed once connected. LRU so an agent that dies in between cannot fill it. */
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, NW_MAX_PENDING_DELIVERIES);
+  __type(key, struct nw_delivery_key);
+  __type(value, __u8);
+} deliveries SEC(".maps");
+
 struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
   __uint(max_entries, NW_COUNTER_MAX);
@@ -87,7 +96,7 @@ static __always_inline int should_capture(struct bpf_sock_addr* ctx) {
   if (ctx->type != NW_SOCK_STREAM) return 0;
   struct bpf_sock* sk = ctx->sk;
   if (!sk) return 0;
-  if (sk->mark == NW_AGENT_SOCKET_MARK) {
+  if (sk->mark == NW_AGENT_SOCKET_MARK || sk->mark == NW_AGENT_DELIVERY_MARK) {
     count(NW_COUNTER_OUTBOUND_SKIPPED_MARK);
     return 0;
   }
@@ -248,19 +257,24 @@ int nw_getpeername6(struct bpf_sock_addr* ctx) {
   return 1;
 }
 
-/* Linked into each enrolled pod's netns. Connections to the pod's own addresses, any port,
- * go to the agent's in-pod listeners: 15008 to the tunnel listener, everything else to the
- * plaintext one. Loopback stays untouched, which is also what keeps the agent's delivery
- * connections (to 127.0.0.1:<port> inside the pod) from being steered back. */
+/* Linked into each enrolled pod's netns, where every TCP connection to a non-loopback address
+ * is inbound to the pod: those to an address the agent registered go to the agent's in-pod
+ * listeners (15008 to the tunnel listener, every other port to the plaintext one); those to an
+ * address it does not know (yet) are refused, so no address of the pod (link-local, added
+ * later) reaches the application unchecked. The only connections let through to the
+ * application are the agent's own deliveries, announced in `deliveries`. Loopback stays
+ * untouched: it never leaves the pod. */
 SEC("sk_lookup")
 int nw_sk_lookup(struct bpf_sk_lookup* ctx) {
   if (ctx->protocol != NW_IPPROTO_TCP) return NW_SK_PASS;
   struct nw_address pod = {};
+  struct nw_delivery_key delivery = {};
   if (ctx->family == NW_AF_INET) {
     __u32 local = ctx->local_ip4;
     if (is_loopback4(local)) return NW_SK_PASS;
     pod.family = NW_AF_INET;
     pod.addr[0] = local;
+    delivery.remote[0] = ctx->remote_ip4;
   } else if (ctx->family == NW_AF_INET6) {
     __u32 a0 = ctx->local_ip6[0];
     __u32 a1 = ctx->local_ip6[1];
@@ -272,10 +286,29 @@ int nw_sk_lookup(struct bpf_sk_lookup* ctx) {
     pod.addr[1] = a1;
     pod.addr[2] = a2;
     pod.addr[3] = a3;
+    delivery.remote[0] = ctx->remote_ip6[0];
+    delivery.remote[1] = ctx->remote_ip6[1];
+    delivery.remote[2] = ctx->remote_ip6[2];
+    delivery.remote[3] = ctx->remote_ip6[3];
   } else {
     return NW_SK_PASS;
   }
-  if (!bpf_map_lookup_elem(&pod_addrs, &pod)) return NW_SK_PASS;
+  delivery.family = pod.family;
+  delivery.local_port = (__u16)ctx->local_port;
+  /* remote_port is in network byte order in the low 16 bits. */
+  delivery.remote_port = bpf_ntohs((__u16)ctx->remote_port);
+  delivery.local[0] = pod.addr[0];
+  delivery.local[1] = pod.addr[1];
+  delivery.local[2] = pod.addr[2];
+  delivery.local[3] = pod.addr[3];
+  if (bpf_map_lookup_elem(&deliveries, &delivery)) {
+    count(NW_COUNTER_INBOUND_DELIVERY_PASSED);
+    return NW_SK_PASS;
+  }
+  if (!bpf_map_lookup_elem(&pod_addrs, &pod)) {
+    count(NW_COUNTER_INBOUND_DROPPED_UNKNOWN_ADDRESS);
+    return NW_SK_DROP;
+  }
 
   struct nw_listener_key key = {};
   key.family = pod.family;
@@ -294,6 +327,8 @@ int nw_sk_lookup(struct bpf_sk_lookup* ctx) {
   long err = bpf_sk_assign(ctx, sk, 0);
   bpf_sk_release(sk);
   if (err) {
+    /* Also an address another pod on this node registered first (two pods sharing a
+     * link-local address): refused rather than delivered anywhere else. */
     count(NW_COUNTER_INBOUND_DROPPED_NO_LISTENER);
     return NW_SK_DROP;
   }

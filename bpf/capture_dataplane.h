@@ -8,7 +8,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "bpf/socket_address.h"
+#include "common/net_address.h"
 
 namespace nodeward::bpf {
 
@@ -63,6 +63,14 @@ class CaptureDataplane {
   virtual absl::Status RemovePodAddress(const IpAddress& address) = 0;
   virtual absl::Status SetInboundListener(const IpAddress& address, ListenerSlot slot,
                                           int listener_fd) = 0;
+
+  // The agent's connection from `agent_side` to `application` (one of a pod's addresses, where
+  // the pod's application listens) bypasses the pod's inbound steering until it is forgotten:
+  // announce it after binding and before connecting, forget it once connected.
+  virtual absl::Status AnnounceDelivery(const SocketAddress& application,
+                                        const SocketAddress& agent_side) = 0;
+  virtual absl::Status ForgetDelivery(const SocketAddress& application,
+                                      const SocketAddress& agent_side) = 0;
 
   // The destination the client at `client` (the accepted connection's peer) in the netns with
   // `netns_cookie` dialled, for a connection accepted on an outbound listener. Consumes the

@@ -20,8 +20,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "bpf/capture_bpf.skel.h"
-#include "bpf/errno_status.h"
 #include "bpf/nodeward_maps.h"
+#include "common/errno_status.h"
 #include "common/files.h"
 
 #ifndef SO_NETNS_COOKIE
@@ -132,6 +132,10 @@ const char* CounterName(int index) {
       return "inbound_steered";
     case NW_COUNTER_INBOUND_DROPPED_NO_LISTENER:
       return "inbound_refused_no_listener";
+    case NW_COUNTER_INBOUND_DELIVERY_PASSED:
+      return "inbound_agent_delivery_passed";
+    case NW_COUNTER_INBOUND_DROPPED_UNKNOWN_ADDRESS:
+      return "inbound_refused_unknown_address";
   }
   return "unknown";
 }
@@ -169,7 +173,8 @@ absl::StatusOr<std::unique_ptr<CaptureLoader>> CaptureLoader::Open(
   }
   bpf_map* maps[] = {skeleton->maps.enrolled,       skeleton->maps.orig_dst_sk,
                      skeleton->maps.orig_dst_tuple, skeleton->maps.pod_addrs,
-                     skeleton->maps.inbound_socks,  skeleton->maps.counters};
+                     skeleton->maps.inbound_socks,  skeleton->maps.deliveries,
+                     skeleton->maps.counters};
   for (bpf_map* map : maps) {
     std::string path = absl::StrCat(pin_path, "/maps/", bpf_map__name(map));
     if (int error = bpf_map__set_pin_path(map, path.c_str()); error != 0) {
@@ -333,6 +338,45 @@ absl::Status CaptureLoader::SetInboundListener(const IpAddress& address, Listene
         errno, absl::StrCat("add ", ListenerSlotName(slot), " listener for ", address.ToString()));
   }
   return absl::OkStatus();
+}
+
+namespace {
+
+// Both ends in one family: the kernel sees a v4-mapped peer of an IPv6 socket as IPv4.
+absl::StatusOr<nw_delivery_key> DeliveryKey(const SocketAddress& application,
+                                            const SocketAddress& agent_side) {
+  nw_delivery_key key{};
+  uint8_t agent_family = 0;
+  FillAddress(application.ip, &key.family, key.local);
+  FillAddress(agent_side.ip, &agent_family, key.remote);
+  if (agent_family != key.family) {
+    return absl::InvalidArgumentError(absl::StrCat("delivery from ", agent_side.ToString(), " to ",
+                                                   application.ToString(),
+                                                   " mixes address families"));
+  }
+  key.local_port = application.port;
+  key.remote_port = agent_side.port;
+  return key;
+}
+
+}  // namespace
+
+absl::Status CaptureLoader::AnnounceDelivery(const SocketAddress& application,
+                                             const SocketAddress& agent_side) {
+  absl::StatusOr<nw_delivery_key> key = DeliveryKey(application, agent_side);
+  if (!key.ok()) return key.status();
+  const uint8_t present = 1;
+  if (bpf_map_update_elem(bpf_map__fd(skeleton_->maps.deliveries), &*key, &present, BPF_ANY) != 0) {
+    return ErrnoStatus(errno, absl::StrCat("announce delivery to ", application.ToString()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CaptureLoader::ForgetDelivery(const SocketAddress& application,
+                                           const SocketAddress& agent_side) {
+  absl::StatusOr<nw_delivery_key> key = DeliveryKey(application, agent_side);
+  if (!key.ok()) return key.status();
+  return DeleteIgnoringMissing(bpf_map__fd(skeleton_->maps.deliveries), &*key, "forget delivery");
 }
 
 absl::StatusOr<SocketAddress> CaptureLoader::TakeOriginalDestination(int accepted_fd) {

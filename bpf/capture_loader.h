@@ -48,6 +48,10 @@ class CaptureLoader final : public CaptureDataplane {
   absl::Status RemovePodAddress(const IpAddress& address) override;
   absl::Status SetInboundListener(const IpAddress& address, ListenerSlot slot,
                                   int listener_fd) override;
+  absl::Status AnnounceDelivery(const SocketAddress& application,
+                                const SocketAddress& agent_side) override;
+  absl::Status ForgetDelivery(const SocketAddress& application,
+                              const SocketAddress& agent_side) override;
   absl::StatusOr<SocketAddress> TakeOriginalDestination(const SocketAddress& client,
                                                         uint64_t netns_cookie) override;
   // The same, reading the peer and netns cookie off the accepted socket.

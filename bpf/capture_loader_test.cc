@@ -154,7 +154,9 @@ TEST_F(CaptureLoaderTest, SkLookupSteersEveryPortOfAPodAddressToItsListener) {
   EXPECT_EQ(tunnel_result.selected_socket_cookie, SocketCookie(tunnel.get()));
 }
 
-TEST_F(CaptureLoaderTest, SkLookupLeavesLoopbackAndOtherAddressesAlone) {
+// In an enrolled pod's netns every non-loopback address is the pod's: one the agent has not
+// registered (link-local, added a moment ago) is refused rather than left open.
+TEST_F(CaptureLoaderTest, SkLookupLeavesLoopbackAloneAndRefusesUnknownAddresses) {
   ScopedFd plaintext(ListenOnLoopback(AF_INET));
   IpAddress pod = *IpAddress::Parse("10.1.2.3");
   ASSERT_TRUE(loader_->AddPodAddress(pod, 77).ok());
@@ -164,9 +166,40 @@ TEST_F(CaptureLoaderTest, SkLookupLeavesLoopbackAndOtherAddressesAlone) {
   LookupResult loopback = RunSkLookup(AF_INET, "127.0.0.1", 8080);
   EXPECT_EQ(loopback.verdict, kSkPass);
   EXPECT_EQ(loopback.selected_socket_cookie, 0u);
+  LookupResult loopback6 = RunSkLookup(AF_INET6, "::1", 8080);
+  EXPECT_EQ(loopback6.verdict, kSkPass);
   LookupResult other = RunSkLookup(AF_INET, "10.1.2.4", 8080);
-  EXPECT_EQ(other.verdict, kSkPass);
-  EXPECT_EQ(other.selected_socket_cookie, 0u);
+  EXPECT_EQ(other.verdict, kSkDrop);
+  LookupResult link_local = RunSkLookup(AF_INET6, "fe80::1", 8080);
+  EXPECT_EQ(link_local.verdict, kSkDrop);
+}
+
+// The agent's own delivery to the application passes, exactly that 4-tuple and only until it
+// is forgotten; everything else to the address is still the agent's.
+TEST_F(CaptureLoaderTest, SkLookupLetsAnAnnouncedDeliveryThrough) {
+  ScopedFd plaintext(ListenOnLoopback(AF_INET));
+  IpAddress pod = *IpAddress::Parse("10.1.2.3");
+  ASSERT_TRUE(loader_->AddPodAddress(pod, 77).ok());
+  ASSERT_TRUE(
+      loader_->SetInboundListener(pod, ListenerSlot::kInboundPlaintext, plaintext.get()).ok());
+  const SocketAddress application = *SocketAddress::Parse("10.1.2.3:8080");
+  const SocketAddress agent_side = *SocketAddress::Parse("10.9.9.9:40000");
+  ASSERT_TRUE(loader_->AnnounceDelivery(application, agent_side).ok());
+
+  LookupResult delivered = RunSkLookup(AF_INET, "10.1.2.3", 8080);
+  EXPECT_EQ(delivered.verdict, kSkPass);
+  EXPECT_EQ(delivered.selected_socket_cookie, 0u) << "left to the application's listener";
+  LookupResult other_port = RunSkLookup(AF_INET, "10.1.2.3", 8081);
+  EXPECT_EQ(other_port.selected_socket_cookie, SocketCookie(plaintext.get()));
+
+  ASSERT_TRUE(loader_->ForgetDelivery(application, agent_side).ok());
+  EXPECT_TRUE(loader_->ForgetDelivery(application, agent_side).ok()) << "forgetting twice is fine";
+  LookupResult after = RunSkLookup(AF_INET, "10.1.2.3", 8080);
+  EXPECT_EQ(after.selected_socket_cookie, SocketCookie(plaintext.get()));
+
+  EXPECT_FALSE(
+      loader_->AnnounceDelivery(application, *SocketAddress::Parse("[fd09::9]:40000")).ok())
+      << "families must agree";
 }
 
 TEST_F(CaptureLoaderTest, SkLookupRefusesEnrolledAddressWithoutListener) {

@@ -28,6 +28,7 @@
 #include "absl/time/clock.h"
 #include "absl/types/span.h"
 #include "common/files.h"
+#include "common/net_address.h"
 #include "crypto/tls.h"
 
 namespace nodeward::sandbox {
@@ -301,20 +302,27 @@ int ServeApp(const ServeOptions& options) {
     }
     tls = *std::move(context);
   }
-  const int port = options.port;
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(port);
-  address.sin_addr.s_addr = htonl(INADDR_ANY);
-  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
-      listen(fd, 4096) != 0) {
-    std::fprintf(stderr, "cannot listen on 0.0.0.0:%d: %s\n", port, std::strerror(errno));
+  absl::StatusOr<IpAddress> ip = IpAddress::Parse(options.listen);
+  if (!ip.ok()) {
+    std::fprintf(stderr, "--listen: %s\n", std::string(ip.status().message()).c_str());
     return 1;
   }
-  std::printf("listening on 0.0.0.0:%d%s%s\n", port, tls != nullptr ? " (TLS)" : "",
+  const SocketAddress listen_on{*ip, static_cast<uint16_t>(options.port), 0};
+  int fd = socket(ip->family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  int zero = 0;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  // "::" takes IPv4 too, as Go's, Java's and nginx's default listeners do.
+  if (ip->family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+  sockaddr_storage address;
+  const socklen_t address_length = listen_on.ToSockaddr(&address);
+  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&address), address_length) != 0 ||
+      listen(fd, 4096) != 0) {
+    std::fprintf(stderr, "cannot listen on %s: %s\n", listen_on.ToString().c_str(),
+                 std::strerror(errno));
+    return 1;
+  }
+  std::printf("listening on %s%s%s\n", listen_on.ToString().c_str(), tls != nullptr ? " (TLS)" : "",
               options.echo_lines ? " (echoing lines)" : "");
   std::fflush(stdout);
   while (true) {

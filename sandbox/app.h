@@ -20,6 +20,9 @@ namespace nodeward::sandbox {
 
 struct ServeOptions {
   int port = 0;
+  // The address to listen on: 0.0.0.0 (all IPv4), :: (all addresses, dual-stack), or one
+  // address (127.0.0.1 for a loopback-only service, the pod's IP, ...).
+  std::string listen = "0.0.0.0";
   absl::Duration read_timeout = absl::Seconds(3);  // per line with echo_lines
   bool echo_lines = false;
   std::string tls_cert, tls_key;  // PEM files; both or neither

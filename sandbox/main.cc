@@ -6,7 +6,7 @@
 //   nodeward-sandbox demo FILE.yaml [--keep]        up, the file's traffic under capture, down
 //   nodeward-sandbox restart NAME NODE [--down-for=3s]  kill a node's agent, start it again
 //   nodeward-sandbox pki --out=DIR --dns=NAME,...   a CA and a server certificate (DNS SANs)
-//   nodeward-sandbox app serve --port=N [--tls-cert=F --tls-key=K] [--echo-lines]
+//   nodeward-sandbox app serve --port=N [--listen=IP] [--tls-cert=F --tls-key=K] [--echo-lines]
 //   nodeward-sandbox app call --to=IP:PORT --send=TEXT
 //   nodeward-sandbox app chat --to=IP:PORT --send=TEXT [--lines=10] [--interval=1s]
 //   nodeward-sandbox app load --to=IP:PORT --send=TEXT [--connections=1000]
@@ -41,7 +41,9 @@ ABSL_FLAG(std::string, name, "",
 ABSL_FLAG(bool, keep, false, "demo: leave the sandbox in place afterwards (remove it with down)");
 ABSL_FLAG(absl::Duration, ready_timeout, absl::Seconds(30),
           "up: how long each process may take to become ready");
-ABSL_FLAG(int, port, 0, "app serve: TCP port to listen on (0.0.0.0)");
+ABSL_FLAG(int, port, 0, "app serve: TCP port to listen on");
+ABSL_FLAG(std::string, listen, "0.0.0.0",
+          "app serve: address to listen on (0.0.0.0, :: for dual-stack, or one address)");
 ABSL_FLAG(std::string, to, "", "app call: destination IP:PORT");
 ABSL_FLAG(std::string, send, "", "app call: text to send before half-closing");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(3),
@@ -69,7 +71,8 @@ constexpr char kUsage[] =
     "  nodeward-sandbox demo FILE.yaml [--bin-dir=DIR] [--name=NAME] [--keep]\n"
     "  nodeward-sandbox restart NAME NODE [--down-for=3s]\n"
     "  nodeward-sandbox pki --out=DIR --dns=NAME[,NAME...]\n"
-    "  nodeward-sandbox app serve --port=N [--tls-cert=FILE --tls-key=FILE] [--echo-lines]\n"
+    "  nodeward-sandbox app serve --port=N [--listen=IP] [--tls-cert=FILE --tls-key=FILE]\n"
+    "                             [--echo-lines]\n"
     "  nodeward-sandbox app call --to=IP:PORT --send=TEXT [--timeout=3s]\n"
     "  nodeward-sandbox app chat --to=IP:PORT --send=TEXT [--lines=10] [--interval=1s]\n"
     "  nodeward-sandbox app load --to=IP:PORT --send=TEXT [--connections=1000] [--timeout=30s]";
@@ -161,6 +164,7 @@ int main(int argc, char** argv) {
     if (args[1] == "serve") {
       ServeOptions options;
       options.port = absl::GetFlag(FLAGS_port);
+      options.listen = absl::GetFlag(FLAGS_listen);
       if (options.port < 1 || options.port > 65535) return Usage("app serve needs --port=1..65535");
       options.read_timeout = absl::GetFlag(FLAGS_timeout);
       options.echo_lines = absl::GetFlag(FLAGS_echo_lines);

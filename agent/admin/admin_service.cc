@@ -7,7 +7,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "agent/capture/capture_log.h"
-#include "bpf/socket_address.h"
+#include "common/net_address.h"
 #include "policy/decisions.h"
 
 namespace nodeward::admin {
@@ -39,7 +39,7 @@ capture::PodMetadata MetadataOf(const capture::v1::EnrolledPod& enrolled) {
   metadata.name = enrolled.pod().name();
   metadata.uid = enrolled.pod().uid();
   metadata.service_account = enrolled.pod().service_account();
-  metadata.ips.assign(enrolled.addresses().begin(), enrolled.addresses().end());
+  metadata.ips.assign(enrolled.pod_ips().begin(), enrolled.pod_ips().end());
   for (const auto& [key, value] : enrolled.pod().labels()) metadata.labels[key] = value;
   return metadata;
 }
@@ -118,7 +118,10 @@ grpc::Status AdminService::ListWorkloads(grpc::ServerContext*, const v1::ListWor
         id.ok()) {
       workload->set_spiffe_id(id->ToString());
     }
-    for (const std::string& ip : enrolled.addresses()) workload->add_ips(ip);
+    for (const std::string& ip : enrolled.pod_ips()) workload->add_ips(ip);
+    for (const std::string& address : enrolled.addresses()) {
+      workload->add_steered_addresses(address);
+    }
     workload->set_netns_path(pod.netns_path());
     workload->set_netns_cookie(enrolled.netns_cookie());
     for (const std::string& listener : enrolled.listeners()) workload->add_listeners(listener);
@@ -188,7 +191,7 @@ grpc::Status AdminService::ExplainPolicy(grpc::ServerContext*,
   if (request->has_outbound()) {
     absl::StatusOr<policy::Pod> source = FindPod(view_, *snapshot, request->outbound().from_pod());
     if (!source.ok()) return InvalidArgument(std::string(source.status().message()));
-    absl::StatusOr<bpf::SocketAddress> to = bpf::SocketAddress::Parse(request->outbound().to());
+    absl::StatusOr<SocketAddress> to = SocketAddress::Parse(request->outbound().to());
     if (!to.ok()) {
       return InvalidArgument(
           absl::StrCat("--to ", request->outbound().to(), ": ", to.status().message()));

@@ -6,7 +6,7 @@
 
 #include "agent/capture/captured_pod.h"
 #include "agent/capture/in_pod_listener.h"
-#include "bpf/socket_address.h"
+#include "common/net_address.h"
 
 namespace nodeward::capture {
 
@@ -26,7 +26,7 @@ class ConnectionHandler {
 
   // An application in `pod` dialled `original_destination`.
   virtual void OnOutbound(std::shared_ptr<const CapturedPod> pod, int client_fd,
-                          const bpf::SocketAddress& original_destination) = 0;
+                          const SocketAddress& original_destination) = 0;
 
   // A peer connected to `pod` on `original_port` (of the pod's address). `via_tunnel_port`:
   // it arrived on 15008, the HBONE port.

@@ -31,8 +31,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "agent/capture/capture_log.h"
-#include "bpf/errno_status.h"
 #include "bpf/nodeward_maps.h"
+#include "common/errno_status.h"
 #include "common/files.h"
 
 #ifndef NSFS_MAGIC
@@ -42,10 +42,7 @@
 namespace nodeward::capture {
 namespace {
 
-using ::nodeward::bpf::ErrnoStatus;
-using ::nodeward::bpf::IpAddress;
 using ::nodeward::bpf::ListenerSlot;
-using ::nodeward::bpf::SocketAddress;
 
 constexpr char kStateSuffix[] = ".binpb";
 
@@ -99,24 +96,6 @@ absl::StatusOr<int> CreateListener(int family, uint16_t port) {
   return fd;
 }
 
-// Runs inside the pod netns: its global unicast addresses, for requests that name none.
-std::vector<IpAddress> DiscoverAddresses() {
-  std::vector<IpAddress> addresses;
-  ifaddrs* list = nullptr;
-  if (getifaddrs(&list) != 0) return addresses;
-  for (ifaddrs* entry = list; entry != nullptr; entry = entry->ifa_next) {
-    if (entry->ifa_addr == nullptr || (entry->ifa_flags & IFF_LOOPBACK) != 0) continue;
-    absl::StatusOr<SocketAddress> address =
-        SocketAddress::FromSockaddr(entry->ifa_addr, sizeof(sockaddr_storage));
-    if (!address.ok()) continue;
-    const IpAddress& ip = address->ip;
-    if (ip.family == AF_INET6 && ip.bytes[0] == 0xfe && (ip.bytes[1] & 0xc0) == 0x80) continue;
-    addresses.push_back(ip);
-  }
-  freeifaddrs(list);
-  return addresses;
-}
-
 bool IsSafeFileName(absl::string_view name) {
   if (name.empty() || name.size() > 200 || name == "." || name == "..") return false;
   for (char c : name) {
@@ -130,9 +109,20 @@ bool IsSafeFileName(absl::string_view name) {
 struct EnrollmentManager::Enrollment {
   std::shared_ptr<const CapturedPod> pod;
   v1::EnrolledPod record;
-  std::vector<IpAddress> addresses;
+  std::vector<IpAddress> addresses;  // steered: the listed ones and every other the pod has
   std::vector<uint64_t> listener_ids;
+  // Inbound listener fds per family (-1: none), owned by their InPodListener.
+  int plaintext_v4 = -1, tunnel_v4 = -1, plaintext_v6 = -1, tunnel_v6 = -1;
+  int watch_fd = -1;  // address changes of the pod's netns
+  uint64_t watch_id = 0;
 };
+
+namespace {
+
+// Epoll ids of address watches have this bit set; listener ids never do.
+constexpr uint64_t kWatchIdBit = uint64_t{1} << 63;
+
+}  // namespace
 
 absl::StatusOr<PodMetadata> ValidateEnrollRequest(const v1::EnrollRequest& request) {
   if (!IsSafeFileName(request.uid())) {
@@ -245,6 +235,91 @@ absl::Status EnrollmentManager::ForgetNetns(uint64_t netns_cookie,
   return result;
 }
 
+absl::Status EnrollmentManager::SteerAddress(Enrollment& enrollment, const IpAddress& address) {
+  if (absl::Status added = dataplane_->AddPodAddress(address, enrollment.pod->netns_cookie());
+      !added.ok()) {
+    return added;
+  }
+  enrollment.addresses.push_back(address);
+  const bool v6 = address.family == AF_INET6;
+  const int plaintext = v6 ? enrollment.plaintext_v6 : enrollment.plaintext_v4;
+  const int tunnel = v6 ? enrollment.tunnel_v6 : enrollment.tunnel_v4;
+  // Without listeners of its family the address stays refused: fail closed.
+  if (plaintext < 0 || tunnel < 0) return absl::OkStatus();
+  if (absl::Status status =
+          dataplane_->SetInboundListener(address, ListenerSlot::kInboundPlaintext, plaintext);
+      !status.ok()) {
+    return status;
+  }
+  return dataplane_->SetInboundListener(address, ListenerSlot::kTunnel, tunnel);
+}
+
+void EnrollmentManager::FollowAddresses(const std::string& uid) {
+  auto it = pods_.find(uid);
+  if (it == pods_.end()) return;
+  Enrollment& enrollment = it->second;
+  const CapturedPod& pod = *enrollment.pod;
+  absl::StatusOr<std::vector<AddressChange>> changes = ReadAddressChanges(enrollment.watch_fd);
+  std::vector<IpAddress> now;
+  bool relist = !changes.ok();
+  if (relist) {
+    Log(LogLevel::kWarning, "pod=", pod.display_name(),
+        " address watch: ", changes.status().ToString(), "; listing the addresses again");
+    if (absl::Status listed = executor_->Run(pod.netns_fd(), [&] { now = LocalAddresses(); });
+        !listed.ok()) {
+      Log(LogLevel::kWarning, "pod=", pod.display_name(),
+          " cannot list addresses: ", listed.ToString());
+      return;
+    }
+  } else {
+    now = enrollment.addresses;
+    for (const AddressChange& change : *changes) {
+      auto at = std::find(now.begin(), now.end(), change.address);
+      if (change.added && at == now.end()) now.push_back(change.address);
+      if (!change.added && at != now.end()) now.erase(at);
+    }
+  }
+  bool changed = false;
+  for (const IpAddress& address : now) {
+    if (std::find(enrollment.addresses.begin(), enrollment.addresses.end(), address) !=
+        enrollment.addresses.end()) {
+      continue;
+    }
+    absl::Status steered = SteerAddress(enrollment, address);
+    changed = true;
+    Log(steered.ok() ? LogLevel::kInfo : LogLevel::kWarning, "pod=", pod.display_name(),
+        " new address ", address.ToString(),
+        steered.ok() ? " steered" : absl::StrCat(" refused: ", steered.ToString()));
+  }
+  // The listed addresses stay steered even when they leave an interface: they name the pod.
+  const std::vector<std::string>& listed = pod.metadata().ips;
+  for (auto at = enrollment.addresses.begin(); at != enrollment.addresses.end();) {
+    const bool keep = std::find(now.begin(), now.end(), *at) != now.end() ||
+                      std::find(listed.begin(), listed.end(), at->ToString()) != listed.end();
+    if (keep) {
+      ++at;
+      continue;
+    }
+    if (absl::Status removed = dataplane_->RemovePodAddress(*at); !removed.ok()) {
+      Log(LogLevel::kWarning, "pod=", pod.display_name(), " address ", at->ToString(),
+          " gone, but its steering stays: ", removed.ToString());
+      ++at;
+      continue;
+    }
+    Log(LogLevel::kInfo, "pod=", pod.display_name(), " address ", at->ToString(), " gone");
+    at = enrollment.addresses.erase(at);
+    changed = true;
+  }
+  if (!changed) return;
+  enrollment.record.clear_addresses();
+  for (const IpAddress& address : enrollment.addresses) {
+    enrollment.record.add_addresses(address.ToString());
+  }
+  if (absl::Status saved = Persist(enrollment.record); !saved.ok()) {
+    Log(LogLevel::kWarning, "pod=", pod.display_name(), " ", saved.ToString());
+  }
+}
+
 absl::StatusOr<v1::EnrolledPod> EnrollmentManager::Enroll(const v1::EnrollRequest& request) {
   absl::StatusOr<PodMetadata> metadata = ValidateEnrollRequest(request);
   if (!metadata.ok()) return metadata.status();
@@ -282,6 +357,8 @@ absl::StatusOr<v1::EnrolledPod> EnrollmentManager::Enroll(const v1::EnrollReques
     std::vector<std::pair<ListenerKind, int>> v4;  // fds
     std::vector<std::pair<ListenerKind, int>> v6;
     std::string v6_skipped;
+    int watch_fd = -1;
+    DeliveryRouting routing;
   } in_pod;
   const std::pair<ListenerKind, uint16_t> ports[] = {
       {ListenerKind::kOutbound, NW_PORT_OUTBOUND},
@@ -319,11 +396,20 @@ absl::StatusOr<v1::EnrolledPod> EnrollmentManager::Enroll(const v1::EnrollReques
       }
       in_pod.v6.emplace_back(kind, *fd);
     }
-    if (metadata->ips.empty()) in_pod.discovered = DiscoverAddresses();
+    // Watching before listing: an address added in between is then seen by the watch.
+    absl::StatusOr<int> watch = OpenAddressWatch();
+    if (!watch.ok()) {
+      in_pod.status = watch.status();
+      return;
+    }
+    in_pod.watch_fd = *watch;
+    in_pod.discovered = LocalAddresses();
+    in_pod.routing = InstallDeliveryRouting();
   });
   auto close_listeners = [&] {
     for (auto& [kind, fd] : in_pod.v4) close(fd);
     for (auto& [kind, fd] : in_pod.v6) close(fd);
+    if (in_pod.watch_fd >= 0) close(in_pod.watch_fd);
   };
   if (!entered.ok() || !in_pod.status.ok()) {
     close_listeners();
@@ -340,8 +426,23 @@ absl::StatusOr<v1::EnrolledPod> EnrollmentManager::Enroll(const v1::EnrollReques
     }
   }
 
-  std::vector<IpAddress> addresses = std::move(in_pod.discovered);
-  for (const std::string& ip : metadata->ips) addresses.push_back(*IpAddress::Parse(ip));
+  // The listed addresses are the pod's identity in policy; every other address it has is
+  // steered too (link-local ones, a second interface's), so none reaches the application
+  // without the pod's policy. Without listed ones the global addresses stand for the pod.
+  std::vector<IpAddress> listed;
+  for (const std::string& ip : metadata->ips) listed.push_back(*IpAddress::Parse(ip));
+  if (listed.empty()) {
+    for (const IpAddress& ip : in_pod.discovered) {
+      if (!ip.IsLinkLocal()) {
+        listed.push_back(ip);
+        metadata->ips.push_back(ip.ToString());
+      }
+    }
+  }
+  std::vector<IpAddress> extra;
+  for (const IpAddress& ip : in_pod.discovered) {
+    if (std::find(listed.begin(), listed.end(), ip) == listed.end()) extra.push_back(ip);
+  }
   auto listener_fd = [&](int family, ListenerKind kind) {
     for (auto& [listener_kind, fd] : family == AF_INET6 ? in_pod.v6 : in_pod.v4) {
       if (listener_kind == kind) return fd;
@@ -350,11 +451,15 @@ absl::StatusOr<v1::EnrolledPod> EnrollmentManager::Enroll(const v1::EnrollReques
   };
 
   const uint64_t cookie = in_pod.cookie;
-  auto pod =
-      std::make_shared<const CapturedPod>(*std::move(metadata), *netns_fd, cookie, executor_);
+  const DeliveryRouting routing = in_pod.routing;
+  auto pod = std::make_shared<const CapturedPod>(*std::move(metadata), *netns_fd, cookie, executor_,
+                                                 dataplane_, routing);
   Enrollment enrollment;
   enrollment.pod = pod;
-  enrollment.addresses = addresses;
+  enrollment.plaintext_v4 = listener_fd(AF_INET, ListenerKind::kInboundPlaintext);
+  enrollment.tunnel_v4 = listener_fd(AF_INET, ListenerKind::kTunnel);
+  enrollment.plaintext_v6 = listener_fd(AF_INET6, ListenerKind::kInboundPlaintext);
+  enrollment.tunnel_v6 = listener_fd(AF_INET6, ListenerKind::kTunnel);
   // The listeners are served before anything steers connections to them. From here on the
   // Listener objects own the fds and `pod` owns the netns fd.
   absl::Status status;
@@ -394,35 +499,49 @@ absl::StatusOr<v1::EnrolledPod> EnrollmentManager::Enroll(const v1::EnrollReques
   };
 
   const uint32_t pod_id = next_pod_id_++;
-  std::vector<IpAddress> added;
-  for (const IpAddress& address : addresses) {
+  for (const IpAddress& address : listed) {
     if (!status.ok()) break;
     if (address.family == AF_INET6 && in_pod.v6.empty()) {
       status = absl::FailedPreconditionError(absl::StrCat(
           "pod address ", address.ToString(), " needs IPv6 listeners: ", in_pod.v6_skipped));
       break;
     }
-    status = dataplane_->AddPodAddress(address, cookie);
-    if (!status.ok()) break;
-    added.push_back(address);
     // The listeners go in before the netns is linked, so no inbound connection is refused
     // while enrollment is in progress.
-    status = dataplane_->SetInboundListener(
-        address, ListenerSlot::kInboundPlaintext,
-        listener_fd(address.family, ListenerKind::kInboundPlaintext));
+    status = SteerAddress(enrollment, address);
+  }
+  for (const IpAddress& address : extra) {
     if (!status.ok()) break;
-    status = dataplane_->SetInboundListener(address, ListenerSlot::kTunnel,
-                                            listener_fd(address.family, ListenerKind::kTunnel));
+    if (absl::Status steered = SteerAddress(enrollment, address); !steered.ok()) {
+      // Unsteered, the address is still refused (sk_lookup drops what it does not know).
+      Log(LogLevel::kWarning, "pod=", pod->display_name(), " address ", address.ToString(),
+          " not steered, connections to it are refused: ", steered.ToString());
+    }
   }
   if (status.ok()) status = dataplane_->LinkNetns(cookie, pod->netns_fd());
   if (status.ok()) status = dataplane_->EnrollNetns(cookie, pod_id);
 
   *enrollment.record.mutable_pod() = request;
   enrollment.record.set_netns_cookie(cookie);
-  for (const IpAddress& address : addresses) enrollment.record.add_addresses(address.ToString());
+  for (const std::string& ip : pod->metadata().ips) enrollment.record.add_pod_ips(ip);
+  for (const IpAddress& address : enrollment.addresses) {
+    enrollment.record.add_addresses(address.ToString());
+  }
   if (status.ok()) status = Persist(enrollment.record);
+  enrollment.watch_fd = std::exchange(in_pod.watch_fd, -1);
+  if (status.ok()) {
+    enrollment.watch_id = kWatchIdBit | next_watch_id_++;
+    epoll_event event{};
+    event.events = EPOLLIN;
+    event.data.u64 = enrollment.watch_id;
+    if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, enrollment.watch_fd, &event) != 0) {
+      status = ErrnoStatus(errno, "watch pod addresses");
+    }
+  }
   if (!status.ok()) {
-    if (absl::Status rollback = ForgetNetns(cookie, added); !rollback.ok()) {
+    close(enrollment.watch_fd);
+    executor_->Run(pod->netns_fd(), [] { RemoveDeliveryRouting().IgnoreError(); }).IgnoreError();
+    if (absl::Status rollback = ForgetNetns(cookie, enrollment.addresses); !rollback.ok()) {
       Log(LogLevel::kError, "pod=", pod->display_name(),
           " rollback of failed enrollment incomplete: ", rollback.ToString());
     }
@@ -431,8 +550,12 @@ absl::StatusOr<v1::EnrolledPod> EnrollmentManager::Enroll(const v1::EnrollReques
   }
   Log(LogLevel::kInfo, "pod=", pod->display_name(), " enrolled netns_cookie=", cookie,
       " addresses=", absl::StrJoin(enrollment.record.addresses(), ","),
-      in_pod.v6.empty() ? absl::StrCat(" ipv6=off (", in_pod.v6_skipped, ")") : "");
+      in_pod.v6.empty() ? absl::StrCat(" ipv6=off (", in_pod.v6_skipped, ")") : "",
+      routing.problem.empty()
+          ? ""
+          : absl::StrCat(" client addresses not kept on delivery: ", routing.problem));
   v1::EnrolledPod record = enrollment.record;
+  watches_[enrollment.watch_id] = pod->metadata().uid;
   pods_[pod->metadata().uid] = std::move(enrollment);
   handler_->OnPodEnrolled(pod);
   return record;
@@ -447,7 +570,15 @@ absl::Status EnrollmentManager::UnenrollLocked(const std::string& uid) {
   auto it = pods_.find(uid);
   if (it == pods_.end()) return absl::NotFoundError(absl::StrCat("no enrolled pod with uid ", uid));
   Enrollment& enrollment = it->second;
+  epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, enrollment.watch_fd, nullptr);
+  close(enrollment.watch_fd);
+  watches_.erase(enrollment.watch_id);
   absl::Status result = ForgetNetns(enrollment.pod->netns_cookie(), enrollment.addresses);
+  absl::Status routing;
+  // A pod whose netns is already gone has nothing left to undo there.
+  if (executor_->Run(enrollment.pod->netns_fd(), [&] { routing = RemoveDeliveryRouting(); }).ok()) {
+    Keep(result, routing);
+  }
   {
     absl::MutexLock lock(&mutex_);
     for (uint64_t id : enrollment.listener_ids) {
@@ -556,6 +687,17 @@ void EnrollmentManager::AcceptLoop() {
     for (int i = 0; i < count; ++i) {
       // epoll_event is packed: copy the id out rather than bind a reference to it.
       const uint64_t id = events[i].data.u64;
+      if ((id & kWatchIdBit) != 0) {
+        {
+          absl::MutexLock lock(&mutex_);
+          if (stopping_) return;
+        }
+        absl::MutexLock operation_lock(&operation_);
+        if (auto watch = watches_.find(id); watch != watches_.end()) {
+          FollowAddresses(watch->second);
+        }
+        continue;
+      }
       std::shared_ptr<InPodListener> listener;
       {
         absl::MutexLock lock(&mutex_);

@@ -26,11 +26,14 @@ struct EnrollmentOptions {
 
 // Turns "capture this pod" into kernel and socket state, and back:
 //  enroll   = in-pod listeners (15001, 15006, 15008; IPv4 and, when the pod has it, IPv6)
-//             created inside the pod netns + pod addresses and listeners in the inbound map +
-//             sk_lookup linked into the netns + netns cookie in `enrolled`;
+//             created inside the pod netns + every address of the pod (the listed ones and
+//             all others, link-local included) and the listeners in the inbound map + the
+//             delivery routing (pod_network.h) + sk_lookup linked into the netns + netns
+//             cookie in `enrolled`; the pod's addresses are then followed as they change;
 //  unenroll = the same steps reversed, leaving nothing behind.
 // Accepted connections go to the ConnectionHandler from one accept thread, unless the handler
-// accepts on the listeners itself (ConnectionHandler::ServesListeners).
+// accepts on the listeners itself (ConnectionHandler::ServesListeners). The same thread
+// follows the pods' address changes.
 class EnrollmentManager {
  public:
   static absl::StatusOr<std::unique_ptr<EnrollmentManager>> Create(
@@ -62,8 +65,15 @@ class EnrollmentManager {
                     NetnsExecutor* executor, EnrollmentOptions options, int epoll_fd, int wake_fd);
 
   absl::Status UnenrollLocked(const std::string& uid) ABSL_EXCLUSIVE_LOCKS_REQUIRED(operation_);
+  // Registers `address` as the pod's: steered to its listeners, or refused when it has none
+  // of that family. Added to enrollment.addresses once it is in the kernel's map.
+  absl::Status SteerAddress(Enrollment& enrollment, const IpAddress& address)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(operation_);
+  // Applies the address changes queued on the pod's watch (or lists them again when the
+  // kernel dropped some): new addresses steered, vanished ones released.
+  void FollowAddresses(const std::string& uid) ABSL_EXCLUSIVE_LOCKS_REQUIRED(operation_);
   // Best-effort removal of every kernel entry of a netns we no longer serve.
-  absl::Status ForgetNetns(uint64_t netns_cookie, const std::vector<bpf::IpAddress>& addresses);
+  absl::Status ForgetNetns(uint64_t netns_cookie, const std::vector<IpAddress>& addresses);
   absl::Status Persist(const v1::EnrolledPod& record) const;
   std::string StatePath(const std::string& uid) const;
   void AcceptLoop();
@@ -82,6 +92,8 @@ class EnrollmentManager {
   mutable absl::Mutex operation_;
   absl::flat_hash_map<std::string, Enrollment> pods_ ABSL_GUARDED_BY(operation_);
   uint32_t next_pod_id_ ABSL_GUARDED_BY(operation_) = 1;
+  absl::flat_hash_map<uint64_t, std::string> watches_ ABSL_GUARDED_BY(operation_);  // id -> uid
+  uint64_t next_watch_id_ ABSL_GUARDED_BY(operation_) = 1;
 
   mutable absl::Mutex mutex_;
   absl::flat_hash_map<uint64_t, std::shared_ptr<InPodListener>> listeners_ ABSL_GUARDED_BY(mutex_);

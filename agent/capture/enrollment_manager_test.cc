@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -16,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "agent/capture/test_netns.h"
 #include "bpf/nodeward_maps.h"
@@ -25,12 +27,11 @@
 namespace nodeward::capture {
 namespace {
 
-using ::nodeward::bpf::IpAddress;
 using ::nodeward::bpf::ListenerSlot;
-using ::nodeward::bpf::SocketAddress;
 using ::testing::Contains;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 // Records what the manager asks of the kernel side, and can be told to fail one step.
 class FakeDataplane : public bpf::CaptureDataplane {
@@ -57,6 +58,14 @@ class FakeDataplane : public bpf::CaptureDataplane {
                                   int listener_fd) override {
     if (listener_fd < 0) return absl::InvalidArgumentError("no listener");
     return Record(absl::StrCat("listener ", address.ToString(), " ", bpf::ListenerSlotName(slot)));
+  }
+  absl::Status AnnounceDelivery(const SocketAddress& application,
+                                const SocketAddress& agent_side) override {
+    return Record(absl::StrCat("announce ", agent_side.ToString(), "->", application.ToString()));
+  }
+  absl::Status ForgetDelivery(const SocketAddress& application,
+                              const SocketAddress& agent_side) override {
+    return Record(absl::StrCat("forget ", agent_side.ToString(), "->", application.ToString()));
   }
   absl::StatusOr<SocketAddress> TakeOriginalDestination(const SocketAddress& client,
                                                         uint64_t netns_cookie) override {
@@ -252,6 +261,45 @@ TEST_F(EnrollmentManagerTest, EnrollSetsUpListenersAndKernelStateInOrder) {
   EXPECT_TRUE(StateFileExists("uid-1"));
   ASSERT_EQ(manager_->List().size(), 1u);
   EXPECT_EQ(manager_->List()[0].pod().uid(), "uid-1");
+}
+
+// An address the pod gets after enrollment is steered as soon as the kernel says so, and
+// released when it goes; the record follows.
+TEST_F(EnrollmentManagerTest, AddressesAddedLaterAreSteeredAndReleased) {
+  ASSERT_TRUE(manager_->Enroll(Request(*netns_, "uid-1")).ok());
+  dataplane_.TakeCalls();
+  auto ip = [&](const std::string& arguments) {
+    const std::string command =
+        absl::StrCat("nsenter --net=", netns_->path(), " ip ", arguments, " > /dev/null 2>&1");
+    return std::system(command.c_str());
+  };
+  ASSERT_EQ(ip("addr add 10.2.0.7/32 dev lo"), 0);
+  ASSERT_EQ(ip("-6 addr add fd00::7/128 dev lo"), 0);
+  auto calls_contain = [&](std::vector<std::string> wanted) {
+    std::vector<std::string> seen;
+    for (int i = 0; i < 300; ++i) {
+      for (std::string& call : dataplane_.TakeCalls()) seen.push_back(std::move(call));
+      bool all = true;
+      for (const std::string& want : wanted) {
+        all = all && std::find(seen.begin(), seen.end(), want) != seen.end();
+      }
+      if (all) return true;
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    ADD_FAILURE() << "calls seen: " << absl::StrJoin(seen, "; ");
+    return false;
+  };
+  EXPECT_TRUE(calls_contain({"add 10.2.0.7", "listener 10.2.0.7 inbound-plaintext",
+                             "listener 10.2.0.7 tunnel", "add fd00::7",
+                             "listener fd00::7 inbound-plaintext", "listener fd00::7 tunnel"}));
+  ASSERT_EQ(manager_->List().size(), 1u);
+  EXPECT_THAT(manager_->List()[0].addresses(), Contains("10.2.0.7"));
+  EXPECT_THAT(manager_->List()[0].pod_ips(), ElementsAre("10.1.0.5"));
+
+  ASSERT_EQ(ip("addr del 10.2.0.7/32 dev lo"), 0);
+  EXPECT_TRUE(calls_contain({"remove 10.2.0.7"}));
+  EXPECT_THAT(manager_->List()[0].addresses(), Not(Contains("10.2.0.7")));
+  EXPECT_THAT(manager_->List()[0].addresses(), Contains("10.1.0.5")) << "listed ones stay";
 }
 
 TEST_F(EnrollmentManagerTest, AcceptedConnectionsReachTheHandler) {

@@ -24,18 +24,18 @@ void InPodListener::Close() {
   shutdown(fd_, SHUT_RDWR);
 }
 
-absl::StatusOr<bpf::SocketAddress> InPodListener::OriginalDestination(
-    const bpf::SocketAddress& client) const {
+absl::StatusOr<SocketAddress> InPodListener::OriginalDestination(
+    const SocketAddress& client) const {
   // The listener lives in the pod's netns, so the client does too.
   return dataplane_->TakeOriginalDestination(client, pod_->netns_cookie());
 }
 
 std::optional<InPodListener::Accepted> InPodListener::Resolve(
-    int fd, absl::FunctionRef<absl::StatusOr<bpf::SocketAddress>()> client) const {
+    int fd, absl::FunctionRef<absl::StatusOr<SocketAddress>()> client) const {
   Accepted accepted;
   if (kind_ == Kind::kOutbound) {
-    absl::StatusOr<bpf::SocketAddress> peer = client();
-    absl::StatusOr<bpf::SocketAddress> destination =
+    absl::StatusOr<SocketAddress> peer = client();
+    absl::StatusOr<SocketAddress> destination =
         peer.ok() ? OriginalDestination(*peer) : peer.status();
     if (!destination.ok()) {
       Log(LogLevel::kWarning, "outbound pod=", pod_->display_name(),
@@ -48,7 +48,7 @@ std::optional<InPodListener::Accepted> InPodListener::Resolve(
     accepted.destination = *destination;
     return accepted;
   }
-  absl::StatusOr<bpf::SocketAddress> local = bpf::SocketAddress::LocalOf(fd);
+  absl::StatusOr<SocketAddress> local = SocketAddress::LocalOf(fd);
   if (!local.ok()) {
     Log(LogLevel::kWarning, "inbound pod=", pod_->display_name(),
         " refused reason=", local.status().ToString());

@@ -11,7 +11,7 @@
 #include "absl/status/statusor.h"
 #include "agent/capture/captured_pod.h"
 #include "bpf/capture_dataplane.h"
-#include "bpf/socket_address.h"
+#include "common/net_address.h"
 
 namespace nodeward::capture {
 
@@ -43,21 +43,21 @@ class InPodListener {
 
   // For a connection accepted here on an outbound listener: where the application was going.
   // `client` is the accepted connection's peer address.
-  absl::StatusOr<bpf::SocketAddress> OriginalDestination(const bpf::SocketAddress& client) const;
+  absl::StatusOr<SocketAddress> OriginalDestination(const SocketAddress& client) const;
 
   // What a connection accepted here is: on an outbound listener the application's address and
   // where it was going, on an inbound one the pod's port it arrived on.
   struct Accepted {
-    bpf::SocketAddress client;       // outbound only
-    bpf::SocketAddress destination;  // outbound only
-    uint16_t port = 0;               // inbound only
+    SocketAddress client;       // outbound only
+    SocketAddress destination;  // outbound only
+    uint16_t port = 0;          // inbound only
   };
   // Resolves `fd`, just accepted here, whoever accepted it. `client` gives its peer (from what
   // accept returned, or by asking the socket) and is called for outbound listeners only. When
   // it cannot be resolved the connection is refused: logged with the pod, peer and reason,
   // closed, and nullopt returned.
-  std::optional<Accepted> Resolve(
-      int fd, absl::FunctionRef<absl::StatusOr<bpf::SocketAddress>()> client) const;
+  std::optional<Accepted> Resolve(int fd,
+                                  absl::FunctionRef<absl::StatusOr<SocketAddress>()> client) const;
 
  private:
   const int fd_;

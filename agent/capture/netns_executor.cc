@@ -8,15 +8,13 @@
 #include <cerrno>
 
 #include "agent/capture/capture_log.h"
-#include "bpf/errno_status.h"
+#include "common/errno_status.h"
 
 #ifndef SO_NETNS_COOKIE
 #define SO_NETNS_COOKIE 71
 #endif
 
 namespace nodeward::capture {
-
-using ::nodeward::bpf::ErrnoStatus;
 
 NetnsExecutor::NetnsExecutor() {
   worker_ = std::thread([this] { Loop(); });

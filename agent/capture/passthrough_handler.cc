@@ -13,15 +13,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "agent/capture/capture_log.h"
-#include "bpf/errno_status.h"
 #include "bpf/nodeward_maps.h"
+#include "common/errno_status.h"
 
 namespace nodeward::capture {
 namespace {
-
-using ::nodeward::bpf::ErrnoStatus;
-using ::nodeward::bpf::IpAddress;
-using ::nodeward::bpf::SocketAddress;
 
 // Close so that the peer sees a reset rather than a clean end of stream.
 void CloseWithReset(int fd) {

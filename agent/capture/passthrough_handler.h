@@ -34,7 +34,7 @@ class PassthroughHandler final : public ConnectionHandler {
   PassthroughHandler& operator=(const PassthroughHandler&) = delete;
 
   void OnOutbound(std::shared_ptr<const CapturedPod> pod, int client_fd,
-                  const bpf::SocketAddress& original_destination) override;
+                  const SocketAddress& original_destination) override;
   void OnInbound(std::shared_ptr<const CapturedPod> pod, int fd, uint16_t original_port,
                  bool via_tunnel_port) override;
 
@@ -46,7 +46,7 @@ class PassthroughHandler final : public ConnectionHandler {
   PassthroughHandler(const Options& options, int epoll_fd, int wake_fd);
   // Connects a new agent socket in the pod to `target` and relays `downstream_fd` to it.
   void StartRelay(std::shared_ptr<const CapturedPod> pod, int downstream_fd,
-                  const bpf::SocketAddress& target, std::string description);
+                  const SocketAddress& target, std::string description);
   void Loop();
   // Moves what can be moved without blocking; returns false when the relay is finished.
   bool Pump(Relay& relay, std::string* close_reason);

@@ -19,9 +19,6 @@
 namespace nodeward::capture {
 namespace {
 
-using ::nodeward::bpf::IpAddress;
-using ::nodeward::bpf::SocketAddress;
-
 SocketAddress Loopback(uint16_t port) { return {IpAddress::V4(htonl(INADDR_LOOPBACK)), port}; }
 
 // Reads until end of stream (or an error, or 5 s of silence); returns what arrived.

@@ -18,7 +18,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
-#include "bpf/errno_status.h"
+#include "common/errno_status.h"
 
 namespace nodeward::capture {
 
@@ -30,23 +30,23 @@ class TestNetns {
     // Only this short-lived thread changes namespace.
     std::thread([&] {
       if (unshare(CLONE_NEWNET) != 0) {
-        status = bpf::ErrnoStatus(errno, "unshare(CLONE_NEWNET)");
+        status = ErrnoStatus(errno, "unshare(CLONE_NEWNET)");
         return;
       }
       int control = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
       ifreq request{};
       std::strncpy(request.ifr_name, "lo", IFNAMSIZ - 1);
       if (control < 0 || ioctl(control, SIOCGIFFLAGS, &request) != 0) {
-        status = bpf::ErrnoStatus(errno, "read lo flags");
+        status = ErrnoStatus(errno, "read lo flags");
       } else {
         request.ifr_flags |= IFF_UP;
         if (ioctl(control, SIOCSIFFLAGS, &request) != 0) {
-          status = bpf::ErrnoStatus(errno, "bring lo up");
+          status = ErrnoStatus(errno, "bring lo up");
         }
       }
       if (control >= 0) close(control);
       fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-      if (fd < 0 && status.ok()) status = bpf::ErrnoStatus(errno, "open new netns");
+      if (fd < 0 && status.ok()) status = ErrnoStatus(errno, "open new netns");
     }).join();
     if (!status.ok()) {
       if (fd >= 0) close(fd);

@@ -44,7 +44,7 @@ std::shared_ptr<Connection> Connection::Adopt(EventLoop& loop, int fd, const Opt
 
 void Connection::Connect(EventLoop& loop, const SocketAddress& peer, absl::Duration timeout,
                          const Options& options, ConnectCallback done) {
-  absl::StatusOr<int> fd = NewTcpSocket(peer.family(), options.socket_mark);
+  absl::StatusOr<int> fd = NewTcpSocket(peer.ip.family, options.socket_mark);
   if (!fd.ok()) {
     loop.Defer([done = std::move(done), status = fd.status()]() mutable { done(status); });
     return;
@@ -57,10 +57,11 @@ void Connection::ConnectSocket(EventLoop& loop, int fd, const SocketAddress& pee
                                ConnectCallback done) {
   std::shared_ptr<Connection> connection(new Connection(loop, fd, options));
   connection->connect_peer_ = peer;
-  const SocketAddress& stored = connection->connect_peer_;
+  connection->connect_sockaddr_length_ = peer.ToSockaddr(&connection->connect_sockaddr_);
   const absl::Time deadline = absl::Now() + timeout;
   connection->connect_op_ =
-      loop.Connect(fd, stored.get(), stored.length(), timeout,
+      loop.Connect(fd, reinterpret_cast<const sockaddr*>(&connection->connect_sockaddr_),
+                   connection->connect_sockaddr_length_, timeout,
                    [connection, deadline, done = std::move(done)](Completion& completion) mutable {
                      connection->connect_op_ = 0;
                      connection->FinishConnect(completion.result, deadline, std::move(done));

@@ -147,6 +147,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   absl::Time last_activity_;
 
   SocketAddress connect_peer_;
+  // What the ring reads while the connect is in flight.
+  sockaddr_storage connect_sockaddr_{};
+  socklen_t connect_sockaddr_length_ = 0;
   EventLoop::OpId connect_op_ = 0;
 };
 

@@ -37,7 +37,7 @@ TEST(ConnectionTest, EchoesThroughAcceptedConnection) {
   NODEWARD_LOOP_OR_SKIP(loop);
   auto listener = Listener::Bind(*loop, SocketAddress::Loopback4(0), {}, Echo);
   ASSERT_TRUE(listener.ok()) << listener.status();
-  const std::uint16_t port = (*listener)->local_address().port();
+  const std::uint16_t port = (*listener)->local_address().port;
 
   const std::vector<std::uint8_t> sent = RandomBytes(1 << 20, 1);
   absl::StatusOr<std::vector<std::uint8_t>> echoed;
@@ -96,7 +96,9 @@ TEST(ConnectionTest, ConnectTimesOutWhenThePeerNeverAnswers) {
   for (int i = 0; i < 4; ++i) {
     Fd fd(socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     const SocketAddress address = SocketAddress::Loopback4(port);
-    connect(fd.get(), address.get(), address.length());
+    sockaddr_storage storage;
+    const socklen_t length = address.ToSockaddr(&storage);
+    connect(fd.get(), reinterpret_cast<const sockaddr*>(&storage), length);
     fillers.push_back(std::move(fd));
   }
   absl::SleepFor(absl::Milliseconds(50));
@@ -231,7 +233,7 @@ TEST(ListenerTest, ConnectionsBeyondTheCapAreClosedAtOnce) {
                                    held.push_back(std::move(connection));
                                  });
   ASSERT_TRUE(listener.ok()) << listener.status();
-  const std::uint16_t port = (*listener)->local_address().port();
+  const std::uint16_t port = (*listener)->local_address().port;
   std::vector<Fd> clients;
   for (int i = 0; i < 3; ++i) {
     auto fd = ConnectLoopback(port);
@@ -262,7 +264,7 @@ TEST(ListenerTest, DrainWaitsForConnectionsThatFinishInTime) {
   NODEWARD_LOOP_OR_SKIP(loop);
   auto listener = Listener::Bind(*loop, SocketAddress::Loopback4(0), {}, Echo);
   ASSERT_TRUE(listener.ok());
-  const std::uint16_t port = (*listener)->local_address().port();
+  const std::uint16_t port = (*listener)->local_address().port;
   auto client = ConnectLoopback(port);
   ASSERT_TRUE(client.ok());
   ASSERT_TRUE(
@@ -296,7 +298,7 @@ TEST(ListenerTest, DrainClosesWhatIsLeftAtTheDeadline) {
         connection->Start(std::move(callbacks));
       });
   ASSERT_TRUE(listener.ok());
-  auto client = ConnectLoopback((*listener)->local_address().port());
+  auto client = ConnectLoopback((*listener)->local_address().port);
   ASSERT_TRUE(client.ok());
   ASSERT_TRUE(
       loop->RunUntil([&] { return (*listener)->active_connections() == 1; }, absl::Seconds(5))

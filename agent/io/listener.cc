@@ -44,7 +44,7 @@ absl::StatusOr<std::unique_ptr<Listener>> Listener::Adopt(EventLoop& loop, int l
   state->listen_fd = listen_fd;
   state->options = options;
   state->on_accept = std::move(on_accept);
-  absl::StatusOr<SocketAddress> address = SocketAddress::OfSocket(listen_fd);
+  absl::StatusOr<SocketAddress> address = SocketAddress::LocalOf(listen_fd);
   if (!address.ok()) {
     close(listen_fd);
     return address.status();

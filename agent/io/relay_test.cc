@@ -44,7 +44,7 @@ class RelayProxy {
   }
 
   const absl::Status& status() const { return status_; }
-  std::uint16_t port() const { return listener_->local_address().port(); }
+  std::uint16_t port() const { return listener_->local_address().port; }
   const std::vector<Relay::Result>& results() const { return results_; }
   std::vector<std::shared_ptr<Relay>>& relays() { return relays_; }
 

@@ -78,7 +78,7 @@ class TlsRelayTest : public ::testing::Test {
               });
         });
     ASSERT_TRUE(inbound.ok()) << inbound.status();
-    const std::uint16_t tunnel_port = (*inbound)->local_address().port();
+    const std::uint16_t tunnel_port = (*inbound)->local_address().port;
 
     auto outbound = Listener::Bind(
         *loop, SocketAddress::Loopback4(0), {}, [&](std::shared_ptr<Connection> app) {
@@ -94,7 +94,7 @@ class TlsRelayTest : public ::testing::Test {
               });
         });
     ASSERT_TRUE(outbound.ok()) << outbound.status();
-    const std::uint16_t entry_port = (*outbound)->local_address().port();
+    const std::uint16_t entry_port = (*outbound)->local_address().port;
 
     std::atomic<int> finished{0};
     std::thread client_thread([&] {

@@ -49,6 +49,7 @@ std::string FormatAccessRecord(const AccessRecord& record, absl::Time end) {
   field("destination_workload", record.destination_workload);
   field("destination_principal", record.destination_principal);
   field("destination_address", record.destination_address);
+  if (!record.delivered_from.empty()) field("delivered_from", record.delivered_from);
   field("mode", record.mode);
   field("connection_security_policy", record.connection_security_policy);
   field("policy", record.policy);

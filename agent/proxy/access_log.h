@@ -21,6 +21,8 @@ struct AccessRecord {
   std::string destination_workload;
   std::string destination_principal;
   std::string destination_address;  // the address the application dialled (or was dialled on)
+  // Inbound: the source address the destination application saw (the client's when kept).
+  std::string delivered_from;
   std::string mode;  // "hbone_mtls", "same_node", "tls_origination", "plaintext", "refused"
   std::string connection_security_policy;  // "mutual_tls" or "none"
   std::string policy;                      // resources that decided, "Kind ns/name; ..."

@@ -16,6 +16,7 @@
 #include "agent/io/relay.h"
 #include "agent/io/socket.h"
 #include "agent/io/tls_transform.h"
+#include "bpf/nodeward_maps.h"
 #include "policy/decisions.h"
 
 namespace nodeward::proxy {
@@ -25,6 +26,10 @@ using capture::Log;
 using capture::LogLevel;
 
 constexpr absl::Duration kPodAcceptRetryDelay = absl::Milliseconds(100);
+// The node-side ports of the agent (admin, metrics, readiness), reserved inside pods too.
+constexpr uint16_t kAdminPort = 15000;
+constexpr uint16_t kMetricsPort = 15020;
+constexpr uint16_t kReadinessPort = 15021;
 
 void ResetFd(int fd) {
   linger option{1, 0};
@@ -42,6 +47,46 @@ void ResetConnection(io::Connection& connection, const absl::Status& reason) {
 std::string HostPort(const std::string& address, uint32_t port) {
   return address.find(':') == std::string::npos ? absl::StrCat(address, ":", port)
                                                 : absl::StrCat("[", address, "]:", port);
+}
+
+// The agent's own ports inside a pod: never a place to deliver to. Delivering there would
+// hand the connection back to the agent (or to whatever squats on its port).
+bool IsAgentPort(uint16_t port) {
+  switch (port) {
+    case NW_PORT_OUTBOUND:
+    case NW_PORT_INBOUND_PLAINTEXT:
+    case NW_PORT_TUNNEL:
+    case kAdminPort:
+    case kMetricsPort:
+    case kReadinessPort:
+      return true;
+    default:
+      return false;
+  }
+}
+
+std::string AgentPortReason(uint16_t port) {
+  return absl::StrCat("port ", port, " is the agent's own and never a delivery target");
+}
+
+// The source pod's address the destination is reached from (same node: the agent sees the
+// application on loopback).
+std::optional<SocketAddress> PodAddressOfFamily(const capture::CapturedPod& pod, int family) {
+  for (const std::string& ip : pod.metadata().ips) {
+    absl::StatusOr<IpAddress> address = IpAddress::Parse(ip);
+    if (address.ok() && address->family == family) return SocketAddress{*address, 0, 0};
+  }
+  return std::nullopt;
+}
+
+// What the application will see as the connection's source, for the access log: the client's
+// address when the delivery can keep it, the pod's own address otherwise.
+std::string ClientAsDelivered(const capture::CapturedPod& pod, const SocketAddress& application,
+                              const std::optional<SocketAddress>& client) {
+  if (std::optional<IpAddress> kept = pod.KeptSource(application, client)) {
+    return kept->ToString();
+  }
+  return absl::StrCat(application.ip.ToString(), " (the pod's own: client address not kept)");
 }
 
 }  // namespace
@@ -189,7 +234,7 @@ bool MeshHandler::Admit(int fd, absl::FunctionRef<std::string()> description) {
 }
 
 bool MeshHandler::AdmitOutbound(const capture::CapturedPod& pod, int fd,
-                                const bpf::SocketAddress& destination) {
+                                const SocketAddress& destination) {
   return Admit(fd, [&] {
     return absl::StrCat("pod=", pod.display_name(), " outbound to ", destination.ToString());
   });
@@ -201,7 +246,7 @@ bool MeshHandler::AdmitInbound(const capture::CapturedPod& pod, int fd, uint16_t
 }
 
 void MeshHandler::OnOutbound(std::shared_ptr<const capture::CapturedPod> pod, int client_fd,
-                             const bpf::SocketAddress& original_destination) {
+                             const SocketAddress& original_destination) {
   if (!AdmitOutbound(*pod, client_fd, original_destination)) return;
   Worker& worker = WorkerFor(*pod);
   worker.thread->Post([this, &worker, pod = std::move(pod), client_fd, original_destination] {
@@ -254,7 +299,7 @@ void MeshHandler::ArmPodAccept(Worker& worker, std::shared_ptr<capture::InPodLis
 void MeshHandler::OnPodAccepted(Worker& worker, const capture::InPodListener& listener, int fd) {
   // A multishot accept does not return the peer: the socket is asked, for outbound only.
   std::optional<capture::InPodListener::Accepted> accepted =
-      listener.Resolve(fd, [fd] { return bpf::SocketAddress::PeerOf(fd); });
+      listener.Resolve(fd, [fd] { return SocketAddress::PeerOf(fd); });
   if (!accepted.has_value()) return;
   const capture::CapturedPod& pod = *listener.pod();
   if (listener.kind() == capture::InPodListener::Kind::kOutbound) {
@@ -323,12 +368,12 @@ void MeshHandler::Refuse(std::shared_ptr<Flow> flow, std::shared_ptr<io::Connect
 void MeshHandler::ConnectFromPod(Worker& worker, const capture::CapturedPod& pod,
                                  const std::string& address, uint32_t port,
                                  io::Connection::ConnectCallback done) {
-  absl::StatusOr<io::SocketAddress> peer = io::SocketAddress::Parse(HostPort(address, port));
+  absl::StatusOr<SocketAddress> peer = SocketAddress::Parse(HostPort(address, port));
   if (!peer.ok()) {
     done(peer.status());
     return;
   }
-  absl::StatusOr<int> fd = pod.CreateAgentSocket(peer->family());
+  absl::StatusOr<int> fd = pod.CreateAgentSocket(peer->ip.family);
   if (!fd.ok()) {
     done(fd.status());
     return;
@@ -361,6 +406,47 @@ void MeshHandler::ConnectAndRelay(Worker& worker, const capture::CapturedPod& po
                  });
 }
 
+void MeshHandler::Deliver(Worker& worker, const capture::CapturedPod& pod,
+                          const SocketAddress& application,
+                          const std::optional<SocketAddress>& client,
+                          io::Connection::ConnectCallback done) {
+  absl::StatusOr<std::unique_ptr<capture::Delivery>> delivery =
+      pod.OpenDelivery(application, client);
+  if (!delivery.ok()) {
+    done(delivery.status());
+    return;
+  }
+  const int fd = (*delivery)->TakeFd();
+  io::Connection::Options connection;
+  connection.idle_timeout = options_.idle_timeout;
+  connection.set_nodelay = false;  // CreateAgentSocket did
+  // The announcement must outlive the handshake: the application's SYN-ACK is what it lets in.
+  std::shared_ptr<capture::Delivery> held = *std::move(delivery);
+  io::Connection::ConnectSocket(
+      worker.thread->loop(), fd, application, options_.connect_timeout, connection,
+      [held = std::move(held),
+       done = std::move(done)](absl::StatusOr<std::shared_ptr<io::Connection>> result) mutable {
+        held.reset();
+        done(std::move(result));
+      });
+}
+
+void MeshHandler::DeliverAndRelay(Worker& worker, const capture::CapturedPod& pod,
+                                  const SocketAddress& application,
+                                  const std::optional<SocketAddress>& client,
+                                  std::shared_ptr<Flow> flow, std::shared_ptr<io::Connection> app) {
+  flow->record.delivered_from = ClientAsDelivered(pod, application, client);
+  Deliver(worker, pod, application, client,
+          [this, flow, app](absl::StatusOr<std::shared_ptr<io::Connection>> upstream) {
+            if (!upstream.ok()) {
+              ResetConnection(*app, upstream.status());
+              Finish(*flow, "error", std::string(upstream.status().message()));
+              return;
+            }
+            RelayPlain(flow, app, *std::move(upstream), nullptr);
+          });
+}
+
 void MeshHandler::RelayPlain(std::shared_ptr<Flow> flow, std::shared_ptr<io::Connection> app,
                              std::shared_ptr<io::Connection> upstream,
                              std::unique_ptr<io::Transform> tls) {
@@ -381,8 +467,8 @@ void MeshHandler::RelayPlain(std::shared_ptr<Flow> flow, std::shared_ptr<io::Con
 }
 
 void MeshHandler::HandleOutbound(Worker& worker, std::shared_ptr<const capture::CapturedPod> pod,
-                                 int fd, const bpf::SocketAddress& destination,
-                                 std::optional<bpf::SocketAddress> source_address) {
+                                 int fd, const SocketAddress& destination,
+                                 std::optional<SocketAddress> source_address) {
   io::Connection::Options connection_options;
   connection_options.idle_timeout = options_.idle_timeout;
   connection_options.set_nodelay = false;  // inherited from the in-pod listener
@@ -392,7 +478,7 @@ void MeshHandler::HandleOutbound(Worker& worker, std::shared_ptr<const capture::
   flow->record.source_workload =
       absl::StrCat(pod->metadata().namespace_name, "/", pod->metadata().name);
   if (!source_address.has_value()) {
-    if (auto peer = bpf::SocketAddress::PeerOf(fd); peer.ok()) source_address = *peer;
+    if (auto peer = SocketAddress::PeerOf(fd); peer.ok()) source_address = *peer;
   }
   if (source_address.has_value()) flow->record.source_address = source_address->ToString();
   flow->record.destination_address = destination.ToString();
@@ -469,9 +555,18 @@ void MeshHandler::HandleOutbound(Worker& worker, std::shared_ptr<const capture::
           Refuse(flow, app, inbound.reason);
           return;
         }
-        const bool v6 = decision.address.find(':') != std::string::npos;
-        ConnectAndRelay(worker, *local, v6 ? "::1" : "127.0.0.1", decision.port, flow, app,
-                        nullptr);
+        absl::StatusOr<SocketAddress> application =
+            SocketAddress::Parse(HostPort(decision.address, decision.port));
+        if (!application.ok() || IsAgentPort(application->port)) {
+          Refuse(flow, app,
+                 application.ok() ? AgentPortReason(application->port)
+                                  : std::string(application.status().message()));
+          return;
+        }
+        // The agent sees the application's connection come from loopback: the source pod's
+        // address (of the destination's family) is what the server should see.
+        DeliverAndRelay(worker, *local, *application,
+                        PodAddressOfFamily(*pod, application->ip.family), flow, app);
         return;
       }
       flow->record.mode = "hbone_mtls";
@@ -621,11 +716,21 @@ void MeshHandler::HandleInbound(Worker& worker, std::shared_ptr<const capture::C
   if (auto identity = IdentityOf(*pod); identity.ok()) {
     flow->record.destination_principal = identity->ToString();
   }
-  if (auto peer = bpf::SocketAddress::PeerOf(fd); peer.ok()) {
-    flow->record.source_address = peer->ToString();
+  absl::StatusOr<SocketAddress> peer = SocketAddress::PeerOf(fd);
+  if (peer.ok()) flow->record.source_address = peer->ToString();
+  // The address the client dialled: the only one delivery may use, so an application
+  // listening on loopback only stays private.
+  absl::StatusOr<SocketAddress> local = SocketAddress::LocalOf(fd);
+  if (!local.ok()) {
+    Refuse(flow, app, absl::StrCat("original destination: ", local.status().message()));
+    return;
   }
-  if (auto local = bpf::SocketAddress::LocalOf(fd); local.ok()) {
-    flow->record.destination_address = local->ToString();
+  flow->record.destination_address = local->ToString();
+  if (IsAgentPort(port)) {
+    Log(LogLevel::kWarning, "pod=", pod->display_name(), " peer=", flow->record.source_address,
+        " plaintext to the agent's own port refused");
+    Refuse(flow, app, AgentPortReason(port));
+    return;
   }
   std::shared_ptr<const policy::Snapshot> snapshot = config_->Current();
   if (snapshot == nullptr) {
@@ -642,8 +747,8 @@ void MeshHandler::HandleInbound(Worker& worker, std::shared_ptr<const capture::C
     Refuse(flow, app, decision.reason);
     return;
   }
-  const bool v6 = flow->record.destination_address.starts_with("[");
-  ConnectAndRelay(worker, *pod, v6 ? "::1" : "127.0.0.1", port, flow, app, nullptr);
+  DeliverAndRelay(worker, *pod, *local,
+                  peer.ok() ? std::optional<SocketAddress>(*peer) : std::nullopt, flow, app);
 }
 
 void MeshHandler::ServeTunnel(Worker& worker, std::shared_ptr<const capture::CapturedPod> pod,
@@ -666,8 +771,14 @@ void MeshHandler::ServeTunnel(Worker& worker, std::shared_ptr<const capture::Cap
     return;
   }
   auto holder = std::make_shared<std::weak_ptr<HboneTunnel>>();
-  absl::StatusOr<bpf::SocketAddress> peer_address = bpf::SocketAddress::PeerOf(wire->fd());
-  const std::string peer = peer_address.ok() ? peer_address->ToString() : "";
+  absl::StatusOr<SocketAddress> peer_address = SocketAddress::PeerOf(wire->fd());
+  if (!peer_address.ok()) {
+    Log(LogLevel::kWarning, "pod=", pod->display_name(),
+        " tunnel refused: ", peer_address.status().ToString());
+    ResetConnection(*wire, peer_address.status());
+    return;
+  }
+  const SocketAddress peer = *peer_address;
   absl::StatusOr<std::shared_ptr<HboneTunnel>> tunnel = HboneTunnel::Start(
       HboneTunnel::Role::kServer, wire, crypto::TlsEngine::Server(*context), options_.tunnel,
       [this, &worker, pod, holder, peer](hbone::StreamId stream, const std::string& authority) {
@@ -685,7 +796,7 @@ void MeshHandler::ServeTunnel(Worker& worker, std::shared_ptr<const capture::Cap
   *holder = *tunnel;
   (*tunnel)->set_description(
       {absl::StrCat(pod->metadata().namespace_name, "/", pod->metadata().name),
-       identity->ToString(), peer});
+       identity->ToString(), peer.ToString()});
   std::erase_if(worker.server_tunnels,
                 [](const std::weak_ptr<HboneTunnel>& t) { return t.expired(); });
   worker.server_tunnels.push_back(*tunnel);
@@ -693,7 +804,7 @@ void MeshHandler::ServeTunnel(Worker& worker, std::shared_ptr<const capture::Cap
 
 void MeshHandler::AnswerConnect(Worker& worker, std::shared_ptr<const capture::CapturedPod> pod,
                                 std::weak_ptr<HboneTunnel> weak_tunnel,
-                                const std::string& tunnel_peer, hbone::StreamId stream,
+                                const SocketAddress& tunnel_peer, hbone::StreamId stream,
                                 const std::string& authority) {
   std::shared_ptr<HboneTunnel> tunnel = weak_tunnel.lock();
   if (tunnel == nullptr) return;
@@ -713,7 +824,7 @@ void MeshHandler::AnswerConnect(Worker& worker, std::shared_ptr<const capture::C
   }
   const std::optional<crypto::SpiffeId>& peer = tunnel->peer_identity();
   flow->record.source_principal = peer.has_value() ? peer->ToString() : "";
-  flow->record.source_address = tunnel_peer;
+  flow->record.source_address = tunnel_peer.ToString();
   auto refuse = [&](int http_status, const std::string& reason) {
     Log(LogLevel::kInfo, "pod=", pod->display_name(), " peer=", flow->record.source_principal,
         " CONNECT ", authority, " refused: ", reason);
@@ -732,17 +843,23 @@ void MeshHandler::AnswerConnect(Worker& worker, std::shared_ptr<const capture::C
                              pod->display_name()));
     return;
   }
+  if (IsAgentPort(target->second)) {
+    refuse(400, AgentPortReason(target->second));
+    return;
+  }
+  absl::StatusOr<SocketAddress> application =
+      SocketAddress::Parse(HostPort(target->first, target->second));
+  if (!application.ok()) {
+    refuse(400, std::string(application.status().message()));
+    return;
+  }
   std::shared_ptr<const policy::Snapshot> snapshot = config_->Current();
   if (snapshot == nullptr) {
     refuse(503, "no configuration loaded yet");
     return;
   }
-  if (const std::size_t colon = tunnel_peer.rfind(':'); colon != std::string::npos) {
-    std::string ip = tunnel_peer.substr(0, colon);
-    if (ip.starts_with("[")) ip = ip.substr(1, ip.size() - 2);
-    if (const policy::Pod* source = snapshot->FindPodByIp(ip)) {
-      flow->record.source_workload = absl::StrCat(source->meta.ns, "/", source->meta.name);
-    }
+  if (const policy::Pod* source = snapshot->FindPodByIp(tunnel_peer.ip.Unmapped().ToString())) {
+    flow->record.source_workload = absl::StrCat(source->meta.ns, "/", source->meta.name);
   }
   policy::InboundDecision decision =
       policy::DecideInbound(*snapshot, PolicyPod(*snapshot, *pod), target->second,
@@ -753,32 +870,32 @@ void MeshHandler::AnswerConnect(Worker& worker, std::shared_ptr<const capture::C
     refuse(403, decision.reason);
     return;
   }
-  const bool v6 = target->first.find(':') != std::string::npos;
-  ConnectFromPod(
-      worker, *pod, v6 ? "::1" : "127.0.0.1", target->second,
-      [this, weak_tunnel, stream, flow](absl::StatusOr<std::shared_ptr<io::Connection>> app) {
-        std::shared_ptr<HboneTunnel> tunnel = weak_tunnel.lock();
-        if (!app.ok() || tunnel == nullptr) {
-          const std::string reason =
-              app.ok() ? "tunnel closed" : std::string(app.status().message());
-          if (tunnel != nullptr) tunnel->RefuseStream(stream, 503, reason).IgnoreError();
-          if (app.ok()) (*app)->Close();
-          Finish(*flow, "error", reason);
-          return;
-        }
-        MarkCarried(*flow, *app, /*counted_is_source=*/false);
-        absl::Status accepted =
-            tunnel->AcceptStream(stream, *app, [this, flow](const StreamResult& result) {
-              flow->record.sent_bytes = result.to_app_bytes;
-              flow->record.received_bytes = result.from_app_bytes;
-              Finish(*flow, result.status.ok() ? "ok" : "error",
-                     result.status.ok() ? "" : std::string(result.status.message()));
-            });
-        if (!accepted.ok()) {
-          (*app)->Close();
-          Finish(*flow, "error", std::string(accepted.message()));
-        }
-      });
+  // The tunnel was dialled from inside the client pod: its peer is the client pod's address.
+  flow->record.delivered_from = ClientAsDelivered(*pod, *application, tunnel_peer);
+  Deliver(worker, *pod, *application, tunnel_peer,
+          [this, weak_tunnel, stream, flow](absl::StatusOr<std::shared_ptr<io::Connection>> app) {
+            std::shared_ptr<HboneTunnel> tunnel = weak_tunnel.lock();
+            if (!app.ok() || tunnel == nullptr) {
+              const std::string reason =
+                  app.ok() ? "tunnel closed" : std::string(app.status().message());
+              if (tunnel != nullptr) tunnel->RefuseStream(stream, 503, reason).IgnoreError();
+              if (app.ok()) (*app)->Close();
+              Finish(*flow, "error", reason);
+              return;
+            }
+            MarkCarried(*flow, *app, /*counted_is_source=*/false);
+            absl::Status accepted =
+                tunnel->AcceptStream(stream, *app, [this, flow](const StreamResult& result) {
+                  flow->record.sent_bytes = result.to_app_bytes;
+                  flow->record.received_bytes = result.from_app_bytes;
+                  Finish(*flow, result.status.ok() ? "ok" : "error",
+                         result.status.ok() ? "" : std::string(result.status.message()));
+                });
+            if (!accepted.ok()) {
+              (*app)->Close();
+              Finish(*flow, "error", std::string(accepted.message()));
+            }
+          });
 }
 
 template <typename T>

@@ -71,7 +71,7 @@ class MeshHandler : public capture::ConnectionHandler {
   ~MeshHandler() override;
 
   void OnOutbound(std::shared_ptr<const capture::CapturedPod> pod, int client_fd,
-                  const bpf::SocketAddress& original_destination) override;
+                  const SocketAddress& original_destination) override;
   void OnInbound(std::shared_ptr<const capture::CapturedPod> pod, int fd, uint16_t original_port,
                  bool via_tunnel_port) override;
   // Each pod's listeners are served by the loop that carries its connections.
@@ -122,16 +122,15 @@ class MeshHandler : public capture::ConnectionHandler {
   std::shared_ptr<const capture::CapturedPod> LocalPodByIp(const std::string& ip) const;
   // `description` names the connection in the log line of a refusal.
   bool Admit(int fd, absl::FunctionRef<std::string()> description);
-  bool AdmitOutbound(const capture::CapturedPod& pod, int fd,
-                     const bpf::SocketAddress& destination);
+  bool AdmitOutbound(const capture::CapturedPod& pod, int fd, const SocketAddress& destination);
   bool AdmitInbound(const capture::CapturedPod& pod, int fd, uint16_t port);
   void ArmPodAccept(Worker& worker, std::shared_ptr<capture::InPodListener> listener);
   void OnPodAccepted(Worker& worker, const capture::InPodListener& listener, int fd);
 
   // `source_address`: the application's address when the caller already has it.
   void HandleOutbound(Worker& worker, std::shared_ptr<const capture::CapturedPod> pod, int fd,
-                      const bpf::SocketAddress& destination,
-                      std::optional<bpf::SocketAddress> source_address = std::nullopt);
+                      const SocketAddress& destination,
+                      std::optional<SocketAddress> source_address = std::nullopt);
   void HandleInbound(Worker& worker, std::shared_ptr<const capture::CapturedPod> pod, int fd,
                      uint16_t port, bool via_tunnel);
   void OpenHboneStream(Worker& worker, std::shared_ptr<const capture::CapturedPod> pod,
@@ -146,7 +145,7 @@ class MeshHandler : public capture::ConnectionHandler {
   void ServeTunnel(Worker& worker, std::shared_ptr<const capture::CapturedPod> pod,
                    std::shared_ptr<io::Connection> wire, absl::Time deadline);
   void AnswerConnect(Worker& worker, std::shared_ptr<const capture::CapturedPod> pod,
-                     std::weak_ptr<HboneTunnel> tunnel, const std::string& tunnel_peer,
+                     std::weak_ptr<HboneTunnel> tunnel, const SocketAddress& tunnel_peer,
                      hbone::StreamId stream, const std::string& authority);
   // Connects from inside `pod`'s netns (with the agent's socket mark) to `address`.
   void ConnectFromPod(Worker& worker, const capture::CapturedPod& pod, const std::string& address,
@@ -157,6 +156,14 @@ class MeshHandler : public capture::ConnectionHandler {
                        uint32_t port, std::shared_ptr<Flow> flow,
                        std::shared_ptr<io::Connection> app,
                        std::shared_ptr<const crypto::TlsContext> origination);
+  // Connects to `application` (one of `pod`'s addresses) from inside the pod, from the
+  // client's address when the pod's routing lets it be kept, past the pod's inbound steering.
+  void Deliver(Worker& worker, const capture::CapturedPod& pod, const SocketAddress& application,
+               const std::optional<SocketAddress>& client, io::Connection::ConnectCallback done);
+  // Delivers and relays `app` there; the flow ends when the relay does.
+  void DeliverAndRelay(Worker& worker, const capture::CapturedPod& pod,
+                       const SocketAddress& application, const std::optional<SocketAddress>& client,
+                       std::shared_ptr<Flow> flow, std::shared_ptr<io::Connection> app);
   void RelayPlain(std::shared_ptr<Flow> flow, std::shared_ptr<io::Connection> app,
                   std::shared_ptr<io::Connection> upstream, std::unique_ptr<io::Transform> tls);
   void Refuse(std::shared_ptr<Flow> flow, std::shared_ptr<io::Connection> app,

@@ -44,8 +44,6 @@ ABSL_FLAG(int, rounds, 3, "rounds per mode; the median is reported");
 namespace nodeward {
 namespace {
 
-using bpf::SocketAddress;
-
 double Seconds() {
   timespec now;
   clock_gettime(CLOCK_MONOTONIC, &now);
@@ -153,7 +151,7 @@ int Main() {
     absl::StatusOr<int> listener = netns.ok()
                                        ? executor.CreateSocket((*netns)->fd(), AF_INET, SOCK_STREAM)
                                        : absl::StatusOr<int>(netns.status());
-    SocketAddress listener_address{bpf::IpAddress::V4(htonl(INADDR_LOOPBACK)), NW_PORT_OUTBOUND};
+    SocketAddress listener_address{IpAddress::V4(htonl(INADDR_LOOPBACK)), NW_PORT_OUTBOUND};
     sockaddr_storage storage;
     socklen_t length = listener_address.ToSockaddr(&storage);
     if (!listener.ok() || bind(*listener, reinterpret_cast<sockaddr*>(&storage), length) != 0 ||

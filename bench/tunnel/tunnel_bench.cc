@@ -142,7 +142,7 @@ void BM_PlainRelay(benchmark::State& state) {
   if (!backend.ok()) Die(backend.status().ToString());
   RelayHop hop = StartHop(**loop, testing::PortOf(backend->get()), nullptr, nullptr);
   for (auto _ : state) {
-    const std::size_t got = Exchange(hop.listener->local_address().port(), backend->get(),
+    const std::size_t got = Exchange(hop.listener->local_address().port, backend->get(),
                                      LoopWaiter(**loop), LoopWaker(**loop));
     if (got != kTransfer) state.SkipWithError("short transfer");
   }
@@ -191,12 +191,12 @@ void BM_MutualTlsTunnel(benchmark::State& state) {
       **loop, testing::PortOf(backend->get()),
       [&mesh] { return std::make_unique<TlsTransform>(crypto::TlsEngine::Server(mesh.server)); },
       nullptr);
-  RelayHop outbound = StartHop(**loop, inbound.listener->local_address().port(), nullptr, [&mesh] {
+  RelayHop outbound = StartHop(**loop, inbound.listener->local_address().port, nullptr, [&mesh] {
     return std::make_unique<TlsTransform>(
         crypto::TlsEngine::Client(mesh.client, {.expected_peer = mesh.server_id, .sni = ""}));
   });
   for (auto _ : state) {
-    const std::size_t got = Exchange(outbound.listener->local_address().port(), backend->get(),
+    const std::size_t got = Exchange(outbound.listener->local_address().port, backend->get(),
                                      LoopWaiter(**loop), LoopWaker(**loop));
     if (got != kTransfer) state.SkipWithError("short transfer");
   }
@@ -261,7 +261,7 @@ void BM_HboneTunnel(benchmark::State& state) {
                                  });
   if (!outbound.ok()) Die(outbound.status().ToString());
   for (auto _ : state) {
-    const std::size_t got = Exchange((*outbound)->local_address().port(), backend->get(),
+    const std::size_t got = Exchange((*outbound)->local_address().port, backend->get(),
                                      LoopWaiter(ring), LoopWaker(ring));
     if (got != kTransfer) state.SkipWithError("short transfer");
   }

@@ -22,7 +22,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
-#include "bpf/socket_address.h"
+#include "common/net_address.h"
 
 ABSL_FLAG(std::string, netns, "", "network namespace to enter");
 ABSL_FLAG(std::string, cgroup, "", "cgroup-v2 directory to join before creating sockets");
@@ -34,7 +34,7 @@ ABSL_FLAG(int, timeout_ms, 3000, "connect: give up after this long");
 
 namespace {
 
-using ::nodeward::bpf::SocketAddress;
+using ::nodeward::SocketAddress;
 
 std::string Describe(absl::StatusOr<SocketAddress> address) {
   return address.ok() ? address->ToString() : "?";

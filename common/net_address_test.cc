@@ -1,10 +1,10 @@
-#include "bpf/socket_address.h"
+#include "common/net_address.h"
 
 #include <arpa/inet.h>
 
 #include "gtest/gtest.h"
 
-namespace nodeward::bpf {
+namespace nodeward {
 namespace {
 
 TEST(IpAddressTest, ParsesBothFamiliesAndPrintsThemBack) {
@@ -77,4 +77,4 @@ TEST(SocketAddressTest, RejectsUnknownFamilyAndShortLength) {
 }
 
 }  // namespace
-}  // namespace nodeward::bpf
+}  // namespace nodeward

@@ -1,5 +1,4 @@
-#ifndef NODEWARD_BPF_ERRNO_STATUS_H_
-#define NODEWARD_BPF_ERRNO_STATUS_H_
+#pragma once
 
 #include <cstring>
 
@@ -7,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 
-namespace nodeward::bpf {
+namespace nodeward {
 
 // A status for a failed system call, keeping errno's meaning in the code and the message.
 inline absl::Status ErrnoStatus(int error_number, absl::string_view what) {
@@ -15,6 +14,4 @@ inline absl::Status ErrnoStatus(int error_number, absl::string_view what) {
                       absl::StrCat(what, ": ", std::strerror(error_number)));
 }
 
-}  // namespace nodeward::bpf
-
-#endif  // NODEWARD_BPF_ERRNO_STATUS_H_
+}  // namespace nodeward

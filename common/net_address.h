@@ -1,5 +1,6 @@
-#ifndef NODEWARD_BPF_SOCKET_ADDRESS_H_
-#define NODEWARD_BPF_SOCKET_ADDRESS_H_
+// IP and socket addresses, the one representation every layer uses: capture and the BPF maps,
+// policy, the proxies and the io_uring loop.
+#pragma once
 
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -11,7 +12,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
-namespace nodeward::bpf {
+namespace nodeward {
 
 // An IPv4 or IPv6 address in network byte order (IPv4 in the first four bytes).
 struct IpAddress {
@@ -23,6 +24,8 @@ struct IpAddress {
 
   bool IsLoopback() const;
   bool IsV4Mapped() const;
+  // fe80::/10: meaningful only together with an interface (SocketAddress::scope_id).
+  bool IsLinkLocal() const;
   // An IPv4-mapped IPv6 address as plain IPv4; anything else unchanged.
   IpAddress Unmapped() const;
   std::string ToString() const;
@@ -37,9 +40,12 @@ struct IpAddress {
 struct SocketAddress {
   IpAddress ip;
   uint16_t port = 0;  // host byte order
+  // The interface of an IPv6 link-local address (sin6_scope_id); 0 otherwise.
+  uint32_t scope_id = 0;
 
-  // "10.0.0.1:80" or "[fd00::1]:80".
+  // "10.0.0.1:80" or "[fd00::1]:80" (no scope).
   static absl::StatusOr<SocketAddress> Parse(absl::string_view text);
+  static SocketAddress Loopback4(uint16_t port);
   static absl::StatusOr<SocketAddress> FromSockaddr(const sockaddr* address, socklen_t length);
   static absl::StatusOr<SocketAddress> PeerOf(int fd);
   static absl::StatusOr<SocketAddress> LocalOf(int fd);
@@ -50,6 +56,4 @@ struct SocketAddress {
   friend bool operator==(const SocketAddress&, const SocketAddress&) = default;
 };
 
-}  // namespace nodeward::bpf
-
-#endif  // NODEWARD_BPF_SOCKET_ADDRESS_H_
+}  // namespace nodeward

@@ -1,4 +1,4 @@
-#include "bpf/socket_address.h"
+#include "common/net_address.h"
 
 #include <arpa/inet.h>
 
@@ -8,9 +8,9 @@
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "bpf/errno_status.h"
+#include "common/errno_status.h"
 
-namespace nodeward::bpf {
+namespace nodeward {
 
 IpAddress IpAddress::V4(uint32_t network_order) {
   IpAddress address;
@@ -51,6 +51,10 @@ bool IpAddress::IsV4Mapped() const {
     if (bytes[i] != 0) return false;
   }
   return bytes[10] == 0xff && bytes[11] == 0xff;
+}
+
+bool IpAddress::IsLinkLocal() const {
+  return family == AF_INET6 && bytes[0] == 0xfe && (bytes[1] & 0xc0) == 0x80;
 }
 
 IpAddress IpAddress::Unmapped() const {
@@ -98,6 +102,10 @@ absl::StatusOr<SocketAddress> SocketAddress::Parse(absl::string_view text) {
   return SocketAddress{*ip, static_cast<uint16_t>(port)};
 }
 
+SocketAddress SocketAddress::Loopback4(uint16_t port) {
+  return SocketAddress{IpAddress::V4(htonl(INADDR_LOOPBACK)), port};
+}
+
 absl::StatusOr<SocketAddress> SocketAddress::FromSockaddr(const sockaddr* address,
                                                           socklen_t length) {
   SocketAddress result;
@@ -112,6 +120,7 @@ absl::StatusOr<SocketAddress> SocketAddress::FromSockaddr(const sockaddr* addres
     result.ip.family = AF_INET6;
     std::memcpy(result.ip.bytes.data(), &v6->sin6_addr, 16);
     result.port = ntohs(v6->sin6_port);
+    result.scope_id = v6->sin6_scope_id;
     return result;
   }
   return absl::InvalidArgumentError(
@@ -148,13 +157,17 @@ socklen_t SocketAddress::ToSockaddr(sockaddr_storage* out) const {
   auto* v6 = reinterpret_cast<sockaddr_in6*>(out);
   v6->sin6_family = AF_INET6;
   v6->sin6_port = htons(port);
+  v6->sin6_scope_id = scope_id;
   std::memcpy(&v6->sin6_addr, ip.bytes.data(), 16);
   return sizeof(sockaddr_in6);
 }
 
 std::string SocketAddress::ToString() const {
-  if (ip.family == AF_INET6) return absl::StrCat("[", ip.ToString(), "]:", port);
+  if (ip.family == AF_INET6) {
+    if (scope_id != 0) return absl::StrCat("[", ip.ToString(), "%", scope_id, "]:", port);
+    return absl::StrCat("[", ip.ToString(), "]:", port);
+  }
   return absl::StrCat(ip.ToString(), ":", port);
 }
 
-}  // namespace nodeward::bpf
+}  // namespace nodeward

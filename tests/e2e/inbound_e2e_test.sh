@@ -1,0 +1,187 @@
+#!/bin/bash
+# The inbound side, tried as a user and as an attacker would (tests/e2e/inbound/inbound.yaml):
+#  - a service bound to 127.0.0.1 in an enrolled pod stays private to the pod: no mesh client
+#    (HBONE or same node), no non-mesh pod, no node reaches it;
+#  - services bound to the pod's address or to every address (dual-stack "::") are reached as
+#    the pod's policy says (PERMISSIVE: mesh and plaintext; STRICT: mesh only), and the
+#    application sees the client's own address as the source, over HBONE, plaintext and on
+#    the same node;
+#  - every other address of a STRICT pod is refused to plaintext and logged: its IPv6
+#    link-local address, and addresses added after enrollment (IPv4 and IPv6); a PERMISSIVE
+#    pod's link-local address is served through the agent;
+#  - plaintext to the agent's own ports (15006 and the rest) is refused at once, and trying it
+#    again and again leaves the agent's descriptor count flat.
+#   inbound_e2e_test.sh NODEWARD_SANDBOX BIN_DIR
+set -u
+sandbox_bin=$1
+bin_dir=$2
+prefix=ib
+source "$(dirname "$0")/e2e_lib.sh"
+
+"$sandbox_bin" up "$(dirname "$0")/inbound/inbound.yaml" --bin-dir "$bin_dir" --name="$name" \
+  > "$work/up.log" || { cat "$work/up.log"; fail "up"; exit 1; }
+
+client=10.241.1.2 outsider=10.241.1.3 near=10.241.1.4
+open=10.241.2.2 vault=10.241.2.3 stranger=10.241.2.4
+node2_netns="nws-$name-node2"
+
+# serve POD PORT ADDRESS: an extra application listener in POD, gone with the sandbox.
+serve() {
+  in_pod "$1" "$sandbox_bin" app serve --port="$2" --listen="$3" > "$work/serve-$1-$2.log" 2>&1 &
+  background_pids+=("$!")
+}
+for pod in open vault near; do
+  serve $pod 9555 127.0.0.1
+  serve $pod 9557 ::
+done
+serve open 9556 $open
+serve vault 9556 $vault
+serve near 9556 $near
+for log in "$work"/serve-*.log; do
+  for i in $(seq 50); do grep -q "listening on" "$log" && break; sleep 0.1; done
+  grep -q "listening on" "$log" || fail "a listener did not start: $log: $(cat "$log")"
+done
+
+# expect_reach FROM TO_IP PORT SOURCE: the call gets through and the application saw SOURCE.
+expect_reach() {
+  local reply
+  reply=$(in_pod "$1" "$sandbox_bin" app call --to="$2:$3" --send="IB-$1-$2-$3")
+  if [[ "$reply" != *"got=IB-$1-$2-$3"* ]]; then
+    fail "$1 -> $2:$3 should be served: $reply"
+  elif [[ "$reply" != from=$4:* && "$reply" != "from=[::ffff:$4]:"* ]]; then
+    fail "$1 -> $2:$3: the application saw the wrong source (want $4): $reply"
+  else
+    echo "ok: $1 -> $2:$3 served, the application saw $4"
+  fi
+}
+# expect_blocked FROM TO_IP PORT: the call fails, quickly, and nothing reached an application.
+expect_blocked() {
+  local reply started took
+  started=$(date +%s%N)
+  reply=$(in_pod "$1" "$sandbox_bin" app call --to="$2:$3" --send="IB-$1-$2-$3" --timeout=4s)
+  took=$((($(date +%s%N) - started) / 1000000))
+  if [[ "$reply" == *"got="* ]]; then
+    fail "$1 -> $2:$3 must not be served: $reply"
+  elif [ "$took" -gt 3000 ]; then
+    fail "$1 -> $2:$3 was not refused at once (${took} ms): $reply"
+  else
+    echo "ok: $1 -> $2:$3 refused in ${took} ms ($reply)"
+  fi
+}
+
+echo "== loopback-only services stay private"
+for from in client outsider; do
+  expect_blocked $from $open 9555
+  expect_blocked $from $vault 9555
+  expect_blocked $from $near 9555
+done
+expect_blocked stranger $open 9555
+expect_blocked stranger $vault 9555
+
+echo "== services on the pod's address and on every address"
+for port in 9556 9557; do
+  expect_reach client $open $port $client    # HBONE
+  expect_reach client $vault $port $client   # HBONE into STRICT
+  expect_reach client $near $port $client    # same node
+  expect_reach outsider $open $port $outsider  # plaintext, PERMISSIVE
+  expect_reach stranger $open $port $stranger  # plaintext from the same node
+  expect_blocked outsider $vault $port         # STRICT refuses plaintext
+  expect_blocked stranger $vault $port
+done
+
+# call_from_node2 ADDRESS PORT: a plaintext call from node2's own network namespace (where
+# host-network pods live), scoped addresses included; prints the reply or error=...
+call_from_node2() {
+  nsenter --net="/run/netns/$node2_netns" python3 - "$1" "$2" << 'EOF'
+import socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+try:
+    info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    with socket.socket(info[0], socket.SOCK_STREAM) as s:
+        s.settimeout(4)
+        s.connect(info[4])
+        s.sendall(b"IB-NODE2\n")
+        print(s.recv(4096).decode(errors="replace").strip() or "error=closed without a reply")
+except OSError as e:
+    print(f"error={e}")
+EOF
+}
+# The node-side end of a pod's veth in node2's netns.
+veth_of() { ip -n "$node2_netns" route get "$1" | sed -n 's/.* dev \([^ ]*\).*/\1/p'; }
+# An IPv6 link-local address of a pod, scoped to the node's veth toward it.
+link_local_of() {
+  local pod_netns="nws-$name-$1" address
+  address=$(ip -n "$pod_netns" -6 addr show dev eth0 scope link | sed -n 's/.*inet6 \(fe80[^/]*\).*/\1/p')
+  echo "$address%$(veth_of "$2")"
+}
+
+echo "== every address of a pod is under its policy"
+# Link-local addresses are usable once duplicate address detection is over (a second or two).
+tentative() {
+  local netns
+  for netns in "$node2_netns" "nws-$name-vault" "nws-$name-open"; do
+    ip -n "$netns" -6 addr | grep -q tentative && return 0
+  done
+  return 1
+}
+for i in $(seq 100); do tentative || break; sleep 0.1; done
+vault_link=$(link_local_of vault $vault)
+open_link=$(link_local_of open $open)
+[[ "$vault_link" == fe80* && "$open_link" == fe80* ]] ||
+  fail "no link-local addresses ($vault_link, $open_link)"
+reply=$(call_from_node2 "$vault_link" 9557)
+[[ "$reply" == error=* ]] || fail "plaintext reached STRICT vault over $vault_link: $reply"
+echo "node2 -> [$vault_link]:9557: $reply"
+reply=$(call_from_node2 $vault 9557)
+[[ "$reply" == error=* ]] || fail "plaintext reached STRICT vault from node2: $reply"
+reply=$(call_from_node2 "$open_link" 9557)
+[[ "$reply" == *"got=IB-NODE2"* ]] || fail "PERMISSIVE open over $open_link was not served: $reply"
+echo "node2 -> [$open_link]:9557: $reply"
+reply=$(call_from_node2 "$open_link" 9555)
+[[ "$reply" == error=* ]] || fail "open's loopback-only service answered over link-local: $reply"
+
+# Addresses the pod gets after it was enrolled: the agent follows them.
+ip -n "nws-$name-vault" addr add 10.241.99.9/32 dev eth0
+ip -n "nws-$name-vault" -6 addr add fd99::9/128 dev eth0 nodad
+ip -n "$node2_netns" route add 10.241.99.9/32 dev "$(veth_of $vault)"
+ip -n "$node2_netns" -6 route add fd99::9/128 dev "$(veth_of $vault)"
+for i in $(seq 50); do
+  grep -q "pod=vault/vault new address fd99::9 steered" "$run_dir/node2/agent.log" &&
+    grep -q "pod=vault/vault new address 10.241.99.9 steered" "$run_dir/node2/agent.log" && break
+  sleep 0.1
+done
+grep -q "pod=vault/vault new address 10.241.99.9 steered" "$run_dir/node2/agent.log" ||
+  fail "the agent did not steer the address added to vault"
+for address in 10.241.99.9 fd99::9; do
+  reply=$(call_from_node2 $address 9557)
+  [[ "$reply" == error=* ]] || fail "plaintext reached STRICT vault over $address: $reply"
+  echo "node2 -> $address:9557 (added after enrollment): $reply"
+done
+refusals=$(grep '"direction":"inbound"' "$run_dir/node2/access.log" |
+  grep '"destination_workload":"vault/vault"' | grep '"result":"refused"' |
+  grep -c 'STRICT')
+echo "node2 logged $refusals STRICT refusals for vault"
+for address in "${vault_link%\%*}" 10.241.99.9 fd99::9; do
+  grep '"direction":"inbound"' "$run_dir/node2/access.log" | grep '"result":"refused"' |
+    grep -qF "\"destination_address\":\"[$address" ||
+    grep '"direction":"inbound"' "$run_dir/node2/access.log" | grep '"result":"refused"' |
+    grep -qF "\"destination_address\":\"$address:" ||
+    fail "no access-log refusal for a plaintext call to vault at $address"
+done
+
+echo "== the agent's own ports are never delivered to"
+agent_pid=$("$sandbox_bin" status "$name" | awk '$1 == "alive" && $3 == "node2" && $4 == "nodeward-agent" {print $2}')
+[ -n "$agent_pid" ] || fail "no node2 agent"
+before=$(ls "/proc/$agent_pid/fd" | wc -l)
+for port in 15006 15001 15008 15000 15020 15021; do expect_blocked outsider $open $port; done
+for i in $(seq 50); do
+  in_pod outsider "$sandbox_bin" app call --to=$open:15006 --send=LOOP --timeout=2s > /dev/null
+done
+sleep 0.5
+after=$(ls "/proc/$agent_pid/fd" | wc -l)
+echo "node2 agent descriptors: $before before, $after after 56 calls to its own ports"
+[ "$after" -le $((before + 8)) ] || fail "the agent's descriptors grew from $before to $after"
+grep -q "plaintext to the agent's own port refused" "$run_dir/node2/agent.log" ||
+  fail "the refusals at the agent's own port were not logged"
+reply=$(in_pod client "$sandbox_bin" app call --to=$open:8080 --send=IB-AFTER-LOOP)
+[[ "$reply" == *"got=IB-AFTER-LOOP"* ]] || fail "the agent no longer serves after the loop attempts: $reply"
