@@ -8,6 +8,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -54,6 +55,10 @@ struct SocketAddress {
   std::string ToString() const;
 
   friend bool operator==(const SocketAddress&, const SocketAddress&) = default;
+  template <typename H>
+  friend H AbslHashValue(H h, const SocketAddress& a) {
+    return H::combine(std::move(h), a.ip, a.port, a.scope_id);
+  }
 };
 
 }  // namespace nodeward

@@ -6,15 +6,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "agent/capture/capture_log.h"
+#include "common/log.h"
 #include "common/net_address.h"
 #include "policy/decisions.h"
 
 namespace nodeward::admin {
 namespace {
-
-using capture::Log;
-using capture::LogLevel;
 
 grpc::Status Unavailable(const std::string& what) {
   return grpc::Status(grpc::StatusCode::UNAVAILABLE, what);
@@ -244,18 +241,18 @@ grpc::Status AdminService::ExplainPolicy(grpc::ServerContext*,
 
 grpc::Status AdminService::ListConnections(grpc::ServerContext*, const v1::ListConnectionsRequest*,
                                            v1::ListConnectionsResponse* response) {
-  if (view_.mesh == nullptr) return Unavailable("connections are only tracked in mesh mode");
-  for (const proxy::MeshHandler::ConnectionInfo& info : view_.mesh->Connections()) {
+  if (view_.data_plane == nullptr) return Unavailable("no data plane");
+  for (const proxy::DataPlane::ConnectionInfo& info : view_.data_plane->Connections()) {
     v1::Connection* out = response->add_connections();
     const proxy::AccessRecord& r = info.record;
-    out->set_direction(r.direction);
+    out->set_direction(std::string(proxy::DirectionName(r.direction)));
     out->set_source_workload(r.source_workload);
     out->set_source_principal(r.source_principal);
     out->set_source_address(r.source_address);
     out->set_destination_workload(r.destination_workload);
     out->set_destination_principal(r.destination_principal);
     out->set_destination_address(r.destination_address);
-    out->set_mode(r.mode);
+    out->set_mode(std::string(proxy::ModeName(r.mode)));
     out->set_sent_bytes(r.sent_bytes);
     out->set_received_bytes(r.received_bytes);
     out->set_age_seconds(absl::ToDoubleSeconds(info.age));
@@ -270,8 +267,8 @@ grpc::Status AdminService::ListConnections(grpc::ServerContext*, const v1::ListC
 
 grpc::Status AdminService::ListTunnels(grpc::ServerContext*, const v1::ListTunnelsRequest*,
                                        v1::ListTunnelsResponse* response) {
-  if (view_.mesh == nullptr) return Unavailable("tunnels exist only in mesh mode");
-  for (const proxy::MeshHandler::TunnelInfo& info : view_.mesh->Tunnels()) {
+  if (view_.data_plane == nullptr) return Unavailable("no data plane");
+  for (const proxy::DataPlane::TunnelInfo& info : view_.data_plane->Tunnels()) {
     v1::Tunnel* out = response->add_tunnels();
     out->set_role(info.role);
     out->set_pod(info.description.pod);
@@ -403,22 +400,22 @@ grpc::Status AdminService::DumpConfig(grpc::ServerContext*, const v1::DumpConfig
 
 grpc::Status AdminService::SetLogLevel(grpc::ServerContext*, const v1::SetLogLevelRequest* request,
                                        v1::SetLogLevelResponse* response) {
-  absl::StatusOr<LogLevel> level = capture::ParseLogLevel(request->level());
+  absl::StatusOr<LogLevel> level = ParseLogLevel(request->level());
   if (!level.ok()) return InvalidArgument(std::string(level.status().message()));
-  response->set_previous(capture::LogLevelName(capture::CurrentLogLevel()));
-  capture::SetLogLevel(*level);
-  response->set_level(capture::LogLevelName(*level));
+  response->set_previous(LogLevelName(CurrentLogLevel()));
+  ::nodeward::SetLogLevel(*level);
+  response->set_level(LogLevelName(*level));
   Log(LogLevel::kWarning, "log level set to ", response->level(), " through the admin API");
   return grpc::Status::OK;
 }
 
 grpc::Status AdminService::Drain(grpc::ServerContext*, const v1::DrainRequest* request,
                                  v1::DrainResponse* response) {
-  if (view_.mesh == nullptr) return Unavailable("nothing to drain in passthrough mode");
+  if (view_.data_plane == nullptr) return Unavailable("no data plane");
   const absl::Duration grace =
       absl::Seconds(request->grace_seconds() == 0 ? 5 : std::min(request->grace_seconds(), 300u));
   Log(LogLevel::kWarning, "draining through the admin API, grace ", absl::FormatDuration(grace));
-  response->set_connections_cut(view_.mesh->Drain(grace));
+  response->set_connections_cut(view_.data_plane->Drain(grace));
   return grpc::Status::OK;
 }
 

@@ -8,7 +8,7 @@
 
 #include "agent/admin/admin.grpc.pb.h"
 #include "agent/capture/enrollment_manager.h"
-#include "agent/proxy/mesh_handler.h"
+#include "agent/proxy/data_plane.h"
 #include "bpf/capture_dataplane.h"
 #include "policy/source.h"
 #include "sds/certificate_cache.h"
@@ -16,7 +16,7 @@
 namespace nodeward::admin {
 
 // What the service reads. Pointers may be null where the agent runs without that part
-// (passthrough mode has no policy, certificates or mesh).
+// (passthrough mode has no policy or certificates).
 struct AgentView {
   std::string node_name;
   std::string trust_domain;
@@ -28,7 +28,7 @@ struct AgentView {
   std::string config_description;
   sds::CertificateCache* certificates = nullptr;
   std::string sds_socket;
-  proxy::MeshHandler* mesh = nullptr;
+  proxy::DataPlane* data_plane = nullptr;
 };
 
 class AdminService final : public v1::Admin::Service {

@@ -134,17 +134,18 @@ void HttpEndpoint::Answer(int fd) {
 
 std::string RenderMetrics(const AgentView& view) {
   std::string out;
-  if (view.mesh != nullptr) {
-    view.mesh->metrics().Render(out);
+  if (view.data_plane != nullptr) {
+    view.data_plane->metrics().Render(out);
     proxy::AppendMetricHeader(out, "nodeward_connections_active", "gauge",
                               "Application connections being carried now");
-    absl::StrAppend(&out, "nodeward_connections_active ", view.mesh->live_connections(), "\n");
+    absl::StrAppend(&out, "nodeward_connections_active ", view.data_plane->live_connections(),
+                    "\n");
     proxy::AppendMetricHeader(out, "nodeward_tunnels_pooled", "gauge",
                               "Outbound HBONE tunnels in the pools");
-    absl::StrAppend(&out, "nodeward_tunnels_pooled ", view.mesh->pooled_tunnels(), "\n");
+    absl::StrAppend(&out, "nodeward_tunnels_pooled ", view.data_plane->pooled_tunnels(), "\n");
     proxy::AppendMetricHeader(out, "nodeward_loop_pending_operations", "gauge",
                               "io_uring operations in flight per worker loop (saturation)");
-    std::vector<std::size_t> pending = view.mesh->LoopPendingOperations(absl::Seconds(1));
+    std::vector<std::size_t> pending = view.data_plane->LoopPendingOperations(absl::Seconds(1));
     for (std::size_t i = 0; i < pending.size(); ++i) {
       absl::StrAppend(&out, "nodeward_loop_pending_operations{loop=\"", i, "\"} ", pending[i],
                       "\n");

@@ -9,9 +9,9 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "agent/capture/capture_log.h"
 #include "bpf/nodeward_maps.h"
 #include "common/errno_status.h"
+#include "common/log.h"
 
 namespace nodeward::capture {
 

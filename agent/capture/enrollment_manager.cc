@@ -30,10 +30,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "agent/capture/capture_log.h"
 #include "bpf/nodeward_maps.h"
 #include "common/errno_status.h"
 #include "common/files.h"
+#include "common/log.h"
 
 #ifndef NSFS_MAGIC
 #define NSFS_MAGIC 0x6e736673
@@ -164,7 +164,7 @@ absl::StatusOr<std::unique_ptr<EnrollmentManager>> EnrollmentManager::Create(
     int error = errno;
     if (wake_fd >= 0) close(wake_fd);
     close(epoll_fd);
-    return ErrnoStatus(error, "accept loop wake-up");
+    return ErrnoStatus(error, "address watch wake-up");
   }
   return std::unique_ptr<EnrollmentManager>(
       new EnrollmentManager(dataplane, handler, executor, options, epoll_fd, wake_fd));
@@ -179,7 +179,7 @@ EnrollmentManager::EnrollmentManager(bpf::CaptureDataplane* dataplane, Connectio
       options_(std::move(options)),
       epoll_fd_(epoll_fd),
       wake_fd_(wake_fd) {
-  accept_thread_ = std::thread([this] { AcceptLoop(); });
+  watch_thread_ = std::thread([this] { WatchLoop(); });
 }
 
 EnrollmentManager::~EnrollmentManager() {
@@ -196,16 +196,13 @@ void EnrollmentManager::Stop() {
   }
   uint64_t one = 1;
   (void)!write(wake_fd_, &one, sizeof(one));
-  accept_thread_.join();
+  watch_thread_.join();
   absl::MutexLock lock(&mutex_);
   for (auto& [id, listener] : listeners_) RemoveListener(*listener);
   listeners_.clear();
 }
 
-void EnrollmentManager::RemoveListener(InPodListener& listener) {
-  epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, listener.fd(), nullptr);  // fails harmlessly if not there
-  listener.Close();
-}
+void EnrollmentManager::RemoveListener(InPodListener& listener) { listener.Close(); }
 
 std::string EnrollmentManager::StatePath(const std::string& uid) const {
   return absl::StrCat(options_.state_dir, "/", uid, kStateSuffix);
@@ -474,17 +471,7 @@ absl::StatusOr<v1::EnrolledPod> EnrollmentManager::Enroll(const v1::EnrollReques
         const uint64_t id = next_listener_id_++;
         listeners_[id] = listener;
         enrollment.listener_ids.push_back(id);
-        if (!status.ok()) continue;
-        if (handler_->ServesListeners()) {
-          handler_->ServeListener(std::move(listener));
-          continue;
-        }
-        epoll_event event{};
-        event.events = EPOLLIN;
-        event.data.u64 = id;
-        if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &event) != 0) {
-          status = ErrnoStatus(errno, "serve in-pod listener");
-        }
+        handler_->ServeListener(std::move(listener));
       }
     }
   }
@@ -675,66 +662,25 @@ absl::Status EnrollmentManager::Restore() {
   return result;
 }
 
-void EnrollmentManager::AcceptLoop() {
+void EnrollmentManager::WatchLoop() {
   epoll_event events[32];
   while (true) {
     int count = epoll_wait(epoll_fd_, events, 32, -1);
     if (count < 0) {
       if (errno == EINTR) continue;
-      Log(LogLevel::kError, "accept loop stopped: ", ErrnoStatus(errno, "epoll_wait").ToString());
+      Log(LogLevel::kError, "address watch stopped: ", ErrnoStatus(errno, "epoll_wait").ToString());
       return;
     }
     for (int i = 0; i < count; ++i) {
       // epoll_event is packed: copy the id out rather than bind a reference to it.
       const uint64_t id = events[i].data.u64;
-      if ((id & kWatchIdBit) != 0) {
-        {
-          absl::MutexLock lock(&mutex_);
-          if (stopping_) return;
-        }
-        absl::MutexLock operation_lock(&operation_);
-        if (auto watch = watches_.find(id); watch != watches_.end()) {
-          FollowAddresses(watch->second);
-        }
-        continue;
-      }
-      std::shared_ptr<InPodListener> listener;
       {
         absl::MutexLock lock(&mutex_);
         if (stopping_) return;
-        auto it = listeners_.find(id);
-        if (it == listeners_.end()) continue;
-        listener = it->second;
       }
-      AcceptFrom(listener);
-    }
-  }
-}
-
-void EnrollmentManager::AcceptFrom(const std::shared_ptr<InPodListener>& listener) {
-  // Bounded per wake-up so one busy pod cannot starve the others' listeners.
-  for (int count = 0; count < 64; ++count) {
-    sockaddr_storage peer_storage{};
-    socklen_t peer_length = sizeof(peer_storage);
-    int fd = accept4(listener->fd(), reinterpret_cast<sockaddr*>(&peer_storage), &peer_length,
-                     SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) {
-      if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
-        Log(LogLevel::kWarning, "pod=", listener->pod()->display_name(), " accept on ",
-            listener->address(), ": ", std::strerror(errno));
-      }
-      return;
-    }
-    std::optional<InPodListener::Accepted> accepted = listener->Resolve(fd, [&] {
-      return SocketAddress::FromSockaddr(reinterpret_cast<const sockaddr*>(&peer_storage),
-                                         peer_length);
-    });
-    if (!accepted.has_value()) continue;
-    if (listener->kind() == ListenerKind::kOutbound) {
-      handler_->OnOutbound(listener->pod(), fd, accepted->destination);
-    } else {
-      handler_->OnInbound(listener->pod(), fd, accepted->port,
-                          listener->kind() == ListenerKind::kTunnel);
+      if (id == 0) continue;  // the wake-up
+      absl::MutexLock operation_lock(&operation_);
+      if (auto watch = watches_.find(id); watch != watches_.end()) FollowAddresses(watch->second);
     }
   }
 }

@@ -31,9 +31,8 @@ struct EnrollmentOptions {
 //             delivery routing (pod_network.h) + sk_lookup linked into the netns + netns
 //             cookie in `enrolled`; the pod's addresses are then followed as they change;
 //  unenroll = the same steps reversed, leaving nothing behind.
-// Accepted connections go to the ConnectionHandler from one accept thread, unless the handler
-// accepts on the listeners itself (ConnectionHandler::ServesListeners). The same thread
-// follows the pods' address changes.
+// The ConnectionHandler accepts on the listeners; one thread here follows the pods' address
+// changes.
 class EnrollmentManager {
  public:
   static absl::StatusOr<std::unique_ptr<EnrollmentManager>> Create(
@@ -53,8 +52,8 @@ class EnrollmentManager {
   std::vector<v1::EnrolledPod> List() const;
   absl::Status UnenrollAll();
 
-  // Stops accepting and closes the listeners. Kernel state stays, so enrolled pods fail closed
-  // until an agent serves them again.
+  // Stops following addresses and closes the listeners. Kernel state stays, so enrolled pods fail
+  // closed until an agent serves them again.
   void Stop();
 
  private:
@@ -76,9 +75,8 @@ class EnrollmentManager {
   absl::Status ForgetNetns(uint64_t netns_cookie, const std::vector<IpAddress>& addresses);
   absl::Status Persist(const v1::EnrolledPod& record) const;
   std::string StatePath(const std::string& uid) const;
-  void AcceptLoop();
-  void AcceptFrom(const std::shared_ptr<InPodListener>& listener);
-  // Stops serving it: out of the accept thread's set, and shut down for any other acceptor.
+  void WatchLoop();
+  // Stops serving it: shut down, which ends the handler's accepts on it.
   void RemoveListener(InPodListener& listener);
 
   bpf::CaptureDataplane* const dataplane_;
@@ -88,7 +86,7 @@ class EnrollmentManager {
   const int epoll_fd_;
   const int wake_fd_;
 
-  // Serialises Enroll/Unenroll/Restore; never held by the accept thread.
+  // Serialises Enroll/Unenroll/Restore and the address changes.
   mutable absl::Mutex operation_;
   absl::flat_hash_map<std::string, Enrollment> pods_ ABSL_GUARDED_BY(operation_);
   uint32_t next_pod_id_ ABSL_GUARDED_BY(operation_) = 1;
@@ -99,7 +97,7 @@ class EnrollmentManager {
   absl::flat_hash_map<uint64_t, std::shared_ptr<InPodListener>> listeners_ ABSL_GUARDED_BY(mutex_);
   uint64_t next_listener_id_ ABSL_GUARDED_BY(mutex_) = 1;
   bool stopping_ ABSL_GUARDED_BY(mutex_) = false;
-  std::thread accept_thread_;
+  std::thread watch_thread_;
 };
 
 // Checks a request and turns it into pod metadata; the uid must be usable as a file name.

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -107,38 +108,10 @@ class FakeDataplane : public bpf::CaptureDataplane {
   bpf::DataplaneSnapshot snapshot_;
 };
 
+// Keeps the listeners it is given and accepts on them when asked, resolving each connection
+// as a data plane does on its loops.
 class RecordingHandler : public ConnectionHandler {
  public:
-  void OnOutbound(std::shared_ptr<const CapturedPod> pod, int fd,
-                  const SocketAddress& destination) override {
-    close(fd);
-    absl::MutexLock lock(&mutex_);
-    events_.push_back(absl::StrCat("outbound ", pod->display_name(), " ", destination.ToString()));
-  }
-  void OnInbound(std::shared_ptr<const CapturedPod> pod, int fd, uint16_t port,
-                 bool via_tunnel_port) override {
-    close(fd);
-    absl::MutexLock lock(&mutex_);
-    events_.push_back(
-        absl::StrCat("inbound ", pod->display_name(), " ", port, via_tunnel_port ? " tunnel" : ""));
-  }
-  // Waits until `count` events arrived (or two seconds passed) and returns them.
-  std::vector<std::string> WaitFor(size_t count) {
-    absl::MutexLock lock(&mutex_);
-    auto enough = [&]() ABSL_SHARED_LOCKS_REQUIRED(mutex_) { return events_.size() >= count; };
-    mutex_.AwaitWithTimeout(absl::Condition(&enough), absl::Seconds(2));
-    return events_;
-  }
-
- private:
-  absl::Mutex mutex_;
-  std::vector<std::string> events_;
-};
-
-// A handler that accepts on the listeners itself, as one with its own event loops does.
-class ServingHandler : public RecordingHandler {
- public:
-  bool ServesListeners() const override { return true; }
   void ServeListener(std::shared_ptr<InPodListener> listener) override {
     absl::MutexLock lock(&mutex_);
     listeners_.push_back(std::move(listener));
@@ -147,10 +120,46 @@ class ServingHandler : public RecordingHandler {
     absl::MutexLock lock(&mutex_);
     return listeners_;
   }
+  // Accepts until `count` connections were seen (or two seconds passed) and returns what each
+  // one was.
+  std::vector<std::string> WaitFor(size_t count) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(2);
+    while (events_.size() < count && absl::Now() < deadline) {
+      for (const std::shared_ptr<InPodListener>& listener : listeners()) {
+        if (listener->closed()) continue;
+        sockaddr_storage peer{};
+        socklen_t length = sizeof(peer);
+        const int fd = accept4(listener->fd(), reinterpret_cast<sockaddr*>(&peer), &length,
+                               SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) continue;
+        std::optional<InPodListener::Accepted> accepted = listener->Resolve(fd, [&] {
+          return SocketAddress::FromSockaddr(reinterpret_cast<const sockaddr*>(&peer), length);
+        });
+        if (!accepted.has_value()) continue;
+        close(fd);
+        const std::string& pod = listener->pod()->display_name();
+        switch (listener->kind()) {
+          case InPodListener::Kind::kOutbound:
+            events_.push_back(
+                absl::StrCat("outbound ", pod, " ", accepted->destination.ToString()));
+            break;
+          case InPodListener::Kind::kInboundPlaintext:
+            events_.push_back(absl::StrCat("inbound ", pod, " ", accepted->port));
+            break;
+          case InPodListener::Kind::kTunnel:
+            events_.push_back(absl::StrCat("inbound ", pod, " ", accepted->port, " tunnel"));
+            break;
+        }
+      }
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    return events_;
+  }
 
  private:
   absl::Mutex mutex_;
   std::vector<std::shared_ptr<InPodListener>> listeners_;
+  std::vector<std::string> events_;
 };
 
 // Connects to 127.0.0.1:port inside the netns; returns the errno of a failed connect, 0 on
@@ -313,8 +322,8 @@ TEST_F(EnrollmentManagerTest, AcceptedConnectionsReachTheHandler) {
   EXPECT_THAT(events, Contains("inbound shop/cart-1 15008 tunnel"));
 }
 
-TEST_F(EnrollmentManagerTest, AHandlerThatServesListenersGetsThemAndTheirEnd) {
-  ServingHandler serving;
+TEST_F(EnrollmentManagerTest, TheHandlerGetsTheListenersAndTheirEnd) {
+  RecordingHandler serving;
   manager_.reset();
   manager_ = MakeManager(&serving);
   ASSERT_NE(manager_, nullptr);
@@ -330,10 +339,8 @@ TEST_F(EnrollmentManagerTest, AHandlerThatServesListenersGetsThemAndTheirEnd) {
   ASSERT_NE(outbound, nullptr);
   EXPECT_EQ(outbound->kind(), InPodListener::Kind::kOutbound);
 
-  // The manager's own accept thread leaves the connection to the handler, which accepts it and
-  // resolves where it was going.
+  // The handler accepts the connection and resolves where it was going.
   EXPECT_EQ(ConnectLoopbackIn(executor_, netns_->fd(), NW_PORT_OUTBOUND), 0);
-  EXPECT_TRUE(serving.WaitFor(1).empty());
   sockaddr_storage peer{};
   socklen_t length = sizeof(peer);
   const int accepted = accept4(outbound->fd(), reinterpret_cast<sockaddr*>(&peer), &length,

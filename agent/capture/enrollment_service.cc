@@ -2,7 +2,7 @@
 
 #include <string>
 
-#include "agent/capture/capture_log.h"
+#include "common/log.h"
 
 namespace nodeward::capture {
 

@@ -5,7 +5,7 @@
 
 #include <utility>
 
-#include "agent/capture/capture_log.h"
+#include "common/log.h"
 
 namespace nodeward::capture {
 

@@ -7,8 +7,8 @@
 
 #include <cerrno>
 
-#include "agent/capture/capture_log.h"
 #include "common/errno_status.h"
+#include "common/log.h"
 
 #ifndef SO_NETNS_COOKIE
 #define SO_NETNS_COOKIE 71

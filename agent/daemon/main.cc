@@ -22,17 +22,16 @@
 #include "absl/synchronization/mutex.h"
 #include "agent/admin/admin_service.h"
 #include "agent/admin/http_endpoints.h"
-#include "agent/capture/capture_log.h"
 #include "agent/capture/enrollment_manager.h"
 #include "agent/capture/enrollment_service.h"
 #include "agent/capture/netns_executor.h"
-#include "agent/capture/passthrough_handler.h"
 #include "agent/io/heap_trim.h"
 #include "agent/proxy/access_log.h"
 #include "agent/proxy/credentials.h"
-#include "agent/proxy/mesh_handler.h"
+#include "agent/proxy/data_plane.h"
 #include "bpf/capture_loader.h"
 #include "common/dashed_flags.h"
+#include "common/log.h"
 #include "common/node_name.h"
 #include "grpcpp/grpcpp.h"
 #include "policy/directory_source.h"
@@ -80,9 +79,6 @@ ABSL_FLAG(bool, cleanup_on_exit, false,
 namespace nodeward {
 namespace {
 
-using capture::Log;
-using capture::LogLevel;
-
 absl::Status MakeParentDirectory(const std::string& path) {
   std::string prefix;
   std::vector<std::string> parts = absl::StrSplit(path, '/', absl::SkipEmpty());
@@ -98,8 +94,8 @@ absl::Status MakeParentDirectory(const std::string& path) {
 
 std::string NodeName() { return NodeNameOr(absl::GetFlag(FLAGS_node_name)); }
 
-// The policy source, the certificate cache and the access log, then the handler on top.
-absl::StatusOr<std::unique_ptr<proxy::MeshHandler>> StartMesh(
+// The policy source, the certificate cache and the access log, then the data plane on top.
+absl::StatusOr<std::unique_ptr<proxy::DataPlane>> StartMesh(
     std::unique_ptr<policy::ConfigSource>& config,
     std::unique_ptr<sds::CertificateCache>& certificates,
     std::unique_ptr<proxy::MeshCredentials>& credentials,
@@ -122,11 +118,11 @@ absl::StatusOr<std::unique_ptr<proxy::MeshHandler>> StartMesh(
       proxy::AccessLog::Open(absl::GetFlag(FLAGS_access_log));
   if (!log.ok()) return log.status();
   access_log = *std::move(log);
-  proxy::MeshHandler::Options options;
+  proxy::ProxyOptions options;
   options.trust_domain = snapshot.trust_domain;
   options.workers = absl::GetFlag(FLAGS_workers);
   options.system_ca_bundle = absl::GetFlag(FLAGS_system_ca_bundle);
-  return proxy::MeshHandler::Create(options, config.get(), credentials.get(), access_log.get());
+  return proxy::DataPlane::Create(options, config.get(), credentials.get(), access_log.get());
 }
 
 // The certificate cache logs through sds/; its lines join the agent's own, in its format.
@@ -139,16 +135,16 @@ void ForwardSdsLog(sds::LogLevel level, absl::string_view message) {
 
 int Run() {
   sds::SetLogSink(ForwardSdsLog);
-  absl::StatusOr<LogLevel> level = capture::ParseLogLevel(absl::GetFlag(FLAGS_log_level));
+  absl::StatusOr<LogLevel> level = ParseLogLevel(absl::GetFlag(FLAGS_log_level));
   if (!level.ok()) {
     Log(LogLevel::kError, level.status().ToString());
     return 2;
   }
-  capture::SetLogLevel(*level);
+  SetLogLevel(*level);
   if (absl::GetFlag(FLAGS_log_format) == "text") {
-    capture::SetLogFormat(capture::LogFormat::kText);
+    SetLogFormat(LogFormat::kText);
   } else if (absl::GetFlag(FLAGS_log_format) == "json") {
-    capture::SetLogFormat(capture::LogFormat::kJson);
+    SetLogFormat(LogFormat::kJson);
   } else {
     Log(LogLevel::kError, "--log-format must be json or text");
     return 2;
@@ -198,36 +194,45 @@ int Run() {
       ", state pinned under ", (*loader)->pin_path());
 
   capture::NetnsExecutor executor;
-  std::unique_ptr<capture::ConnectionHandler> handler;
-  proxy::MeshHandler* mesh = nullptr;
+  std::unique_ptr<proxy::DataPlane> data_plane;
   std::unique_ptr<policy::ConfigSource> config;
   std::unique_ptr<sds::CertificateCache> certificates;
   std::unique_ptr<proxy::MeshCredentials> credentials;
   std::unique_ptr<proxy::AccessLog> access_log;
   if (absl::GetFlag(FLAGS_mode) == "passthrough") {
-    absl::StatusOr<std::unique_ptr<capture::PassthroughHandler>> passthrough =
-        capture::PassthroughHandler::Create();
-    if (!passthrough.ok()) {
-      Log(LogLevel::kError, passthrough.status().ToString());
+    // The same data plane, with every connection carried unchanged: no policy, no certificates.
+    proxy::ProxyOptions options;
+    options.passthrough = true;
+    options.workers = absl::GetFlag(FLAGS_workers);
+    absl::StatusOr<std::unique_ptr<proxy::AccessLog>> log =
+        proxy::AccessLog::Open(absl::GetFlag(FLAGS_access_log));
+    if (!log.ok()) {
+      Log(LogLevel::kError, log.status().ToString());
       return 1;
     }
-    handler = *std::move(passthrough);
+    access_log = *std::move(log);
+    absl::StatusOr<std::unique_ptr<proxy::DataPlane>> built =
+        proxy::DataPlane::Create(options, nullptr, nullptr, access_log.get());
+    if (!built.ok()) {
+      Log(LogLevel::kError, built.status().ToString());
+      return 1;
+    }
+    data_plane = *std::move(built);
     Log(LogLevel::kWarning, "passthrough mode: captured connections are relayed unprotected");
   } else if (absl::GetFlag(FLAGS_mode) == "mesh") {
-    absl::StatusOr<std::unique_ptr<proxy::MeshHandler>> built =
+    absl::StatusOr<std::unique_ptr<proxy::DataPlane>> built =
         StartMesh(config, certificates, credentials, access_log);
     if (!built.ok()) {
       Log(LogLevel::kError, built.status().ToString());
       return 1;
     }
-    mesh = built->get();
-    handler = *std::move(built);
+    data_plane = *std::move(built);
   } else {
     Log(LogLevel::kError, "--mode must be mesh or passthrough, not ", absl::GetFlag(FLAGS_mode));
     return 2;
   }
   absl::StatusOr<std::unique_ptr<capture::EnrollmentManager>> manager =
-      capture::EnrollmentManager::Create(loader->get(), handler.get(), &executor, {state_dir});
+      capture::EnrollmentManager::Create(loader->get(), data_plane.get(), &executor, {state_dir});
   if (!manager.ok()) {
     Log(LogLevel::kError, manager.status().ToString());
     return 1;
@@ -272,7 +277,7 @@ int Run() {
                                 : absl::StrCat("directory ", absl::GetFlag(FLAGS_config_dir));
   view.certificates = certificates.get();
   view.sds_socket = absl::GetFlag(FLAGS_sds_socket);
-  view.mesh = mesh;
+  view.data_plane = data_plane.get();
   admin::AdminService admin_service(view);
   std::string admin_socket = absl::GetFlag(FLAGS_admin_socket);
   if (admin_socket.empty()) {
@@ -341,9 +346,9 @@ int Run() {
   admin_server.reset();
   unlink(admin_socket.c_str());
   int exit_code = 0;
-  if (mesh != nullptr) {
+  {
     const absl::Duration grace = absl::GetFlag(FLAGS_drain_timeout);
-    const std::size_t cut = mesh->Drain(grace);
+    const std::size_t cut = data_plane->Drain(grace);
     Log(LogLevel::kInfo, "drained",
         cut > 0 ? absl::StrCat(": ", cut, " connections cut after ", absl::FormatDuration(grace))
                 : "");
@@ -356,7 +361,7 @@ int Run() {
   }
   (*manager)->Stop();
   manager->reset();
-  handler.reset();
+  data_plane.reset();
   if (certificates != nullptr) certificates->Stop();
   if (absl::GetFlag(FLAGS_cleanup_on_exit)) {
     if (absl::Status status = (*loader)->DetachAll(); !status.ok()) {

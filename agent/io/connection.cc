@@ -307,6 +307,12 @@ void Connection::AddCloseObserver(absl::AnyInvocable<void()> observer) {
   close_observers_.push_back(std::move(observer));
 }
 
+void Connection::Reset(const absl::Status& reason) {
+  if (closed_) return;
+  SetResetOnClose(fd_);
+  Close(reason);
+}
+
 void Connection::Close(const absl::Status& reason) {
   if (closed_) return;
   closed_ = true;

@@ -17,10 +17,11 @@
 #include "agent/io/event_loop.h"
 #include "agent/io/io_buffer.h"
 #include "agent/io/socket.h"
+#include "agent/io/stream.h"
 
 namespace nodeward::io {
 
-class Connection : public std::enable_shared_from_this<Connection> {
+class Connection : public Stream, public std::enable_shared_from_this<Connection> {
  public:
   struct Options {
     // Above this many queued bytes, producers should stop feeding Send() (see over_high_water()
@@ -35,26 +36,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
     bool set_nodelay = true;
   };
 
-  struct Callbacks {
-    // Received bytes; the receiver may keep the buffer (it returns to the ring when released).
-    absl::AnyInvocable<void(IoBuffer)> on_data;
-    // The peer shut down its sending side; no more on_data.
-    absl::AnyInvocable<void()> on_read_eof;
-    // The send queue fell back under half the high-water mark after having reached it.
-    absl::AnyInvocable<void()> on_send_drained;
-    // Our shutdown(SHUT_WR) has completed after everything queued was sent.
-    absl::AnyInvocable<void()> on_write_closed;
-    // How many more bytes the receiver can take now; 0 stops receiving until
-    // ReceiveRoomChanged(). Unset means unbounded.
-    absl::AnyInvocable<std::size_t()> receive_room;
-    // The connection is closed: OK when Close() was called without a reason, else why.
-    absl::AnyInvocable<void(const absl::Status&)> on_closed;
-  };
-
-  struct Stats {
-    std::uint64_t bytes_received = 0;
-    std::uint64_t bytes_sent = 0;
-  };
+  using Callbacks = Stream::Callbacks;
+  using Stats = Stream::Stats;
 
   // Takes ownership of a connected socket.
   static std::shared_ptr<Connection> Adopt(EventLoop& loop, int fd, const Options& options);
@@ -69,40 +52,42 @@ class Connection : public std::enable_shared_from_this<Connection> {
   static void ConnectSocket(EventLoop& loop, int fd, const SocketAddress& peer,
                             absl::Duration timeout, const Options& options, ConnectCallback done);
 
-  ~Connection();
+  ~Connection() override;
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
   // Starts receiving and the idle timer.
-  void Start(Callbacks callbacks);
+  void Start(Callbacks callbacks) override;
   // Stops delivering on_data as soon as the kernel acknowledges (buffers already received are
   // still delivered). Idempotent.
-  void PauseReading();
-  void ResumeReading();
-  bool reading_paused() const { return paused_; }
+  void PauseReading() override;
+  void ResumeReading() override;
+  bool reading_paused() const override { return paused_; }
   // The receiver made room: start receiving again if it had stopped for lack of it.
-  void ReceiveRoomChanged() { ArmReceive(); }
+  void ReceiveRoomChanged() override { ArmReceive(); }
 
   // Queues bytes; they are sent in order, several chunks per sendmsg.
-  void Send(IoBuffer chunk);
-  std::size_t queued_bytes() const { return queued_bytes_; }
-  bool over_high_water() const { return queued_bytes_ >= options_.send_high_water; }
+  void Send(IoBuffer chunk) override;
+  std::size_t queued_bytes() const override { return queued_bytes_; }
+  std::size_t send_high_water() const override { return options_.send_high_water; }
   // shutdown(SHUT_WR) once the queue is empty.
-  void ShutdownWrite();
-  bool write_closed() const { return write_closed_; }
+  void ShutdownWrite() override;
+  bool write_closed() const override { return write_closed_; }
   bool read_eof() const { return read_eof_; }
 
   // Cancels everything in flight and closes the socket; on_closed runs with `reason`.
-  void Close(const absl::Status& reason = absl::OkStatus());
-  bool closed() const { return closed_; }
+  void Close(const absl::Status& reason = absl::OkStatus()) override;
+  // Closes with RST rather than FIN (SO_LINGER 0), so the peer sees the failure at once.
+  void Reset(const absl::Status& reason) override;
+  bool closed() const override { return closed_; }
 
   // Observers that outlive the user callbacks (e.g. a listener counting live connections).
   void AddCloseObserver(absl::AnyInvocable<void()> observer);
 
   int fd() const { return fd_; }
-  const Stats& stats() const { return stats_; }
+  const Stats& stats() const override { return stats_; }
   const Options& options() const { return options_; }
-  EventLoop& loop() { return loop_; }
+  EventLoop& loop() override { return loop_; }
 
  private:
   Connection(EventLoop& loop, int fd, const Options& options);

@@ -24,16 +24,11 @@ using ::nodeward::io::testing::RandomBytes;
 using ::nodeward::io::testing::ReadToEof;
 using ::nodeward::io::testing::WriteAll;
 
-// A proxy under test: accepts on a loopback port and relays each connection to `backend_port`,
-// with a transform on the accepted side when a factory is given.
+// A proxy under test: accepts on a loopback port and relays each connection to `backend_port`.
 class RelayProxy {
  public:
-  RelayProxy(EventLoop& loop, std::uint16_t backend_port, Connection::Options options,
-             std::function<std::unique_ptr<Transform>()> transform_factory = nullptr)
-      : loop_(loop),
-        backend_port_(backend_port),
-        options_(options),
-        transform_factory_(std::move(transform_factory)) {
+  RelayProxy(EventLoop& loop, std::uint16_t backend_port, Connection::Options options)
+      : loop_(loop), backend_port_(backend_port), options_(options) {
     Listener::Options listener_options;
     listener_options.connection = options;
     auto listener = Listener::Bind(
@@ -50,24 +45,22 @@ class RelayProxy {
 
  private:
   void OnAccepted(std::shared_ptr<Connection> accepted) {
-    Connection::Connect(
-        loop_, SocketAddress::Loopback4(backend_port_), absl::Seconds(5), options_,
-        [this, accepted](absl::StatusOr<std::shared_ptr<Connection>> upstream) {
-          if (!upstream.ok()) {
-            accepted->Close(upstream.status());
-            results_.push_back({upstream.status()});
-            return;
-          }
-          relays_.push_back(
-              Relay::Start(accepted, *upstream, transform_factory_ ? transform_factory_() : nullptr,
-                           [this](const Relay::Result& result) { results_.push_back(result); }));
-        });
+    Connection::Connect(loop_, SocketAddress::Loopback4(backend_port_), absl::Seconds(5), options_,
+                        [this, accepted](absl::StatusOr<std::shared_ptr<Connection>> upstream) {
+                          if (!upstream.ok()) {
+                            accepted->Close(upstream.status());
+                            results_.push_back({upstream.status()});
+                            return;
+                          }
+                          relays_.push_back(Relay::Start(
+                              accepted, *upstream,
+                              [this](const Relay::Result& result) { results_.push_back(result); }));
+                        });
   }
 
   EventLoop& loop_;
   std::uint16_t backend_port_;
   Connection::Options options_;
-  std::function<std::unique_ptr<Transform>()> transform_factory_;
   absl::Status status_;
   std::unique_ptr<Listener> listener_;
   std::vector<Relay::Result> results_;
@@ -368,85 +361,6 @@ TEST(RelayTest, ResetByOnePeerCutsTheOther) {
   server_thread.join();
   ASSERT_TRUE(done.ok() && *done);
   EXPECT_FALSE(proxy.results()[0].status.ok());
-}
-
-// Inverts every byte and holds at most `capacity` bytes of undecoded input, to exercise the
-// relay's transform path (partial feeds, plaintext backpressure, close) without TLS.
-class InvertingTransform : public Transform {
- public:
-  explicit InvertingTransform(std::size_t capacity) : capacity_(capacity) {}
-
-  std::size_t FeedWire(absl::Span<const std::uint8_t> bytes) override {
-    const std::size_t taken = std::min(bytes.size(), capacity_ - decoded_.size());
-    for (std::size_t i = 0; i < taken; ++i) decoded_.push_back(~bytes[i]);
-    return taken;
-  }
-  absl::Status Advance() override { return absl::OkStatus(); }
-  absl::StatusOr<std::size_t> ReadPlaintext(absl::Span<std::uint8_t> out) override {
-    const std::size_t n = std::min(out.size(), decoded_.size());
-    std::copy_n(decoded_.begin(), n, out.begin());
-    decoded_.erase(decoded_.begin(), decoded_.begin() + static_cast<std::ptrdiff_t>(n));
-    return n;
-  }
-  absl::StatusOr<std::size_t> WritePlaintext(absl::Span<const std::uint8_t> bytes) override {
-    const std::size_t taken = std::min(bytes.size(), capacity_ - encoded_.size());
-    for (std::size_t i = 0; i < taken; ++i) encoded_.push_back(~bytes[i]);
-    return taken;
-  }
-  std::size_t PendingWire() const override { return encoded_.size(); }
-  std::size_t ReadWire(absl::Span<std::uint8_t> out) override {
-    const std::size_t n = std::min(out.size(), encoded_.size());
-    std::copy_n(encoded_.begin(), n, out.begin());
-    encoded_.erase(encoded_.begin(), encoded_.begin() + static_cast<std::ptrdiff_t>(n));
-    return n;
-  }
-  void CloseWrite() override {}
-  bool PeerClosed() const override { return false; }
-  absl::Status WireEnded() override { return absl::OkStatus(); }
-
- private:
-  std::size_t capacity_;
-  std::deque<std::uint8_t> decoded_;
-  std::deque<std::uint8_t> encoded_;
-};
-
-std::vector<std::uint8_t> Inverted(std::vector<std::uint8_t> bytes) {
-  for (auto& byte : bytes) byte = ~byte;
-  return bytes;
-}
-
-TEST(RelayTest, TransformOnOneSideEncodesAndDecodesBothWays) {
-  NODEWARD_LOOP_OR_SKIP(loop);
-  auto backend = ListenLoopback();
-  ASSERT_TRUE(backend.ok());
-  RelayProxy proxy(*loop, PortOf(backend->get()), {},
-                   [] { return std::make_unique<InvertingTransform>(20000); });
-  ASSERT_TRUE(proxy.status().ok());
-
-  const std::vector<std::uint8_t> plain_up = RandomBytes(3 << 20, 11);
-  const std::vector<std::uint8_t> plain_down = RandomBytes(3 << 20, 12);
-  Endpoint client(Inverted(plain_up));  // the client speaks the encoded form
-  Endpoint server(plain_down, 512 * 1024, absl::Milliseconds(2));
-  std::atomic<int> finished{0};
-  std::thread client_thread([&] {
-    auto fd = ConnectLoopback(proxy.port());
-    if (fd.ok()) client.Exchange(fd->get());
-    ++finished;
-  });
-  std::thread server_thread([&] {
-    auto fd = AcceptOne(backend->get());
-    if (fd.ok()) server.Exchange(fd->get());
-    ++finished;
-  });
-  auto done = loop->RunUntil([&] { return finished == 2 && proxy.results().size() == 1; },
-                             absl::Seconds(60));
-  client_thread.join();
-  server_thread.join();
-  ASSERT_TRUE(done.ok() && *done);
-  ASSERT_TRUE(server.in.ok() && client.in.ok());
-  EXPECT_TRUE(*server.in == plain_up);
-  EXPECT_TRUE(*client.in == Inverted(plain_down));
-  EXPECT_TRUE(proxy.results()[0].status.ok()) << proxy.results()[0].status;
 }
 
 }  // namespace

@@ -47,4 +47,9 @@ absl::StatusOr<int> NewTcpSocket(int family, std::uint32_t mark) {
   return fd;
 }
 
+void SetResetOnClose(int fd) {
+  const linger option{1, 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &option, sizeof(option));
+}
+
 }  // namespace nodeward::io

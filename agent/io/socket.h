@@ -17,5 +17,8 @@ absl::StatusOr<int> ListenTcp(const SocketAddress& address, int backlog);
 // A TCP socket ready for an asynchronous connect; `mark` (SO_MARK) is set when non-zero so the
 // node's capture programs leave our own connections alone.
 absl::StatusOr<int> NewTcpSocket(int family, std::uint32_t mark);
+// close() of this socket then sends RST instead of FIN (SO_LINGER with a zero timeout): for
+// connections refused or failed, so the peer learns it at once rather than as a clean end.
+void SetResetOnClose(int fd);
 
 }  // namespace nodeward::io

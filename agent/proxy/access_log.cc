@@ -39,7 +39,8 @@ std::string JsonString(const std::string& text) {
 std::string FormatAccessRecord(const AccessRecord& record, absl::Time end) {
   std::string line = absl::StrCat(
       "{\"time\":", JsonString(absl::FormatTime(absl::RFC3339_full, end, absl::UTCTimeZone())),
-      ",\"msg\":\"access\",\"direction\":", JsonString(record.direction));
+      ",\"msg\":\"access\",\"direction\":",
+      JsonString(std::string(DirectionName(record.direction))));
   auto field = [&line](const char* name, const std::string& value) {
     absl::StrAppend(&line, ",\"", name, "\":", JsonString(value));
   };
@@ -50,11 +51,14 @@ std::string FormatAccessRecord(const AccessRecord& record, absl::Time end) {
   field("destination_principal", record.destination_principal);
   field("destination_address", record.destination_address);
   if (!record.delivered_from.empty()) field("delivered_from", record.delivered_from);
-  field("mode", record.mode);
-  field("connection_security_policy", record.connection_security_policy);
+  field("mode", std::string(ModeName(record.mode)));
+  field("connection_security_policy", record.mutual_tls ? "mutual_tls" : "none");
   field("policy", record.policy);
   field("reason", record.reason);
-  field("result", record.result);
+  field("result", std::string(ResultName(record.result)));
+  if (record.refusal != RefusalReason::kNone) {
+    field("refusal", std::string(RefusalReasonName(record.refusal)));
+  }
   absl::StrAppend(&line, ",\"sent_bytes\":", record.sent_bytes,
                   ",\"received_bytes\":", record.received_bytes,
                   ",\"duration_ms\":", absl::ToInt64Milliseconds(record.duration), "}\n");

@@ -10,11 +10,12 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "agent/proxy/outcome.h"
 
 namespace nodeward::proxy {
 
 struct AccessRecord {
-  std::string direction;        // "outbound" or "inbound"
+  Direction direction = Direction::kOutbound;
   std::string source_workload;  // namespace/name, empty when unknown
   std::string source_principal;
   std::string source_address;
@@ -23,12 +24,13 @@ struct AccessRecord {
   std::string destination_address;  // the address the application dialled (or was dialled on)
   // Inbound: the source address the destination application saw (the client's when kept).
   std::string delivered_from;
-  std::string mode;  // "hbone_mtls", "same_node", "tls_origination", "plaintext", "refused"
-  std::string connection_security_policy;  // "mutual_tls" or "none"
-  std::string policy;                      // resources that decided, "Kind ns/name; ..."
-  std::string reason;                      // the decision or the failure, in words
-  std::string result;                      // "ok", "refused" or "error"
-  std::uint64_t sent_bytes = 0;            // from the source toward the destination
+  Mode mode = Mode::kUndecided;
+  bool mutual_tls = false;  // connection_security_policy: mutual_tls, else none
+  std::string policy;       // resources that decided, "Kind ns/name; ..."
+  std::string reason;       // the decision or the failure, in words
+  Result result = Result::kError;
+  RefusalReason refusal = RefusalReason::kNone;
+  std::uint64_t sent_bytes = 0;  // from the source toward the destination
   std::uint64_t received_bytes = 0;
   absl::Duration duration;
 };

@@ -4,29 +4,77 @@
 
 namespace nodeward::proxy {
 
+CachedMeshCredentials::CachedMeshCredentials(sds::CertificateCache* cache) : cache_(cache) {
+  listener_ =
+      cache_->AddListener([this](const sds::CertificateChange& change) { OnChange(change); });
+}
+
+CachedMeshCredentials::~CachedMeshCredentials() { cache_->RemoveListener(listener_); }
+
+void CachedMeshCredentials::OnChange(const sds::CertificateChange& change) {
+  std::vector<absl::AnyInvocable<void()>> ready;
+  {
+    absl::MutexLock lock(&mutex_);
+    ++generation_;
+    if (change.kind == sds::CertificateChange::Kind::kTrustBundle) {
+      built_.clear();
+    } else if (change.identity.has_value()) {
+      built_.erase(*change.identity);
+    }
+    if (change.kind == sds::CertificateChange::Kind::kCertificate && change.identity.has_value()) {
+      if (auto it = waiters_.find(*change.identity); it != waiters_.end()) {
+        ready = std::move(it->second);
+        waiters_.erase(it);
+      }
+    }
+  }
+  for (auto& callback : ready) callback();
+}
+
 absl::StatusOr<CachedMeshCredentials::Built> CachedMeshCredentials::Get(
     const crypto::SpiffeId& identity) {
+  std::uint64_t generation = 0;
+  {
+    absl::MutexLock lock(&mutex_);
+    if (auto it = built_.find(identity); it != built_.end()) return it->second;
+    generation = generation_;
+  }
   absl::StatusOr<sds::IdentityCredentials> current = cache_->Get(identity);
   if (!current.ok()) {
     return absl::UnavailableError(
         absl::StrCat("no certificate for ", identity.ToString(), ": ", current.status().message()));
   }
-  std::string version = current->leaf.serial_hex;
-  for (const crypto::CertificateInfo& root : current->bundle.Roots()) {
-    absl::StrAppend(&version, "/", root.sha256_fingerprint_hex);
-  }
-  absl::MutexLock lock(&mutex_);
-  auto it = built_.find(identity);
-  if (it != built_.end() && it->second.version == version) return it->second;
   absl::StatusOr<std::shared_ptr<const crypto::TlsContext>> client =
       crypto::TlsContext::MeshClient(current->credentials, current->bundle);
   if (!client.ok()) return client.status();
   absl::StatusOr<std::shared_ptr<const crypto::TlsContext>> server =
       crypto::TlsContext::MeshServer(current->credentials, current->bundle);
   if (!server.ok()) return server.status();
-  Built built{std::move(version), *std::move(client), *std::move(server)};
-  built_[identity] = built;
+  Built built{*std::move(client), *std::move(server)};
+  absl::MutexLock lock(&mutex_);
+  // A change that came in meanwhile may have made these stale: use them once, keep nothing.
+  if (generation == generation_) built_[identity] = built;
   return built;
+}
+
+void CachedMeshCredentials::WhenReady(const crypto::SpiffeId& identity,
+                                      absl::AnyInvocable<void()> ready) {
+  {
+    absl::MutexLock lock(&mutex_);
+    waiters_[identity].push_back(std::move(ready));
+  }
+  // Registered before looking, so a certificate arriving in between is not missed: whichever
+  // of the two finds it takes the waiters.
+  if (!Get(identity).ok()) return;
+  std::vector<absl::AnyInvocable<void()>> now;
+  {
+    absl::MutexLock lock(&mutex_);
+    if (auto it = waiters_.find(identity); it != waiters_.end()) {
+      now = std::move(it->second);
+      waiters_.erase(it);
+    }
+  }
+  for (auto& callback : now) callback();
 }
 
 absl::StatusOr<std::shared_ptr<const crypto::TlsContext>> CachedMeshCredentials::ClientContext(
@@ -49,9 +97,29 @@ absl::Status StaticMeshCredentials::Set(const crypto::SpiffeId& identity,
   if (!client.ok()) return client.status();
   auto server = crypto::TlsContext::MeshServer(credentials, bundle_);
   if (!server.ok()) return server.status();
-  absl::MutexLock lock(&mutex_);
-  contexts_[identity] = {*client, *server};
+  std::vector<absl::AnyInvocable<void()>> ready;
+  {
+    absl::MutexLock lock(&mutex_);
+    contexts_[identity] = {*client, *server};
+    if (auto it = waiters_.find(identity); it != waiters_.end()) {
+      ready = std::move(it->second);
+      waiters_.erase(it);
+    }
+  }
+  for (auto& callback : ready) callback();
   return absl::OkStatus();
+}
+
+void StaticMeshCredentials::WhenReady(const crypto::SpiffeId& identity,
+                                      absl::AnyInvocable<void()> ready) {
+  {
+    absl::MutexLock lock(&mutex_);
+    if (!contexts_.contains(identity)) {
+      waiters_[identity].push_back(std::move(ready));
+      return;
+    }
+  }
+  ready();
 }
 
 absl::StatusOr<std::shared_ptr<const crypto::TlsContext>> StaticMeshCredentials::ClientContext(

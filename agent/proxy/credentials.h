@@ -1,13 +1,18 @@
 // Where the data plane gets TLS contexts for the identities of its pods. Contexts are built
-// once per identity and certificate (serial) and trust bundle, so a rotated certificate serves
-// new connections while live ones keep the context they started with.
+// once per identity and certificate and trust bundle, and rebuilt only when the certificate
+// cache says one changed, so a rotated certificate serves new connections while live ones keep
+// the context they started with. A connection whose pod has no certificate yet waits for a
+// ready notification instead of polling.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "crypto/spiffe_id.h"
@@ -27,12 +32,17 @@ class MeshCredentials {
       const crypto::SpiffeId& identity) = 0;
   virtual absl::StatusOr<std::shared_ptr<const crypto::TlsContext>> ServerContext(
       const crypto::SpiffeId& identity) = 0;
+  // Runs `ready` once `identity` has a certificate: at once on this thread when it has one
+  // now, else later on another thread (the caller posts to its loop). It may run after the
+  // caller stopped waiting; it must not block.
+  virtual void WhenReady(const crypto::SpiffeId& identity, absl::AnyInvocable<void()> ready) = 0;
 };
 
 // Credentials from the SDS-fed certificate cache.
 class CachedMeshCredentials : public MeshCredentials {
  public:
-  explicit CachedMeshCredentials(sds::CertificateCache* cache) : cache_(cache) {}
+  explicit CachedMeshCredentials(sds::CertificateCache* cache);
+  ~CachedMeshCredentials() override;
 
   void Acquire(const crypto::SpiffeId& identity) override { cache_->Acquire(identity); }
   void Release(const crypto::SpiffeId& identity) override { cache_->Release(identity); }
@@ -40,18 +50,24 @@ class CachedMeshCredentials : public MeshCredentials {
       const crypto::SpiffeId& identity) override;
   absl::StatusOr<std::shared_ptr<const crypto::TlsContext>> ServerContext(
       const crypto::SpiffeId& identity) override;
+  void WhenReady(const crypto::SpiffeId& identity, absl::AnyInvocable<void()> ready) override;
 
  private:
   struct Built {
-    std::string version;  // serial + bundle fingerprint the contexts were built from
     std::shared_ptr<const crypto::TlsContext> client;
     std::shared_ptr<const crypto::TlsContext> server;
   };
   absl::StatusOr<Built> Get(const crypto::SpiffeId& identity);
+  void OnChange(const sds::CertificateChange& change);
 
   sds::CertificateCache* const cache_;
+  int listener_ = -1;
   absl::Mutex mutex_;
   absl::flat_hash_map<crypto::SpiffeId, Built> built_ ABSL_GUARDED_BY(mutex_);
+  // Bumped by every change, so contexts built from what was read before it are not kept.
+  std::uint64_t generation_ ABSL_GUARDED_BY(mutex_) = 0;
+  absl::flat_hash_map<crypto::SpiffeId, std::vector<absl::AnyInvocable<void()>>> waiters_
+      ABSL_GUARDED_BY(mutex_);
 };
 
 // Fixed credentials, e.g. for tests and benchmarks that sign with a CA of their own.
@@ -66,10 +82,13 @@ class StaticMeshCredentials : public MeshCredentials {
       const crypto::SpiffeId& identity) override;
   absl::StatusOr<std::shared_ptr<const crypto::TlsContext>> ServerContext(
       const crypto::SpiffeId& identity) override;
+  void WhenReady(const crypto::SpiffeId& identity, absl::AnyInvocable<void()> ready) override;
 
  private:
   const crypto::TrustBundle bundle_;
   absl::Mutex mutex_;
+  absl::flat_hash_map<crypto::SpiffeId, std::vector<absl::AnyInvocable<void()>>> waiters_
+      ABSL_GUARDED_BY(mutex_);
   absl::flat_hash_map<crypto::SpiffeId, std::pair<std::shared_ptr<const crypto::TlsContext>,
                                                   std::shared_ptr<const crypto::TlsContext>>>
       contexts_ ABSL_GUARDED_BY(mutex_);

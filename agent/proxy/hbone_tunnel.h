@@ -1,11 +1,9 @@
-// One mesh mTLS connection carrying HBONE streams, each bridged to an application connection:
-// TCP (io::Connection) <-> TLS 1.3 (crypto::TlsEngine) <-> HTTP/2 CONNECT (hbone::Session).
-// The same class serves both ends: a client tunnel opens streams for captured outbound
-// connections, a server tunnel answers CONNECTs for one pod. Loop-thread only.
-//
-// Memory is bounded per stream by HTTP/2 flow control: received DATA is only credited back to
-// the peer as the application connection takes it, and application bytes are only read while
-// the stream's send buffer has room.
+// One mesh mTLS connection carrying HBONE streams: TCP (io::Connection) <-> TLS 1.3
+// (io::TlsConnection) <-> HTTP/2 CONNECT (hbone::Session) <-> one HboneStream per CONNECT.
+// The tunnel maps HTTP/2 streams to HboneStreams and never pumps TLS itself; the relay carries
+// each stream's application connection. The same class serves both ends: a client tunnel opens
+// streams for captured outbound connections, a server tunnel answers CONNECTs for one pod.
+// Loop-thread only.
 #pragma once
 
 #include <cstdint>
@@ -22,18 +20,12 @@
 #include "agent/hbone/session.h"
 #include "agent/io/connection.h"
 #include "agent/io/event_loop.h"
+#include "agent/io/tls_connection.h"
+#include "agent/proxy/hbone_stream.h"
 #include "crypto/spiffe_id.h"
 #include "crypto/tls.h"
 
 namespace nodeward::proxy {
-
-// How one bridged stream ended.
-struct StreamResult {
-  absl::Status status;             // OK when both directions ended cleanly
-  std::uint64_t to_app_bytes = 0;  // delivered to the application connection
-  std::uint64_t from_app_bytes = 0;
-};
-using StreamDone = absl::AnyInvocable<void(const StreamResult&)>;
 
 class HboneTunnel : public std::enable_shared_from_this<HboneTunnel> {
  public:
@@ -60,23 +52,21 @@ class HboneTunnel : public std::enable_shared_from_this<HboneTunnel> {
       const Options& options, ConnectHandler on_connect, ClosedHandler on_closed);
   ~HboneTunnel();
 
-  // Client: `CONNECT authority`, bridged to `app` (not yet started). Bytes the application sends
-  // before the handshake and the response are held and sent once the stream is open. `done`
-  // runs once, also when the server refuses (then with its reason).
-  absl::Status OpenStream(const std::string& authority, std::shared_ptr<io::Connection> app,
-                          StreamDone done);
-  // Server: answers a CONNECT with 200 and bridges it to `app` (not yet started).
-  absl::Status AcceptStream(hbone::StreamId stream, std::shared_ptr<io::Connection> app,
-                            StreamDone done);
+  // Client: `CONNECT authority`. The stream may be written at once: bytes sent before the
+  // handshake and the response are held and sent once it is open. A refusal closes the stream
+  // with the server's reason (PERMISSION_DENIED for 403, ...).
+  absl::StatusOr<std::shared_ptr<HboneStream>> OpenStream(const std::string& authority);
+  // Server: answers a CONNECT with 200; data that came with it waits for the stream's start.
+  absl::StatusOr<std::shared_ptr<HboneStream>> AcceptStream(hbone::StreamId stream);
   absl::Status RefuseStream(hbone::StreamId stream, int http_status, absl::string_view reason);
 
   // Clients: whether a new stream may be opened on this tunnel now.
   bool AcceptsNewStreams() const;
-  bool established() const { return established_; }
+  bool established() const { return tls_->established(); }
   bool closed() const { return closed_; }
   // The verified peer identity, once established.
   const std::optional<crypto::SpiffeId>& peer_identity() const;
-  std::size_t active_streams() const { return bridges_.size(); }
+  std::size_t active_streams() const { return streams_.size(); }
   // Bytes the tunnel holds right now: received and not yet delivered, accepted and not yet
   // encrypted. Bounded by the flow-control windows and per-stream budgets, whatever the peers do.
   std::size_t buffered_bytes() const;
@@ -99,51 +89,26 @@ class HboneTunnel : public std::enable_shared_from_this<HboneTunnel> {
   void Close(const absl::Status& reason);
 
  private:
-  struct Bridge {
-    hbone::StreamId id = 0;
-    std::shared_ptr<io::Connection> app;
-    std::deque<io::IoBuffer> to_stream;  // application bytes the session has not taken yet
-    std::size_t to_stream_bytes = 0;
-    bool app_started = false;
-    bool app_eof = false;
-    bool stream_write_closed = false;
-    bool app_write_closed = false;  // the peer's END_STREAM was passed on as shutdown(SHUT_WR)
-    bool stream_closed = false;
-    absl::Status stream_status;
-    StreamResult result;
-    StreamDone done;
-  };
+  friend class HboneStream;
 
-  HboneTunnel(Role role, std::shared_ptr<io::Connection> wire,
-              std::unique_ptr<crypto::TlsEngine> engine, const Options& options,
+  HboneTunnel(Role role, std::shared_ptr<io::TlsConnection> tls, const Options& options,
               ConnectHandler on_connect, ClosedHandler on_closed);
   absl::Status Init();
   hbone::Session::Callbacks SessionCallbacks();
 
-  void OnWireData(io::IoBuffer buffer);
+  HboneStream* FindStream(hbone::StreamId id);
+  std::shared_ptr<HboneStream> AddStream(hbone::StreamId id);
+  // The stream is done (it closed): out of the tunnel, which may then close or go idle.
+  void Forget(hbone::StreamId id);
+  void OnPlaintext(io::IoBuffer buffer);
   void OnWireEof();
-  void ProcessWireInput();
-  bool DrainPlaintext();
+  // Session output -> TLS while the socket keeps up.
   void Flush();
-  // Hands whatever the engine sealed to the socket; returns whether there was any.
-  bool SendPendingWire();
   void FlushAllForClose();
-
-  Bridge* FindBridge(hbone::StreamId id);
-  void StartApp(Bridge& bridge);
-  void OnAppData(hbone::StreamId id, io::IoBuffer buffer);
-  void OnAppEof(hbone::StreamId id);
-  void OnAppClosed(hbone::StreamId id, const absl::Status& status);
-  void PumpToStream(Bridge& bridge);
-  void PumpToApp(Bridge& bridge);
-  void OnStreamClosed(hbone::StreamId id, const absl::Status& status);
-  void MaybeFinishBridge(hbone::StreamId id);
-  void FinishBridge(hbone::StreamId id, absl::Status status);
   void ArmIdleTimer(absl::Duration delay);
 
   const Role role_;
-  std::shared_ptr<io::Connection> wire_;
-  std::unique_ptr<crypto::TlsEngine> engine_;
+  std::shared_ptr<io::TlsConnection> tls_;
   const Options options_;
   ConnectHandler on_connect_;
   ClosedHandler on_closed_;
@@ -151,14 +116,11 @@ class HboneTunnel : public std::enable_shared_from_this<HboneTunnel> {
   hbone::ClientSession* client_session_ = nullptr;
   hbone::ServerSession* server_session_ = nullptr;
 
-  absl::flat_hash_map<hbone::StreamId, std::unique_ptr<Bridge>> bridges_;
-  std::deque<io::IoBuffer> wire_in_;
-  std::vector<std::uint8_t> plain_out_;  // session output waiting for the TLS engine
+  absl::flat_hash_map<hbone::StreamId, std::shared_ptr<HboneStream>> streams_;
+  std::vector<std::uint8_t> plain_out_;  // session output not yet taken by TLS
   std::size_t plain_out_offset_ = 0;
-  std::vector<std::uint8_t> scratch_;
-  bool established_ = false;
   bool draining_ = false;
-  bool peer_gone_ = false;  // the wire reached EOF: finish what was received, then close
+  bool peer_gone_ = false;  // the wire ended: finish what was received, then close
   bool closed_ = false;
   bool flushing_ = false;
   bool flush_again_ = false;

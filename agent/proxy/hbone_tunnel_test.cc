@@ -1,5 +1,6 @@
 // HboneTunnel end to end on one loop: a client tunnel and a server tunnel joined by a socket
-// pair, application connections on socket pairs whose far ends are driven by blocking threads.
+// pair, application connections on socket pairs whose far ends are driven by blocking threads,
+// each carried over its HboneStream by a relay, as the data plane does.
 #include "agent/proxy/hbone_tunnel.h"
 
 #include <sys/socket.h>
@@ -10,6 +11,8 @@
 #include <vector>
 
 #include "agent/io/io_test_util.h"
+#include "agent/io/relay.h"
+#include "agent/proxy/mesh_test_util.h"
 #include "crypto/certificate_authority.h"
 #include "crypto/test_util.h"
 #include "gmock/gmock.h"
@@ -19,7 +22,6 @@ namespace nodeward::proxy {
 namespace {
 
 using ::nodeward::crypto::testing::Id;
-using ::nodeward::crypto::testing::IssueWorkload;
 using ::nodeward::crypto::testing::TempDir;
 using ::nodeward::io::testing::Fd;
 using ::nodeward::io::testing::RandomBytes;
@@ -31,6 +33,21 @@ struct SocketPair {
   Fd loop_side;  // adopted by a Connection
   Fd test_side;  // driven by a blocking thread
 };
+
+// How one relayed stream ended, seen from its application connection.
+struct StreamResult {
+  absl::Status status;
+  std::uint64_t to_app_bytes = 0;
+  std::uint64_t from_app_bytes = 0;
+};
+
+// Relays `app` over `stream` and records how it ended.
+void Bridge(std::shared_ptr<io::Connection> app, std::shared_ptr<HboneStream> stream,
+            std::vector<StreamResult>* results) {
+  io::Relay::Start(std::move(app), std::move(stream), [results](const io::Relay::Result& r) {
+    results->push_back({r.status, r.b_to_a_bytes, r.a_to_b_bytes});
+  });
+}
 
 SocketPair MakePair() {
   int fds[2];
@@ -45,19 +62,10 @@ class HboneTunnelTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_TRUE(dir_.ok());
-    crypto::CaOptions options;
-    auto ca = crypto::CertificateAuthority::LoadOrCreate(dir_.path(), options);
-    ASSERT_TRUE(ca.ok()) << ca.status();
-    auto bundle = crypto::TrustBundle::FromPem((*ca)->RootsPem());
-    ASSERT_TRUE(bundle.ok());
-    auto client = IssueWorkload(**ca, client_id_);
-    auto server = IssueWorkload(**ca, server_id_);
-    ASSERT_TRUE(client.ok() && server.ok());
-    auto client_context = crypto::TlsContext::MeshClient(client->credentials(), *bundle);
-    auto server_context = crypto::TlsContext::MeshServer(server->credentials(), *bundle);
-    ASSERT_TRUE(client_context.ok() && server_context.ok());
-    client_context_ = *client_context;
-    server_context_ = *server_context;
+    auto contexts = testing::MakeMeshContexts(dir_.path(), client_id_, server_id_);
+    ASSERT_TRUE(contexts.ok()) << contexts.status();
+    client_context_ = contexts->client;
+    server_context_ = contexts->server;
     auto loop = io::testing::NewLoop();
     if (!loop.ok()) GTEST_SKIP() << "io_uring unavailable: " << loop.status();
     loop_ = *std::move(loop);
@@ -103,11 +111,9 @@ class HboneTunnelTest : public ::testing::Test {
         if (data.ok()) (void)WriteAll(fd.get(), *data);
         shutdown(fd.get(), SHUT_WR);
       });
-      ASSERT_TRUE(server_
-                      ->AcceptStream(
-                          id, io::Connection::Adopt(*loop_, app.loop_side.release(), {}),
-                          [this](const StreamResult& result) { server_results_.push_back(result); })
-                      .ok());
+      absl::StatusOr<std::shared_ptr<HboneStream>> stream = server_->AcceptStream(id);
+      ASSERT_TRUE(stream.ok()) << stream.status();
+      Bridge(io::Connection::Adopt(*loop_, app.loop_side.release(), {}), *stream, &server_results_);
     };
   }
 
@@ -126,11 +132,9 @@ class HboneTunnelTest : public ::testing::Test {
       if (data.ok()) *reply = *std::move(data);
       replies_done_.fetch_add(1);
     });
-    ASSERT_TRUE(client_
-                    ->OpenStream(
-                        "10.0.0.2:8080", io::Connection::Adopt(*loop_, app.loop_side.release(), {}),
-                        [this](const StreamResult& result) { client_results_.push_back(result); })
-                    .ok());
+    absl::StatusOr<std::shared_ptr<HboneStream>> stream = client_->OpenStream("10.0.0.2:8080");
+    ASSERT_TRUE(stream.ok()) << stream.status();
+    Bridge(io::Connection::Adopt(*loop_, app.loop_side.release(), {}), *stream, &client_results_);
   }
 
   TempDir dir_;
@@ -238,10 +242,9 @@ TEST_F(HboneTunnelTest, HalfCloseWorksInBothDirections) {
       auto data = ReadToEof(fd.get());
       if (data.ok()) server_got = *std::move(data);
     });
-    ASSERT_TRUE(server_
-                    ->AcceptStream(id, io::Connection::Adopt(*loop_, app.loop_side.release(), {}),
-                                   [this](const StreamResult& r) { server_results_.push_back(r); })
-                    .ok());
+    absl::StatusOr<std::shared_ptr<HboneStream>> stream = server_->AcceptStream(id);
+    ASSERT_TRUE(stream.ok()) << stream.status();
+    Bridge(io::Connection::Adopt(*loop_, app.loop_side.release(), {}), *stream, &server_results_);
   });
   SocketPair app = MakePair();
   int far = app.test_side.release();
@@ -254,11 +257,9 @@ TEST_F(HboneTunnelTest, HalfCloseWorksInBothDirections) {
     (void)WriteAll(fd.get(), payload);
     shutdown(fd.get(), SHUT_WR);
   });
-  ASSERT_TRUE(client_
-                  ->OpenStream("10.0.0.2:8080",
-                               io::Connection::Adopt(*loop_, app.loop_side.release(), {}),
-                               [this](const StreamResult& r) { client_results_.push_back(r); })
-                  .ok());
+  absl::StatusOr<std::shared_ptr<HboneStream>> stream = client_->OpenStream("10.0.0.2:8080");
+  ASSERT_TRUE(stream.ok()) << stream.status();
+  Bridge(io::Connection::Adopt(*loop_, app.loop_side.release(), {}), *stream, &client_results_);
   auto done =
       loop_->RunUntil([&] { return client_results_.size() == 1 && server_results_.size() == 1; },
                       absl::Seconds(20));
@@ -283,10 +284,9 @@ TEST_F(HboneTunnelTest, SlowReaderBoundsWhatTheTunnelsHold) {
       auto data = ReadToEof(fd.get(), 256 * 1024, absl::Milliseconds(5));
       if (data.ok()) received = data->size();
     });
-    ASSERT_TRUE(server_
-                    ->AcceptStream(id, io::Connection::Adopt(*loop_, app.loop_side.release(), {}),
-                                   [this](const StreamResult& r) { server_results_.push_back(r); })
-                    .ok());
+    absl::StatusOr<std::shared_ptr<HboneStream>> stream = server_->AcceptStream(id);
+    ASSERT_TRUE(stream.ok()) << stream.status();
+    Bridge(io::Connection::Adopt(*loop_, app.loop_side.release(), {}), *stream, &server_results_);
   });
   std::vector<std::uint8_t> reply;
   OpenEchoStream(RandomBytes(kTotal, 5), &reply);

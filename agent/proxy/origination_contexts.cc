@@ -7,8 +7,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "agent/capture/capture_log.h"
 #include "common/files.h"
+#include "common/log.h"
 
 namespace nodeward::proxy {
 namespace {
@@ -136,9 +136,9 @@ absl::StatusOr<std::shared_ptr<const crypto::TlsContext>> OriginationContexts::G
   if (!context.ok()) {
     if (found == entries_.end()) return context.status();
     found->second.failed_stamps = std::move(stamps);
-    capture::Log(capture::LogLevel::kWarning, "TLS origination files ", absl::StrJoin(files, ", "),
-                 " changed but do not build (", context.status().message(),
-                 "); the previous ones stay in use");
+    Log(LogLevel::kWarning, "TLS origination files ", absl::StrJoin(files, ", "),
+        " changed but do not build (", context.status().message(),
+        "); the previous ones stay in use");
     return found->second.context;
   }
   if (found == entries_.end()) {

@@ -1,6 +1,5 @@
 #include "agent/proxy/traffic_metrics.h"
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
 namespace nodeward::proxy {
@@ -53,7 +52,7 @@ TrafficMetrics::Labels TrafficMetrics::IstioLabels(const AccessRecord& record) {
   // Istio names pods' workloads by their owner (Deployment); without owners in our inventory
   // the pod name stands in.
   return {
-      {"reporter", record.direction == "inbound" ? "destination" : "source"},
+      {"reporter", record.direction == Direction::kInbound ? "destination" : "source"},
       {"source_workload", Name(record.source_workload)},
       {"source_workload_namespace", Namespace(record.source_workload)},
       {"source_principal", record.source_principal.empty() ? "unknown" : record.source_principal},
@@ -61,22 +60,8 @@ TrafficMetrics::Labels TrafficMetrics::IstioLabels(const AccessRecord& record) {
       {"destination_workload_namespace", Namespace(record.destination_workload)},
       {"destination_principal",
        record.destination_principal.empty() ? "unknown" : record.destination_principal},
-      {"connection_security_policy",
-       record.connection_security_policy == "mutual_tls" ? "mutual_tls" : "none"},
+      {"connection_security_policy", record.mutual_tls ? "mutual_tls" : "none"},
   };
-}
-
-std::string TrafficMetrics::RefusalCategory(const std::string& reason) {
-  if (absl::StrContains(reason, "STRICT")) return "strict_requires_mtls";
-  if (absl::StrContains(reason, "DISABLE")) return "mtls_disabled";
-  if (absl::StrContains(reason, "ISTIO_MUTUAL")) return "istio_mutual_to_non_mesh";
-  if (absl::StrContains(reason, "certificate") || absl::StrContains(reason, "identity")) {
-    return "identity";
-  }
-  if (absl::StrContains(reason, "configuration")) return "no_configuration";
-  if (absl::StrContains(reason, "limit")) return "connection_limit";
-  if (absl::StrContains(reason, "draining")) return "draining";
-  return "other";
 }
 
 void TrafficMetrics::Opened(const AccessRecord& record) {
@@ -86,16 +71,17 @@ void TrafficMetrics::Opened(const AccessRecord& record) {
 
 void TrafficMetrics::Closed(const AccessRecord& record) {
   absl::MutexLock lock(&mutex_);
-  if (record.result == "refused") {
-    Labels labels = {{"direction", record.direction}, {"reason", RefusalCategory(record.reason)}};
-    ++refusals_[labels];
+  const std::string direction(DirectionName(record.direction));
+  if (record.result == Result::kRefused) {
+    ++refusals_[{{"direction", direction},
+                 {"reason", std::string(RefusalReasonName(record.refusal))}}];
     return;
   }
   Counters& counters = tcp_[IstioLabels(record)];
   ++counters.closed;
   counters.sent += record.sent_bytes;
   counters.received += record.received_bytes;
-  if (record.result == "error") ++errors_[{{"direction", record.direction}}];
+  if (record.result == Result::kError) ++errors_[{{"direction", direction}}];
 }
 
 void TrafficMetrics::Render(std::string& out) const {

@@ -23,9 +23,6 @@ class TrafficMetrics {
   // Appends every metric family in the Prometheus text exposition format.
   void Render(std::string& out) const;
 
-  // Refusal reasons folded into a few stable categories for the label.
-  static std::string RefusalCategory(const std::string& reason);
-
  private:
   using Labels = std::map<std::string, std::string>;
   struct Counters {

@@ -20,7 +20,7 @@
 #include "agent/io/io_test_util.h"
 #include "agent/io/listener.h"
 #include "agent/io/relay.h"
-#include "agent/io/tls_transform.h"
+#include "agent/io/tls_connection.h"
 #include "agent/proxy/hbone_tunnel.h"
 #include "benchmark/benchmark.h"
 #include "crypto/certificate_authority.h"
@@ -90,33 +90,35 @@ void BM_DirectTcp(benchmark::State& state) {
 }
 BENCHMARK(BM_DirectTcp)->Unit(benchmark::kMillisecond)->UseRealTime();
 
-// A relay listener forwarding to `backend_port`, optionally wrapping the accepted side.
+// A relay listener forwarding to `backend_port`, optionally with TLS on the accepted or the
+// upstream side.
 struct RelayHop {
   std::unique_ptr<Listener> listener;
 };
 
-RelayHop StartHop(EventLoop& loop, std::uint16_t upstream_port,
-                  std::function<std::unique_ptr<Transform>()> on_accepted_side,
-                  std::function<std::unique_ptr<Transform>()> on_upstream_side) {
+using TlsSide = std::function<std::unique_ptr<crypto::TlsEngine>()>;
+
+std::shared_ptr<Stream> MaybeTls(std::shared_ptr<Connection> connection, const TlsSide& tls) {
+  if (!tls) return connection;
+  return TlsConnection::Create(std::move(connection), tls());
+}
+
+RelayHop StartHop(EventLoop& loop, std::uint16_t upstream_port, TlsSide on_accepted_side,
+                  TlsSide on_upstream_side) {
   auto listener = Listener::Bind(
       loop, SocketAddress::Loopback4(0), {},
       [&loop, upstream_port, on_accepted_side,
        on_upstream_side](std::shared_ptr<Connection> accepted) {
-        Connection::Connect(
-            loop, SocketAddress::Loopback4(upstream_port), absl::Seconds(5), {},
-            [accepted, on_accepted_side,
-             on_upstream_side](absl::StatusOr<std::shared_ptr<Connection>> upstream) {
-              if (!upstream.ok()) {
-                accepted->Close(upstream.status());
-                return;
-              }
-              if (on_upstream_side) {
-                Relay::Start(*upstream, accepted, on_upstream_side(), nullptr);
-              } else {
-                Relay::Start(accepted, *upstream, on_accepted_side ? on_accepted_side() : nullptr,
-                             nullptr);
-              }
-            });
+        Connection::Connect(loop, SocketAddress::Loopback4(upstream_port), absl::Seconds(5), {},
+                            [accepted, on_accepted_side, on_upstream_side](
+                                absl::StatusOr<std::shared_ptr<Connection>> upstream) {
+                              if (!upstream.ok()) {
+                                accepted->Close(upstream.status());
+                                return;
+                              }
+                              Relay::Start(MaybeTls(accepted, on_accepted_side),
+                                           MaybeTls(*upstream, on_upstream_side), nullptr);
+                            });
       });
   if (!listener.ok()) Die(listener.status().ToString());
   return {std::move(*listener)};
@@ -189,11 +191,9 @@ void BM_MutualTlsTunnel(benchmark::State& state) {
   if (!backend.ok()) Die(backend.status().ToString());
   RelayHop inbound = StartHop(
       **loop, testing::PortOf(backend->get()),
-      [&mesh] { return std::make_unique<TlsTransform>(crypto::TlsEngine::Server(mesh.server)); },
-      nullptr);
+      [&mesh] { return crypto::TlsEngine::Server(mesh.server); }, nullptr);
   RelayHop outbound = StartHop(**loop, inbound.listener->local_address().port, nullptr, [&mesh] {
-    return std::make_unique<TlsTransform>(
-        crypto::TlsEngine::Client(mesh.client, {.expected_peer = mesh.server_id, .sni = ""}));
+    return crypto::TlsEngine::Client(mesh.client, {.expected_peer = mesh.server_id, .sni = ""});
   });
   for (auto _ : state) {
     const std::size_t got = Exchange(outbound.listener->local_address().port, backend->get(),
@@ -229,7 +229,9 @@ void BM_HboneTunnel(benchmark::State& state) {
                                   [holder, id](absl::StatusOr<std::shared_ptr<Connection>> app) {
                                     auto tunnel = holder->lock();
                                     if (!app.ok() || tunnel == nullptr) Die("backend connect");
-                                    (void)tunnel->AcceptStream(id, *app, nullptr);
+                                    auto stream = tunnel->AcceptStream(id);
+                                    if (!stream.ok()) Die("accept stream");
+                                    Relay::Start(*stream, *app, nullptr);
                                   });
             },
             nullptr);
@@ -255,9 +257,9 @@ void BM_HboneTunnel(benchmark::State& state) {
   }
   auto outbound = Listener::Bind(ring, SocketAddress::Loopback4(0), {},
                                  [&client](std::shared_ptr<Connection> app) {
-                                   if (!client->OpenStream("127.0.0.1:1", app, nullptr).ok()) {
-                                     Die("open stream");
-                                   }
+                                   auto stream = client->OpenStream("127.0.0.1:1");
+                                   if (!stream.ok()) Die("open stream");
+                                   Relay::Start(app, *stream, nullptr);
                                  });
   if (!outbound.ok()) Die(outbound.status().ToString());
   for (auto _ : state) {

@@ -318,7 +318,9 @@ TEST_F(CaptureIntegrationTest, EnrolledPodOutboundReachesAgentWithOriginalDestin
   // The agent dialled the original destination from inside pod A.
   EXPECT_THAT(result.output, HasSubstr("from=10.78.0.1:"));
   EXPECT_THAT(result.output, HasSubstr("to=10.78.0.2:8080 got=ping"));
-  EXPECT_THAT(ReadFile(AgentLog()), HasSubstr("outbound pod=shop/pod-a peer=127.0.0.1:"));
+  EXPECT_THAT(ReadFile(AgentLog()),
+              HasSubstr(R"("direction":"outbound","source_workload":"shop/pod-a")"));
+  EXPECT_THAT(ReadFile(AgentLog()), HasSubstr(R"("source_address":"127.0.0.1:)"));
   EXPECT_THAT(ReadFile(AgentLog()), HasSubstr("destination=10.78.0.2:8080"));
   EXPECT_EQ(StopAgent(), 0);
 }
@@ -404,16 +406,21 @@ TEST_F(CaptureIntegrationTest, InboundOnAnyPortIsSteeredAndDelivered) {
     StartServer(netns_a_, port);
     CommandResult result = Client(netns_b_, absl::StrCat("10.78.0.1:", port), "in");
     ASSERT_EQ(result.exit_code, 0) << result.output;
-    // Delivered by the agent inside the pod, on loopback, to the port the peer dialled.
-    EXPECT_THAT(result.output, HasSubstr("from=127.0.0.1:"));
-    EXPECT_THAT(result.output, HasSubstr(absl::StrCat("to=127.0.0.1:", port, " got=in")));
+    // Delivered by the agent inside the pod to the address and port the peer dialled (never
+    // to loopback), from the peer's own address.
+    EXPECT_THAT(result.output, HasSubstr("from=10.78.0.2:"));
+    EXPECT_THAT(result.output, HasSubstr(absl::StrCat("to=10.78.0.1:", port, " got=in")));
+    EXPECT_THAT(
+        ReadFile(AgentLog()),
+        HasSubstr(
+            R"("direction":"inbound","source_workload":"","source_principal":"","source_address":"10.78.0.2:)"));
     EXPECT_THAT(ReadFile(AgentLog()),
-                HasSubstr(absl::StrCat("inbound pod=shop/pod-a peer=10.78.0.2:")));
-    EXPECT_THAT(ReadFile(AgentLog()), HasSubstr(absl::StrCat(" port=", port)));
+                HasSubstr(absl::StrCat(R"("destination_address":"10.78.0.1:)", port, "\"")));
   }
   CommandResult v6 = Client(netns_b_, "[fd78::1]:9090", "in6");
   ASSERT_EQ(v6.exit_code, 0) << v6.output;
-  EXPECT_THAT(v6.output, HasSubstr("to=[::1]:9090 got=in6"));
+  EXPECT_THAT(v6.output, HasSubstr("from=[fd78::2]:"));
+  EXPECT_THAT(v6.output, HasSubstr("to=[fd78::1]:9090 got=in6"));
   EXPECT_EQ(StopAgent(), 0);
 }
 
@@ -467,7 +474,7 @@ TEST_F(CaptureIntegrationTest, FailsClosedWhileAgentIsDownAndRecoversOnRestart) 
   EXPECT_THAT(outbound_again.output, HasSubstr("got=back"));
   CommandResult inbound_again = Client(netns_b_, "10.78.0.1:9090", "back");
   ASSERT_EQ(inbound_again.exit_code, 0) << inbound_again.output;
-  EXPECT_THAT(inbound_again.output, HasSubstr("to=127.0.0.1:9090 got=back"));
+  EXPECT_THAT(inbound_again.output, HasSubstr("to=10.78.0.1:9090 got=back"));
   EXPECT_EQ(StopAgent(), 0);
   EXPECT_FALSE(Exists(pin_path_)) << "--cleanup-on-exit left pinned state";
 }

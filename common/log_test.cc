@@ -1,11 +1,11 @@
-#include "agent/capture/capture_log.h"
+#include "common/log.h"
 
 #include "gtest/gtest.h"
 
-namespace nodeward::capture {
+namespace nodeward {
 namespace {
 
-TEST(CaptureLogTest, ParsesLevels) {
+TEST(LogTest, ParsesLevels) {
   EXPECT_EQ(*ParseLogLevel("debug"), LogLevel::kDebug);
   EXPECT_EQ(*ParseLogLevel("INFO"), LogLevel::kInfo);
   EXPECT_EQ(*ParseLogLevel("warn"), LogLevel::kWarning);
@@ -14,7 +14,7 @@ TEST(CaptureLogTest, ParsesLevels) {
   EXPECT_FALSE(ParseLogLevel("").ok());
 }
 
-TEST(CaptureLogTest, LevelFiltersLowerLevels) {
+TEST(LogTest, LevelFiltersLowerLevels) {
   SetLogLevel(LogLevel::kWarning);
   EXPECT_FALSE(LogEnabled(LogLevel::kInfo));
   EXPECT_TRUE(LogEnabled(LogLevel::kWarning));
@@ -25,4 +25,4 @@ TEST(CaptureLogTest, LevelFiltersLowerLevels) {
 }
 
 }  // namespace
-}  // namespace nodeward::capture
+}  // namespace nodeward

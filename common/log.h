@@ -1,11 +1,12 @@
-#ifndef NODEWARD_AGENT_CAPTURE_CAPTURE_LOG_H_
-#define NODEWARD_AGENT_CAPTURE_CAPTURE_LOG_H_
+// The one logger of the agent's binaries: leveled lines to stderr, JSON for log collectors or
+// text for people, the level changeable at runtime.
+#pragma once
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 
-namespace nodeward::capture {
+namespace nodeward {
 
 enum class LogLevel { kDebug = 0, kInfo = 1, kWarning = 2, kError = 3 };
 
@@ -25,6 +26,4 @@ void Log(LogLevel level, const Args&... args) {
   if (LogEnabled(level)) LogLine(level, absl::StrCat(args...));
 }
 
-}  // namespace nodeward::capture
-
-#endif  // NODEWARD_AGENT_CAPTURE_CAPTURE_LOG_H_
+}  // namespace nodeward

@@ -1,12 +1,15 @@
-// Two relays on one loop form a mutual-TLS tunnel: plain client -> outbound relay (TLS client
-// toward the tunnel) -> inbound relay (TLS server) -> plain backend.
+// TlsConnection under the relay: two relays on one loop form a mutual-TLS tunnel, plain client
+// -> outbound relay (a TLS client stream toward the tunnel) -> inbound relay (a TLS server
+// stream) -> plain backend.
+#include "agent/io/tls_connection.h"
+
+#include <algorithm>
 #include <atomic>
 #include <thread>
 
 #include "agent/io/io_test_util.h"
 #include "agent/io/listener.h"
 #include "agent/io/relay.h"
-#include "agent/io/tls_transform.h"
 #include "crypto/test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -59,7 +62,8 @@ class TlsRelayTest : public ::testing::Test {
 
   // Runs one exchange through the tunnel, the outbound side expecting `expected_server`.
   void RunTunnel(const SpiffeId& expected_server, const std::vector<std::uint8_t>& request,
-                 const std::vector<std::uint8_t>& response, Outcome& outcome) {
+                 const std::vector<std::uint8_t>& response, Outcome& outcome,
+                 std::size_t backend_pause_every = 0) {
     NODEWARD_LOOP_OR_SKIP(loop);
     auto backend = ListenLoopback();
     ASSERT_TRUE(backend.ok());
@@ -67,15 +71,16 @@ class TlsRelayTest : public ::testing::Test {
 
     auto inbound = Listener::Bind(
         *loop, SocketAddress::Loopback4(0), {}, [&](std::shared_ptr<Connection> tunnel) {
-          Connection::Connect(
-              *loop, SocketAddress::Loopback4(backend_port), absl::Seconds(5), {},
-              [&, tunnel](absl::StatusOr<std::shared_ptr<Connection>> app) {
-                ASSERT_TRUE(app.ok()) << app.status();
-                Relay::Start(
-                    tunnel, *app,
-                    std::make_unique<TlsTransform>(TlsEngine::Server(server_context_)),
-                    [&](const Relay::Result& result) { outcome.inbound.push_back(result); });
-              });
+          Connection::Connect(*loop, SocketAddress::Loopback4(backend_port), absl::Seconds(5), {},
+                              [&, tunnel](absl::StatusOr<std::shared_ptr<Connection>> app) {
+                                ASSERT_TRUE(app.ok()) << app.status();
+                                std::shared_ptr<TlsConnection> tls = TlsConnection::Create(
+                                    tunnel, TlsEngine::Server(server_context_));
+                                inbound_tls_.push_back(tls);
+                                Relay::Start(tls, *app, [&](const Relay::Result& result) {
+                                  outcome.inbound.push_back(result);
+                                });
+                              });
         });
     ASSERT_TRUE(inbound.ok()) << inbound.status();
     const std::uint16_t tunnel_port = (*inbound)->local_address().port;
@@ -87,10 +92,10 @@ class TlsRelayTest : public ::testing::Test {
               [&, app](absl::StatusOr<std::shared_ptr<Connection>> tunnel) {
                 ASSERT_TRUE(tunnel.ok()) << tunnel.status();
                 Relay::Start(
-                    *tunnel, app,
-                    std::make_unique<TlsTransform>(TlsEngine::Client(
-                        client_context_, {.expected_peer = expected_server, .sni = ""})),
-                    [&](const Relay::Result& result) { outcome.outbound.push_back(result); });
+                    TlsConnection::Create(
+                        *tunnel, TlsEngine::Client(client_context_,
+                                                   {.expected_peer = expected_server, .sni = ""})),
+                    app, [&](const Relay::Result& result) { outcome.outbound.push_back(result); });
               });
         });
     ASSERT_TRUE(outbound.ok()) << outbound.status();
@@ -119,15 +124,21 @@ class TlsRelayTest : public ::testing::Test {
           (void)WriteAll(fd->get(), response);
           testing::ShutdownWrite(fd->get());
         });
-        outcome.backend_received = ReadToEof(fd->get());
+        outcome.backend_received = ReadToEof(fd->get(), backend_pause_every, absl::Milliseconds(5));
         writer.join();
       } else {
         outcome.backend_received = fd.status();
       }
       ++finished;
     });
-    auto done = loop->RunUntil([&] { return finished >= 1 && !outcome.outbound.empty(); },
-                               absl::Seconds(60));
+    auto done = loop->RunUntil(
+        [&] {
+          for (const auto& tls : inbound_tls_) {
+            peak_inbound_tls_ = std::max(peak_inbound_tls_, tls->buffered_bytes());
+          }
+          return finished >= 1 && !outcome.outbound.empty();
+        },
+        absl::Seconds(60));
     client_thread.join();
     if (outcome.inbound.empty() && !outcome.backend_received.ok()) {
       // Unblock the backend accept when the tunnel never reached it.
@@ -146,6 +157,8 @@ class TlsRelayTest : public ::testing::Test {
   SpiffeId client_id_ = crypto::testing::Id("cluster.local", "frontend", "web");
   std::shared_ptr<const TlsContext> server_context_;
   std::shared_ptr<const TlsContext> client_context_;
+  std::vector<std::shared_ptr<TlsConnection>> inbound_tls_;
+  std::size_t peak_inbound_tls_ = 0;
 };
 
 TEST_F(TlsRelayTest, CarriesBytesBothWaysThroughMutualTls) {
@@ -164,6 +177,21 @@ TEST_F(TlsRelayTest, CarriesBytesBothWaysThroughMutualTls) {
   EXPECT_TRUE(outcome.inbound[0].status.ok()) << outcome.inbound[0].status;
   // Ciphertext on the tunnel is larger than the plaintext it carries.
   EXPECT_GT(outcome.outbound[0].a_to_b_bytes, 0u);
+}
+
+// A backend reading at about 50 MB/s: the TLS layer holds at most one batch of ciphertext and
+// the relay's budget, the rest waits in the sender's socket.
+TEST_F(TlsRelayTest, SlowBackendBoundsWhatTheTlsStreamHolds) {
+  const std::vector<std::uint8_t> request = RandomBytes(16 << 20, 23);
+  Outcome outcome;
+  RunTunnel(server_id_, request, RandomBytes(1000, 24), outcome, 256 * 1024);
+  if (HasFatalFailure() || IsSkipped()) return;
+  ASSERT_TRUE(outcome.backend_received.ok()) << outcome.backend_received.status();
+  EXPECT_TRUE(*outcome.backend_received == request);
+  ASSERT_EQ(outcome.inbound.size(), 1u);
+  EXPECT_TRUE(outcome.inbound[0].status.ok()) << outcome.inbound[0].status;
+  EXPECT_LT(peak_inbound_tls_, std::size_t{1} << 20) << "peak held " << peak_inbound_tls_;
+  EXPECT_LT(outcome.inbound[0].peak_buffered_bytes, std::size_t{2} << 20);
 }
 
 TEST_F(TlsRelayTest, WrongServerIdentityCutsTheTunnelBeforeAnyData) {

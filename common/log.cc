@@ -1,4 +1,4 @@
-#include "agent/capture/capture_log.h"
+#include "common/log.h"
 
 #include <atomic>
 #include <cstdio>
@@ -9,7 +9,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 
-namespace nodeward::capture {
+namespace nodeward {
 namespace {
 
 std::atomic<int> minimum_level{static_cast<int>(LogLevel::kInfo)};
@@ -81,4 +81,4 @@ void LogLine(LogLevel level, absl::string_view message) {
   std::fflush(stderr);
 }
 
-}  // namespace nodeward::capture
+}  // namespace nodeward

@@ -1,0 +1,118 @@
+#include "agent/proxy/context.h"
+
+#include <utility>
+
+#include "bpf/nodeward_maps.h"
+
+namespace nodeward::proxy {
+namespace {
+
+// The node-side ports of the agent (admin, metrics, readiness), reserved inside pods too.
+constexpr std::uint16_t kAdminPort = 15000;
+constexpr std::uint16_t kMetricsPort = 15020;
+constexpr std::uint16_t kReadinessPort = 15021;
+
+}  // namespace
+
+policy::Pod PolicyPodFor(const policy::Snapshot& snapshot, const capture::PodMetadata& metadata) {
+  if (const policy::Pod* known = snapshot.FindPod(metadata.namespace_name, metadata.name)) {
+    return *known;
+  }
+  policy::Pod synthesized;
+  synthesized.meta.name = metadata.name;
+  synthesized.meta.ns = metadata.namespace_name;
+  synthesized.meta.uid = metadata.uid;
+  synthesized.meta.origin = "enrollment";
+  for (const auto& [key, value] : metadata.labels) synthesized.meta.labels[key] = value;
+  synthesized.service_account = metadata.service_account;
+  synthesized.ips = metadata.ips;
+  synthesized.ready = true;
+  synthesized.phase = "Running";
+  return synthesized;
+}
+
+RefusalReason InboundRefusal(const policy::InboundDecision& decision,
+                             policy::InboundTransport transport) {
+  if (transport == policy::InboundTransport::kPlaintext) return RefusalReason::kStrictRequiresMtls;
+  return decision.mtls.mode == policy::MtlsMode::kDisable ? RefusalReason::kMtlsDisabled
+                                                          : RefusalReason::kAuthorization;
+}
+
+io::Connection::Options AcceptedOptions(const ProxyOptions& options) {
+  io::Connection::Options connection;
+  connection.idle_timeout = options.idle_timeout;
+  connection.set_nodelay = false;  // inherited from the in-pod listener
+  return connection;
+}
+
+bool IsAgentPort(std::uint16_t port) {
+  switch (port) {
+    case NW_PORT_OUTBOUND:
+    case NW_PORT_INBOUND_PLAINTEXT:
+    case NW_PORT_TUNNEL:
+    case kAdminPort:
+    case kMetricsPort:
+    case kReadinessPort:
+      return true;
+    default:
+      return false;
+  }
+}
+
+ProxyContext::ProxyContext(const ProxyOptions& options, policy::ConfigSource* config,
+                           MeshCredentials* credentials, AccessLog* access_log)
+    : options_(options),
+      config_(config),
+      credentials_(credentials),
+      access_log_(access_log),
+      origination_({.system_ca_bundle = options.system_ca_bundle}) {}
+
+std::optional<LiveSlot> ProxyContext::Admit(RefusalReason* why) {
+  if (draining_.load()) {
+    *why = RefusalReason::kDraining;
+    return std::nullopt;
+  }
+  if (live_.fetch_add(1) >= options_.max_connections) {
+    live_.fetch_sub(1);
+    *why = RefusalReason::kConnectionLimit;
+    return std::nullopt;
+  }
+  return LiveSlot(&live_);
+}
+
+LiveSlot ProxyContext::CountedSlot() {
+  live_.fetch_add(1);
+  return LiveSlot(&live_);
+}
+
+std::shared_ptr<Flow> ProxyContext::NewFlow(Worker& worker, Direction direction, LiveSlot slot) {
+  return std::make_shared<Flow>(direction, std::move(slot), FlowSinks{&metrics_, access_log_},
+                                &worker.flows);
+}
+
+absl::StatusOr<crypto::SpiffeId> ProxyContext::IdentityOf(const capture::CapturedPod& pod) const {
+  return crypto::SpiffeId::Make(options_.trust_domain, pod.metadata().namespace_name,
+                                pod.metadata().service_account);
+}
+
+void ProxyContext::AddLocalPod(std::shared_ptr<const capture::CapturedPod> pod) {
+  absl::MutexLock lock(&pods_mutex_);
+  for (const std::string& ip : pod->metadata().ips) pods_by_ip_[ip] = pod;
+}
+
+void ProxyContext::RemoveLocalPod(const std::shared_ptr<const capture::CapturedPod>& pod) {
+  absl::MutexLock lock(&pods_mutex_);
+  for (const std::string& ip : pod->metadata().ips) {
+    auto it = pods_by_ip_.find(ip);
+    if (it != pods_by_ip_.end() && it->second == pod) pods_by_ip_.erase(it);
+  }
+}
+
+std::shared_ptr<const capture::CapturedPod> ProxyContext::LocalPodByIp(
+    const std::string& ip) const {
+  absl::MutexLock lock(&pods_mutex_);
+  auto it = pods_by_ip_.find(ip);
+  return it == pods_by_ip_.end() ? nullptr : it->second;
+}
+
+}  // namespace nodeward::proxy

@@ -1,0 +1,244 @@
+#include "agent/proxy/inbound.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "bpf/nodeward_maps.h"
+#include "common/log.h"
+#include "policy/decisions.h"
+
+namespace nodeward::proxy {
+namespace {
+
+std::string AgentPortReason(std::uint16_t port) {
+  return absl::StrCat("port ", port, " is the agent's own and never a delivery target");
+}
+
+}  // namespace
+
+void Inbound::HandlePlaintext(Worker& worker, std::shared_ptr<const capture::CapturedPod> pod,
+                              int fd, std::uint16_t port, LiveSlot slot) {
+  std::shared_ptr<io::Connection> app =
+      io::Connection::Adopt(worker.loop(), fd, AcceptedOptions(context_.options()));
+  std::shared_ptr<Flow> flow = context_.NewFlow(worker, Direction::kInbound, std::move(slot));
+  AccessRecord& record = flow->record();
+  record.mode = Mode::kPlaintext;
+  record.destination_workload = pod->display_name();
+  if (auto identity = context_.IdentityOf(*pod); identity.ok()) {
+    record.destination_principal = identity->ToString();
+  }
+  auto refuse = [&](RefusalReason reason, const std::string& why) {
+    app->Reset(absl::PermissionDeniedError(why));
+    flow->Refuse(reason, why);
+  };
+  absl::StatusOr<SocketAddress> peer = SocketAddress::PeerOf(fd);
+  if (peer.ok()) record.source_address = peer->ToString();
+  // The address the client dialled: the only one delivery may use, so an application
+  // listening on loopback only stays private.
+  absl::StatusOr<SocketAddress> local = SocketAddress::LocalOf(fd);
+  if (!local.ok()) {
+    refuse(RefusalReason::kBadRequest,
+           absl::StrCat("original destination: ", local.status().message()));
+    return;
+  }
+  record.destination_address = local->ToString();
+  if (IsAgentPort(port)) {
+    Log(LogLevel::kWarning, "pod=", pod->display_name(), " peer=", record.source_address,
+        " plaintext to the agent's own port refused");
+    refuse(RefusalReason::kAgentPort, AgentPortReason(port));
+    return;
+  }
+  if (!context_.options().passthrough) {
+    std::shared_ptr<const policy::Snapshot> snapshot = context_.config()->Current();
+    if (snapshot == nullptr) {
+      refuse(RefusalReason::kNoConfiguration, "no configuration loaded yet");
+      return;
+    }
+    policy::InboundDecision decision =
+        policy::DecideInbound(*snapshot, PolicyPodFor(*snapshot, pod->metadata()), port,
+                              policy::InboundTransport::kPlaintext);
+    record.policy = absl::StrJoin(decision.trace.deciding, "; ");
+    record.reason = decision.reason;
+    if (!decision.allow) {
+      Log(LogLevel::kInfo, "pod=", pod->display_name(), " peer=", record.source_address,
+          " plaintext refused: ", decision.trace.ToString());
+      refuse(InboundRefusal(decision, policy::InboundTransport::kPlaintext), decision.reason);
+      return;
+    }
+  }
+  const std::optional<SocketAddress> client =
+      peer.ok() ? std::optional<SocketAddress>(*peer) : std::nullopt;
+  record.delivered_from = DeliveredFrom(*pod, *local, client);
+  upstreams_.Deliver(worker, *pod, *local, client,
+                     [flow, app](absl::StatusOr<std::shared_ptr<io::Stream>> delivered) {
+                       if (!delivered.ok()) {
+                         app->Reset(delivered.status());
+                         flow->Finish(Result::kError, delivered.status().message());
+                         return;
+                       }
+                       RelayFlow(flow, app, *std::move(delivered));
+                     });
+}
+
+void Inbound::HandleTunnel(Worker& worker, std::shared_ptr<const capture::CapturedPod> pod,
+                           int fd) {
+  std::shared_ptr<io::Connection> wire =
+      io::Connection::Adopt(worker.loop(), fd, AcceptedOptions(context_.options()));
+  if (context_.options().passthrough) {
+    // No certificates in passthrough: what arrives on 15008 is plaintext to the agent's port.
+    wire->Reset(absl::PermissionDeniedError(AgentPortReason(NW_PORT_TUNNEL)));
+    return;
+  }
+  absl::StatusOr<crypto::SpiffeId> identity = context_.IdentityOf(*pod);
+  if (!identity.ok()) {
+    Log(LogLevel::kWarning, "pod=", pod->display_name(),
+        " tunnel refused: ", identity.status().ToString());
+    wire->Reset(identity.status());
+    return;
+  }
+  WithCredentials(context_, worker, *identity, /*server=*/true,
+                  absl::Now() + context_.options().credentials_wait,
+                  [this, &worker, pod,
+                   wire](absl::StatusOr<std::shared_ptr<const crypto::TlsContext>> context) {
+                    if (!context.ok()) {
+                      Log(LogLevel::kWarning, "pod=", pod->display_name(),
+                          " tunnel refused: ", context.status().ToString());
+                      wire->Reset(context.status());
+                      return;
+                    }
+                    ServeTunnel(worker, pod, wire, *std::move(context));
+                  });
+}
+
+void Inbound::ServeTunnel(Worker& worker, std::shared_ptr<const capture::CapturedPod> pod,
+                          std::shared_ptr<io::Connection> wire,
+                          std::shared_ptr<const crypto::TlsContext> context) {
+  absl::StatusOr<SocketAddress> peer_address = SocketAddress::PeerOf(wire->fd());
+  if (!peer_address.ok()) {
+    Log(LogLevel::kWarning, "pod=", pod->display_name(),
+        " tunnel refused: ", peer_address.status().ToString());
+    wire->Reset(peer_address.status());
+    return;
+  }
+  const SocketAddress peer = *peer_address;
+  auto holder = std::make_shared<std::weak_ptr<HboneTunnel>>();
+  absl::StatusOr<std::shared_ptr<HboneTunnel>> tunnel = HboneTunnel::Start(
+      HboneTunnel::Role::kServer, wire, crypto::TlsEngine::Server(std::move(context)),
+      context_.options().tunnel,
+      [this, &worker, pod, holder, peer](hbone::StreamId stream, const std::string& authority) {
+        AnswerConnect(worker, pod, *holder, peer, stream, authority);
+      },
+      [pod](const absl::Status& status) {
+        if (!status.ok() && !absl::IsUnavailable(status)) {
+          Log(LogLevel::kInfo, "pod=", pod->display_name(), " tunnel ended: ", status.ToString());
+        }
+      });
+  if (!tunnel.ok()) {
+    Log(LogLevel::kWarning, "pod=", pod->display_name(), " tunnel: ", tunnel.status().ToString());
+    return;
+  }
+  *holder = *tunnel;
+  absl::StatusOr<crypto::SpiffeId> identity = context_.IdentityOf(*pod);
+  (*tunnel)->set_description(
+      {pod->display_name(), identity.ok() ? identity->ToString() : "", peer.ToString()});
+  std::erase_if(worker.server_tunnels,
+                [](const std::weak_ptr<HboneTunnel>& t) { return t.expired(); });
+  worker.server_tunnels.push_back(*tunnel);
+}
+
+void Inbound::AnswerConnect(Worker& worker, std::shared_ptr<const capture::CapturedPod> pod,
+                            std::weak_ptr<HboneTunnel> weak_tunnel,
+                            const SocketAddress& tunnel_peer, hbone::StreamId stream,
+                            const std::string& authority) {
+  std::shared_ptr<HboneTunnel> tunnel = weak_tunnel.lock();
+  if (tunnel == nullptr) return;
+  if (context_.draining()) {
+    tunnel->RefuseStream(stream, 503, "agent is draining").IgnoreError();
+    return;
+  }
+  std::shared_ptr<Flow> flow =
+      context_.NewFlow(worker, Direction::kInbound, context_.CountedSlot());
+  AccessRecord& record = flow->record();
+  record.mode = Mode::kHboneMtls;
+  record.mutual_tls = true;
+  record.destination_workload = pod->display_name();
+  record.destination_address = authority;
+  if (auto identity = context_.IdentityOf(*pod); identity.ok()) {
+    record.destination_principal = identity->ToString();
+  }
+  const std::optional<crypto::SpiffeId>& peer = tunnel->peer_identity();
+  record.source_principal = peer.has_value() ? peer->ToString() : "";
+  record.source_address = tunnel_peer.ToString();
+  auto refuse = [&](RefusalReason reason, const std::string& why) {
+    Log(LogLevel::kInfo, "pod=", pod->display_name(), " peer=", record.source_principal,
+        " CONNECT ", authority, " refused: ", why);
+    tunnel->RefuseStream(stream, HttpStatusOf(reason), why).IgnoreError();
+    flow->Refuse(reason, why);
+  };
+  absl::StatusOr<std::pair<std::string, std::uint16_t>> target = hbone::ParseAuthority(authority);
+  if (!target.ok()) {
+    refuse(RefusalReason::kBadRequest, std::string(target.status().message()));
+    return;
+  }
+  const std::vector<std::string>& ips = pod->metadata().ips;
+  if (std::find(ips.begin(), ips.end(), target->first) == ips.end()) {
+    refuse(RefusalReason::kNotAPodAddress,
+           absl::StrCat("CONNECT target ", target->first, " is not an address of pod ",
+                        pod->display_name()));
+    return;
+  }
+  if (IsAgentPort(target->second)) {
+    refuse(RefusalReason::kAgentPort, AgentPortReason(target->second));
+    return;
+  }
+  absl::StatusOr<IpAddress> target_ip = IpAddress::Parse(target->first);
+  if (!target_ip.ok()) {
+    refuse(RefusalReason::kBadRequest, std::string(target_ip.status().message()));
+    return;
+  }
+  const SocketAddress application{*target_ip, target->second, 0};
+  std::shared_ptr<const policy::Snapshot> snapshot = context_.config()->Current();
+  if (snapshot == nullptr) {
+    refuse(RefusalReason::kNoConfiguration, "no configuration loaded yet");
+    return;
+  }
+  if (const policy::Pod* source = snapshot->FindPodByIp(tunnel_peer.ip.Unmapped().ToString())) {
+    record.source_workload = absl::StrCat(source->meta.ns, "/", source->meta.name);
+  }
+  policy::InboundDecision decision =
+      policy::DecideInbound(*snapshot, PolicyPodFor(*snapshot, pod->metadata()), target->second,
+                            policy::InboundTransport::kMtls, record.source_principal);
+  record.policy = absl::StrJoin(decision.trace.deciding, "; ");
+  record.reason = decision.reason;
+  if (!decision.allow) {
+    refuse(InboundRefusal(decision, policy::InboundTransport::kMtls), decision.reason);
+    return;
+  }
+  // The tunnel was dialled from inside the client pod: its peer is the client pod's address.
+  record.delivered_from = DeliveredFrom(*pod, application, tunnel_peer);
+  upstreams_.Deliver(worker, *pod, application, tunnel_peer,
+                     [weak_tunnel, stream, flow](absl::StatusOr<std::shared_ptr<io::Stream>> app) {
+                       std::shared_ptr<HboneTunnel> tunnel = weak_tunnel.lock();
+                       if (!app.ok() || tunnel == nullptr) {
+                         const std::string reason =
+                             app.ok() ? "tunnel closed" : std::string(app.status().message());
+                         if (tunnel != nullptr)
+                           tunnel->RefuseStream(stream, 503, reason).IgnoreError();
+                         if (app.ok()) (*app)->Close();
+                         flow->Finish(Result::kError, reason);
+                         return;
+                       }
+                       absl::StatusOr<std::shared_ptr<HboneStream>> accepted =
+                           tunnel->AcceptStream(stream);
+                       if (!accepted.ok()) {
+                         (*app)->Close();
+                         flow->Finish(Result::kError, accepted.status().message());
+                         return;
+                       }
+                       RelayFlow(flow, *std::move(accepted), *std::move(app));
+                     });
+}
+
+}  // namespace nodeward::proxy

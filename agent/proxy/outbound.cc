@@ -1,0 +1,172 @@
+#include "agent/proxy/outbound.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/log.h"
+#include "policy/decisions.h"
+
+namespace nodeward::proxy {
+namespace {
+
+// The source pod's address of `family`, which the destination application should see: the
+// agent sees a same-node application's connection come from loopback.
+std::optional<SocketAddress> PodAddressOfFamily(const capture::CapturedPod& pod, int family) {
+  for (const std::string& ip : pod.metadata().ips) {
+    absl::StatusOr<IpAddress> address = IpAddress::Parse(ip);
+    if (address.ok() && address->family == family) return SocketAddress{*address, 0, 0};
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+void Outbound::Handle(Worker& worker, std::shared_ptr<const capture::CapturedPod> pod, int fd,
+                      const SocketAddress& destination, const SocketAddress& client,
+                      LiveSlot slot) {
+  std::shared_ptr<io::Connection> app =
+      io::Connection::Adopt(worker.loop(), fd, AcceptedOptions(context_.options()));
+  std::shared_ptr<Flow> flow = context_.NewFlow(worker, Direction::kOutbound, std::move(slot));
+  AccessRecord& record = flow->record();
+  record.source_workload = pod->display_name();
+  record.source_address = client.ToString();
+  record.destination_address = destination.ToString();
+  auto refuse = [&](RefusalReason reason, const std::string& why) {
+    app->Reset(absl::PermissionDeniedError(why));
+    flow->Refuse(reason, why);
+  };
+
+  if (context_.options().passthrough) {
+    record.mode = Mode::kPlaintext;
+    Carry(worker, pod, flow, app, {.kind = UpstreamTarget::Kind::kTcp, .address = destination});
+    return;
+  }
+  absl::StatusOr<crypto::SpiffeId> source = context_.IdentityOf(*pod);
+  if (!source.ok()) {
+    refuse(RefusalReason::kIdentity, absl::StrCat("source identity: ", source.status().message()));
+    return;
+  }
+  record.source_principal = source->ToString();
+  std::shared_ptr<const policy::Snapshot> snapshot = context_.config()->Current();
+  if (snapshot == nullptr) {
+    refuse(RefusalReason::kNoConfiguration, "no configuration loaded yet");
+    return;
+  }
+  const policy::Pod source_pod = PolicyPodFor(*snapshot, pod->metadata());
+  policy::OutboundDecision decision =
+      policy::DecideOutbound(*snapshot, source_pod, destination.ip.Unmapped().ToString(),
+                             destination.port, context_.NextEndpointHint());
+  record.policy = absl::StrJoin(decision.trace.deciding, "; ");
+  record.reason = decision.reason;
+  if (decision.destination_pod != nullptr) {
+    record.destination_workload =
+        absl::StrCat(decision.destination_pod->meta.ns, "/", decision.destination_pod->meta.name);
+  }
+  absl::StatusOr<SocketAddress> target =
+      SocketAddress::Parse(decision.address.find(':') == std::string::npos
+                               ? absl::StrCat(decision.address, ":", decision.port)
+                               : absl::StrCat("[", decision.address, "]:", decision.port));
+  if (decision.action != policy::OutboundAction::kRefuse && !target.ok()) {
+    refuse(RefusalReason::kDestinationPolicy,
+           absl::StrCat("destination: ", target.status().message()));
+    return;
+  }
+
+  switch (decision.action) {
+    case policy::OutboundAction::kRefuse:
+      Log(LogLevel::kInfo, "pod=", pod->display_name(), " identity=", source->ToString(),
+          " peer=", destination.ToString(), " refused: ", decision.trace.ToString());
+      refuse(RefusalReason::kDestinationPolicy, decision.reason);
+      return;
+
+    case policy::OutboundAction::kPlaintext:
+      record.mode = Mode::kPlaintext;
+      Carry(worker, pod, flow, app, {.kind = UpstreamTarget::Kind::kTcp, .address = *target});
+      return;
+
+    case policy::OutboundAction::kTlsOrigination: {
+      record.mode = Mode::kTlsOrigination;
+      absl::StatusOr<std::shared_ptr<const crypto::TlsContext>> context =
+          context_.origination().Get(*decision.origination);
+      if (!context.ok()) {
+        refuse(RefusalReason::kDestinationPolicy,
+               absl::StrCat("TLS origination: ", context.status().message()));
+        return;
+      }
+      Carry(worker, pod, flow, app,
+            {.kind = UpstreamTarget::Kind::kTlsOrigination, .address = *target, .tls = *context});
+      return;
+    }
+
+    case policy::OutboundAction::kHbone: {
+      absl::StatusOr<crypto::SpiffeId> peer =
+          crypto::SpiffeId::Parse(decision.expected_peer_identity);
+      if (!peer.ok()) {
+        refuse(RefusalReason::kIdentity,
+               absl::StrCat("expected peer identity: ", peer.status().message()));
+        return;
+      }
+      record.destination_principal = peer->ToString();
+      record.mutual_tls = true;
+      if (std::shared_ptr<const capture::CapturedPod> local =
+              context_.LocalPodByIp(decision.address)) {
+        // Both ends are pods of this agent: it has authenticated both, so the bytes stay on
+        // the node, but the destination's inbound policy still decides.
+        record.mode = Mode::kSameNode;
+        policy::InboundDecision inbound = policy::DecideInbound(
+            *snapshot, PolicyPodFor(*snapshot, local->metadata()), decision.port,
+            policy::InboundTransport::kMtls, source->ToString());
+        if (!inbound.allow) {
+          record.policy = absl::StrJoin(inbound.trace.deciding, "; ");
+          refuse(InboundRefusal(inbound, policy::InboundTransport::kMtls), inbound.reason);
+          return;
+        }
+        if (IsAgentPort(target->port)) {
+          refuse(RefusalReason::kAgentPort,
+                 absl::StrCat("port ", target->port, " is the agent's own"));
+          return;
+        }
+        Carry(worker, pod, flow, app,
+              {.kind = UpstreamTarget::Kind::kLocalPod,
+               .address = *target,
+               .local_pod = local,
+               .client = PodAddressOfFamily(*pod, target->ip.family)});
+        return;
+      }
+      record.mode = Mode::kHboneMtls;
+      Carry(worker, pod, flow, app,
+            {.kind = UpstreamTarget::Kind::kHbone,
+             .address = *target,
+             .source = *source,
+             .peer = *peer});
+      return;
+    }
+  }
+}
+
+void Outbound::Carry(Worker& worker, std::shared_ptr<const capture::CapturedPod> pod,
+                     std::shared_ptr<Flow> flow, std::shared_ptr<io::Connection> app,
+                     UpstreamTarget target) {
+  if (target.kind == UpstreamTarget::Kind::kLocalPod) {
+    flow->record().delivered_from = DeliveredFrom(*target.local_pod, target.address, target.client);
+  }
+  const absl::Time deadline = absl::Now() + context_.options().credentials_wait;
+  const bool hbone = target.kind == UpstreamTarget::Kind::kHbone;
+  upstreams_.Open(worker, std::move(pod), std::move(target), deadline,
+                  [flow, app, hbone](absl::StatusOr<std::shared_ptr<io::Stream>> upstream) {
+                    if (!upstream.ok()) {
+                      app->Reset(upstream.status());
+                      flow->Finish(Result::kError, upstream.status().message());
+                      return;
+                    }
+                    if (app->closed()) {
+                      (*upstream)->Close();
+                      flow->Finish(Result::kError, "application closed before the upstream was up");
+                      return;
+                    }
+                    RelayFlow(flow, app, *std::move(upstream), /*destination_may_refuse=*/hbone);
+                  });
+}
+
+}  // namespace nodeward::proxy

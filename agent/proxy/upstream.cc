@@ -1,0 +1,188 @@
+#include "agent/proxy/upstream.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "agent/io/tls_connection.h"
+#include "bpf/nodeward_maps.h"
+
+namespace nodeward::proxy {
+
+void WithCredentials(
+    ProxyContext& context, Worker& worker, const crypto::SpiffeId& identity, bool server,
+    absl::Time deadline,
+    absl::AnyInvocable<void(absl::StatusOr<std::shared_ptr<const crypto::TlsContext>>)> done) {
+  MeshCredentials* credentials = context.credentials();
+  auto get = [credentials, identity, server] {
+    return server ? credentials->ServerContext(identity) : credentials->ClientContext(identity);
+  };
+  absl::StatusOr<std::shared_ptr<const crypto::TlsContext>> now = get();
+  if (now.ok() || absl::Now() >= deadline) {
+    done(std::move(now));
+    return;
+  }
+  // The pod was just enrolled and its first certificate is on its way: whichever comes first,
+  // the certificate or the deadline, answers.
+  struct Wait {
+    absl::AnyInvocable<void(absl::StatusOr<std::shared_ptr<const crypto::TlsContext>>)> done;
+    absl::Status last;
+    io::EventLoop::OpId timer = 0;
+  };
+  auto wait = std::make_shared<Wait>();
+  wait->done = std::move(done);
+  wait->last = now.status();
+  io::EventLoop& loop = worker.loop();
+  wait->timer = loop.Timer(deadline - absl::Now(), [wait](io::Completion& completion) {
+    wait->timer = 0;
+    if (!wait->done || completion.result == -ECANCELED) return;
+    std::exchange(wait->done, nullptr)(wait->last);
+  });
+  credentials->WhenReady(identity, [poster = worker.poster, wait, get, &loop] {
+    poster->Post([wait, get, &loop] {
+      if (!wait->done) return;
+      absl::StatusOr<std::shared_ptr<const crypto::TlsContext>> ready = get();
+      if (wait->timer != 0) loop.Cancel(wait->timer);
+      std::exchange(wait->done, nullptr)(std::move(ready));
+    });
+  });
+}
+
+std::string DeliveredFrom(const capture::CapturedPod& pod, const SocketAddress& application,
+                          const std::optional<SocketAddress>& client) {
+  if (std::optional<IpAddress> kept = pod.KeptSource(application, client)) {
+    return kept->ToString();
+  }
+  return absl::StrCat(application.ip.ToString(), " (the pod's own: client address not kept)");
+}
+
+void Upstreams::ConnectFromPod(Worker& worker, const capture::CapturedPod& pod,
+                               const SocketAddress& address, io::Connection::ConnectCallback done) {
+  absl::StatusOr<int> fd = pod.CreateAgentSocket(address.ip.family);
+  if (!fd.ok()) {
+    done(fd.status());
+    return;
+  }
+  io::Connection::Options connection;
+  connection.idle_timeout = context_.options().idle_timeout;
+  connection.set_nodelay = false;  // CreateAgentSocket did
+  io::Connection::ConnectSocket(worker.loop(), *fd, address, context_.options().connect_timeout,
+                                connection, std::move(done));
+}
+
+void Upstreams::Deliver(Worker& worker, const capture::CapturedPod& pod,
+                        const SocketAddress& application,
+                        const std::optional<SocketAddress>& client, Done done) {
+  absl::StatusOr<std::unique_ptr<capture::Delivery>> delivery =
+      pod.OpenDelivery(application, client);
+  if (!delivery.ok()) {
+    done(delivery.status());
+    return;
+  }
+  const int fd = (*delivery)->TakeFd();
+  io::Connection::Options connection;
+  connection.idle_timeout = context_.options().idle_timeout;
+  connection.set_nodelay = false;  // CreateAgentSocket did
+  // The announcement must outlive the handshake: the application's SYN-ACK is what it lets in.
+  std::shared_ptr<capture::Delivery> held = *std::move(delivery);
+  io::Connection::ConnectSocket(
+      worker.loop(), fd, application, context_.options().connect_timeout, connection,
+      [held = std::move(held),
+       done = std::move(done)](absl::StatusOr<std::shared_ptr<io::Connection>> result) mutable {
+        held.reset();
+        if (!result.ok()) {
+          done(result.status());
+          return;
+        }
+        done(std::shared_ptr<io::Stream>(*std::move(result)));
+      });
+}
+
+void Upstreams::OpenHbone(Worker& worker, std::shared_ptr<const capture::CapturedPod> from,
+                          const crypto::SpiffeId& source, const crypto::SpiffeId& peer,
+                          const SocketAddress& address, absl::Time deadline, Done done) {
+  const SocketAddress tunnel_address{address.ip, NW_PORT_TUNNEL, address.scope_id};
+  TunnelKey key{from->netns_cookie(), source, peer, tunnel_address};
+  const std::string authority = address.ToString();
+  // Only a new tunnel fetches credentials and dials; a pooled one just opens a stream.
+  TunnelPool::Dial dial = [this, &worker, from, key, deadline](HboneTunnel::ClosedHandler on_closed,
+                                                               TunnelPool::Waiter dialled) mutable {
+    WithCredentials(
+        context_, worker, key.source, /*server=*/false, deadline,
+        [this, &worker, from, key, on_closed = std::move(on_closed), dialled = std::move(dialled)](
+            absl::StatusOr<std::shared_ptr<const crypto::TlsContext>> context) mutable {
+          if (!context.ok()) {
+            dialled(context.status());
+            return;
+          }
+          ConnectFromPod(
+              worker, *from, key.address,
+              [this, from, key, context = *std::move(context), on_closed = std::move(on_closed),
+               dialled = std::move(dialled)](
+                  absl::StatusOr<std::shared_ptr<io::Connection>> wire) mutable {
+                if (!wire.ok()) {
+                  dialled(wire.status());
+                  return;
+                }
+                crypto::TlsEngine::ClientOptions client;
+                client.expected_peer = key.destination;
+                absl::StatusOr<std::shared_ptr<HboneTunnel>> tunnel = HboneTunnel::Start(
+                    HboneTunnel::Role::kClient, *wire, crypto::TlsEngine::Client(context, client),
+                    context_.options().tunnel, nullptr, std::move(on_closed));
+                if (tunnel.ok()) {
+                  (*tunnel)->set_description(
+                      {from->display_name(), key.source.ToString(), key.address.ToString()});
+                }
+                dialled(std::move(tunnel));
+              });
+        });
+  };
+  worker.pool.Get(
+      key, std::move(dial),
+      [peer, authority, done = std::move(done)](TunnelPool::TunnelOrError tunnel) mutable {
+        if (!tunnel.ok()) {
+          done(absl::Status(tunnel.status().code(), absl::StrCat("tunnel to ", peer.ToString(),
+                                                                 ": ", tunnel.status().message())));
+          return;
+        }
+        absl::StatusOr<std::shared_ptr<HboneStream>> stream = (*tunnel)->OpenStream(authority);
+        if (!stream.ok()) {
+          done(stream.status());
+          return;
+        }
+        done(std::shared_ptr<io::Stream>(*std::move(stream)));
+      });
+}
+
+void Upstreams::Open(Worker& worker, std::shared_ptr<const capture::CapturedPod> from,
+                     UpstreamTarget target, absl::Time deadline, Done done) {
+  switch (target.kind) {
+    case UpstreamTarget::Kind::kTcp:
+    case UpstreamTarget::Kind::kTlsOrigination: {
+      std::shared_ptr<const crypto::TlsContext> tls = std::move(target.tls);
+      ConnectFromPod(worker, *from, target.address,
+                     [tls = std::move(tls), done = std::move(done)](
+                         absl::StatusOr<std::shared_ptr<io::Connection>> connection) mutable {
+                       if (!connection.ok()) {
+                         done(connection.status());
+                         return;
+                       }
+                       if (tls == nullptr) {
+                         done(std::shared_ptr<io::Stream>(*std::move(connection)));
+                         return;
+                       }
+                       done(std::shared_ptr<io::Stream>(io::TlsConnection::Create(
+                           *std::move(connection), crypto::TlsEngine::Client(tls))));
+                     });
+      return;
+    }
+    case UpstreamTarget::Kind::kHbone:
+      OpenHbone(worker, std::move(from), *target.source, *target.peer, target.address, deadline,
+                std::move(done));
+      return;
+    case UpstreamTarget::Kind::kLocalPod:
+      Deliver(worker, *target.local_pod, target.address, target.client, std::move(done));
+      return;
+  }
+}
+
+}  // namespace nodeward::proxy
