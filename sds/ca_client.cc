@@ -114,6 +114,11 @@ absl::StatusOr<std::unique_ptr<IstioCaSigner>> IstioCaSigner::Create(IstioCaClie
 IstioCaSigner::IstioCaSigner(IstioCaClientOptions options, std::shared_ptr<grpc::Channel> channel)
     : options_(std::move(options)), channel_(std::move(channel)) {}
 
+std::optional<std::string> IstioCaSigner::KnownRoots() {
+  if (options_.initial_trust_bundle_pem.empty()) return std::nullopt;
+  return options_.initial_trust_bundle_pem;
+}
+
 absl::StatusOr<SignedChain> IstioCaSigner::Sign(const std::string& csr_pem,
                                                 const crypto::SpiffeId& identity,
                                                 absl::Duration lifetime) {

@@ -1,6 +1,7 @@
 #include "sds/certificate_signer.h"
 
 #include "absl/strings/str_cat.h"
+#include "crypto/keys.h"
 
 namespace nodeward::sds {
 namespace {
@@ -54,6 +55,18 @@ absl::StatusOr<SignedChain> LocalCaSigner::Sign(const std::string& csr_pem,
 }
 
 std::optional<std::string> LocalCaSigner::KnownRoots() { return Current()->RootsPem(); }
+
+absl::StatusOr<crypto::TlsCredentials> LocalCaSigner::IssueServingCredentials(
+    const crypto::CertificateAuthority::ServerNames& names, absl::Duration lifetime) {
+  absl::StatusOr<crypto::PrivateKey> key = crypto::PrivateKey::GenerateP256();
+  if (!key.ok()) return key.status();
+  absl::StatusOr<crypto::SignedCertificate> issued =
+      Current()->IssueServingCertificate(*key, names, lifetime);
+  if (!issued.ok()) return issued.status();
+  absl::StatusOr<std::string> key_pem = key->ToPem();
+  if (!key_pem.ok()) return key_pem.status();
+  return crypto::TlsCredentials{std::move(issued->chain_pem), *std::move(key_pem)};
+}
 
 absl::StatusOr<bool> LocalCaSigner::Reload() {
   if (dir_.empty()) return false;

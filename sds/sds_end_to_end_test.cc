@@ -215,7 +215,8 @@ TEST(SdsEndToEndTest, RefusesIdentitiesNotScheduledOnTheNode) {
   SdsServerFixture fixture(signer, socket, {allowed}, ShortLived(absl::Minutes(10)));
   ASSERT_TRUE(fixture.server->Start().ok());
 
-  // Raw stream, as any Envoy-compatible client: PERMISSION_DENIED with an ErrorInfo naming it.
+  // Raw stream, as any Envoy-compatible client: the refused name is not served, the others
+  // on the same stream are, and the stream stays open.
   auto stub = RawStub(socket);
   {
     grpc::ClientContext context;
@@ -223,10 +224,41 @@ TEST(SdsEndToEndTest, RefusesIdentitiesNotScheduledOnTheNode) {
     DiscoveryRequest request;
     request.set_type_url(std::string(kSecretTypeUrl));
     request.add_resource_names(stranger.ToString());
+    request.add_resource_names("not-a-spiffe-id");
+    request.add_resource_names(allowed.ToString());
+    request.add_resource_names("ROOTCA");
     ASSERT_TRUE(stream->Write(request));
+    absl::flat_hash_set<std::string> served;
     DiscoveryResponse response;
-    EXPECT_FALSE(stream->Read(&response));
-    grpc::Status status = stream->Finish();
+    while (served.size() < 2 && stream->Read(&response)) {
+      for (const auto& resource : response.resources()) {
+        auto secret = UnpackSecret(resource);
+        ASSERT_TRUE(secret.ok()) << secret.status();
+        served.insert(std::holds_alternative<ReceivedBundle>(*secret)
+                          ? std::string(kRootCaResourceName)
+                          : std::get<ReceivedCertificate>(*secret).name);
+      }
+      DiscoveryRequest ack = request;
+      ack.set_response_nonce(response.nonce());
+      ack.set_version_info(response.version_info());
+      ASSERT_TRUE(stream->Write(ack));
+    }
+    EXPECT_EQ(served, (absl::flat_hash_set<std::string>{"ROOTCA", allowed.ToString()}));
+    SdsServerStats stats = fixture.server->Stats();
+    EXPECT_EQ(stats.resource_errors[static_cast<int>(ResourceError::kRefused)], 1);
+    EXPECT_EQ(stats.resource_errors[static_cast<int>(ResourceError::kInvalidName)], 1);
+    EXPECT_EQ(fixture.server->active_streams(), 1);
+    context.TryCancel();
+    stream->Finish();
+  }
+  {
+    // FetchSecrets, a single answer, carries the refusal: PERMISSION_DENIED with an ErrorInfo
+    // naming the resource.
+    grpc::ClientContext context;
+    DiscoveryRequest request;
+    request.add_resource_names(stranger.ToString());
+    DiscoveryResponse response;
+    grpc::Status status = stub->FetchSecrets(&context, request, &response);
     EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
     EXPECT_NE(status.error_message().find(stranger.ToString()), std::string::npos);
     google::rpc::Status detail;
@@ -236,14 +268,6 @@ TEST(SdsEndToEndTest, RefusesIdentitiesNotScheduledOnTheNode) {
     ASSERT_TRUE(detail.details(0).UnpackTo(&info));
     EXPECT_EQ(info.reason(), kReasonIdentityNotAllowed);
     EXPECT_EQ(info.metadata().at("resource"), stranger.ToString());
-  }
-  {
-    grpc::ClientContext context;
-    DiscoveryRequest request;
-    request.add_resource_names(stranger.ToString());
-    DiscoveryResponse response;
-    EXPECT_EQ(stub->FetchSecrets(&context, request, &response).error_code(),
-              grpc::StatusCode::PERMISSION_DENIED);
   }
   {
     grpc::ClientContext context;

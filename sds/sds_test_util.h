@@ -73,7 +73,12 @@ struct SdsServerFixture {
       : authorizer(std::move(allowed), std::nullopt),
         manager(std::make_unique<IdentityManager>(std::move(signer), options)),
         server(std::make_unique<SdsServer>(manager.get(), &authorizer,
-                                           SdsServerOptions{std::move(socket)})) {}
+                                           SocketOnly(std::move(socket)))) {}
+  static SdsServerOptions SocketOnly(std::string socket) {
+    SdsServerOptions options;
+    options.socket_path = std::move(socket);
+    return options;
+  }
   AllowListAuthorizer authorizer;
   std::unique_ptr<IdentityManager> manager;
   std::unique_ptr<SdsServer> server;

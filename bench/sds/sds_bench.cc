@@ -129,7 +129,9 @@ void Run() {
   std::vector<crypto::SpiffeId> delivered = Identities(count, "sds-");
   AllowListAuthorizer authorizer(delivered, std::nullopt);
   IdentityManager sds_manager(signer, ManagerOptions(threads));
-  SdsServer server(&sds_manager, &authorizer, SdsServerOptions{(dir / "sds.sock").string()});
+  SdsServerOptions server_options;
+  server_options.socket_path = (dir / "sds.sock").string();
+  SdsServer server(&sds_manager, &authorizer, server_options);
   if (!server.Start().ok()) std::exit(1);
   CertificateCacheOptions cache_options;
   cache_options.sds.socket_path = (dir / "sds.sock").string();
