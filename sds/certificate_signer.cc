@@ -47,7 +47,9 @@ absl::StatusOr<SignedChain> LocalCaSigner::Sign(const std::string& csr_pem,
   const absl::Time now = absl::Now();
   request.not_before = now - kClockSkewAllowance;
   request.lifetime = lifetime + kClockSkewAllowance;
-  request.allowed_identity = identity;
+  // The identity is the caller's to decide (it authorised it); the CSR brings the key, and
+  // a URI SAN of it naming someone else is refused.
+  request.identity = identity;
   absl::StatusOr<crypto::SignedCertificate> signed_certificate = authority->Sign(request);
   if (!signed_certificate.ok()) return signed_certificate.status();
   return SignedChain{std::move(signed_certificate->chain_pem),

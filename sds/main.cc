@@ -35,6 +35,7 @@
 #include "sds/log.h"
 #include "sds/pod_workload_resolver.h"
 #include "sds/sds_server.h"
+#include "sds/token_review.h"
 
 ABSL_FLAG(std::string, sds_socket, "/var/run/nodeward/sds.sock",
           "Unix socket to serve SDS on (mode 0660); empty to serve no SDS (a CA-only node)");
@@ -81,6 +82,16 @@ ABSL_FLAG(std::string, serve_ca, "",
           "host:port to serve IstioCertificateService on, over TLS, from the built-in CA");
 ABSL_FLAG(std::string, ca_tokens_file, "",
           "For --serve-ca: lines of \"<token> <node-name> [spiffe-id ...]\"; re-read on SIGHUP");
+ABSL_FLAG(bool, ca_token_review, false,
+          "For --serve-ca: also accept workloads' Kubernetes service-account tokens, checked "
+          "with the TokenReview API as istiod does; such a caller gets the certificate of its "
+          "own service account");
+ABSL_FLAG(std::vector<std::string>, ca_token_audiences, std::vector<std::string>({"istio-ca"}),
+          "For --ca-token-review: audiences a token must be valid for (any of them)");
+ABSL_FLAG(std::string, kube_token_file, "",
+          "Token for the Kubernetes API (default: the pod's service-account token)");
+ABSL_FLAG(std::string, kube_ca_file, "",
+          "CA of the Kubernetes API server (default: the pod's service-account CA)");
 ABSL_FLAG(std::string, ca_serving_identity,
           "spiffe://cluster.local/ns/nodeward-system/sa/nodeward-ca",
           "For --serve-ca: SPIFFE ID of the CA's own serving certificate");
@@ -135,6 +146,19 @@ absl::StatusOr<crypto::CertificateAuthority::ServerNames> ServingNames() {
 }
 
 std::string NodeName() { return NodeNameOr(absl::GetFlag(FLAGS_node_name)); }
+
+// The Kubernetes API from inside the cluster, with the token and CA the flags may name.
+absl::StatusOr<policy::KubeSourceOptions> KubeApi() {
+  absl::StatusOr<policy::KubeSourceOptions> api = policy::KubeSourceOptions::InCluster();
+  if (!api.ok()) return api.status();
+  if (std::string token = absl::GetFlag(FLAGS_kube_token_file); !token.empty()) {
+    api->token_path = token;
+  }
+  if (std::string ca = absl::GetFlag(FLAGS_kube_ca_file); !ca.empty()) api->ca_path = ca;
+  // A TokenReview is one short call: a caller waits for it.
+  api->io_timeout = absl::Seconds(5);
+  return api;
+}
 
 // The workload inventory that authorises identities, or null when no flag asks for one.
 absl::StatusOr<std::unique_ptr<policy::ConfigSource>> StartInventory() {
@@ -207,13 +231,29 @@ absl::Status Run() {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   std::unique_ptr<CaTokenStore> tokens;
+  std::unique_ptr<TokenReviewAuthenticator> token_review;
   std::unique_ptr<CaServer> ca_server;
   if (serve_ca) {
-    if (absl::GetFlag(FLAGS_ca_tokens_file).empty()) {
-      return absl::InvalidArgumentError("--serve-ca needs --ca-tokens-file");
+    std::vector<CaAuthenticator*> authenticators;
+    if (!absl::GetFlag(FLAGS_ca_tokens_file).empty()) {
+      tokens = std::make_unique<CaTokenStore>(absl::GetFlag(FLAGS_ca_tokens_file));
+      if (absl::Status loaded = tokens->Reload(); !loaded.ok()) return loaded;
+      authenticators.push_back(tokens.get());
     }
-    tokens = std::make_unique<CaTokenStore>(absl::GetFlag(FLAGS_ca_tokens_file));
-    if (absl::Status loaded = tokens->Reload(); !loaded.ok()) return loaded;
+    if (absl::GetFlag(FLAGS_ca_token_review)) {
+      absl::StatusOr<policy::KubeSourceOptions> api = KubeApi();
+      if (!api.ok()) return api.status();
+      TokenReviewOptions review;
+      review.api = *std::move(api);
+      review.audiences = absl::GetFlag(FLAGS_ca_token_audiences);
+      review.trust_domain = ca_options.trust_domain;
+      token_review = std::make_unique<TokenReviewAuthenticator>(std::move(review));
+      authenticators.push_back(token_review.get());
+      LogInfo("CA: workloads' service-account tokens are checked with the TokenReview API");
+    }
+    if (authenticators.empty()) {
+      return absl::InvalidArgumentError("--serve-ca needs --ca-tokens-file or --ca-token-review");
+    }
     absl::StatusOr<crypto::CertificateAuthority::ServerNames> names = ServingNames();
     if (!names.ok()) return names.status();
     absl::StatusOr<crypto::TlsCredentials> serving =
@@ -231,7 +271,7 @@ absl::Status Run() {
     options.server_key_pem = serving->private_key_pem;
     options.default_lifetime = absl::GetFlag(FLAGS_cert_lifetime);
     options.max_lifetime = absl::GetFlag(FLAGS_ca_max_lifetime);
-    ca_server = std::make_unique<CaServer>(local_ca.get(), tokens.get(), options);
+    ca_server = std::make_unique<CaServer>(local_ca.get(), std::move(authenticators), options);
     if (absl::Status started = ca_server->Start(); !started.ok()) return started;
   }
 

@@ -1,6 +1,8 @@
 // Pure pieces of the SDS layer: resource encoding, callers, allow-lists, CA tokens, backoff.
 #include <fstream>
 
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
 #include "sds/authorizer.h"
 #include "sds/backoff.h"
@@ -9,6 +11,7 @@
 #include "sds/caller.h"
 #include "sds/sds_test_util.h"
 #include "sds/secret_resources.h"
+#include "sds/token_review.h"
 
 namespace nodeward::sds {
 namespace {
@@ -126,6 +129,68 @@ TEST(CallerTest, LimitKeyIsThePodWhenKnownElseTheUser) {
   caller.workload = Id("shop", "web");
   EXPECT_EQ(caller.LimitKey(), "pod shop/web-1");
   EXPECT_EQ(caller.Describe(), "pid 42 uid 1337 pod shop/web-1");
+}
+
+TEST(TokenReviewTest, RequestCarriesTheTokenAndTheAudiences) {
+  const std::string token = "a\"b\\c\n\x01";
+  google::protobuf::Struct review;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(
+                  TokenReviewRequest(token, {"istio-ca", "x"}), &review)
+                  .ok());
+  const auto& fields = review.fields();
+  EXPECT_EQ(fields.at("apiVersion").string_value(), "authentication.k8s.io/v1");
+  EXPECT_EQ(fields.at("kind").string_value(), "TokenReview");
+  const auto& spec = fields.at("spec").struct_value().fields();
+  EXPECT_EQ(spec.at("token").string_value(), token);
+  const auto& audiences = spec.at("audiences").list_value().values();
+  ASSERT_EQ(audiences.size(), 2);
+  EXPECT_EQ(audiences[0].string_value(), "istio-ca");
+  EXPECT_EQ(audiences[1].string_value(), "x");
+}
+
+TEST(TokenReviewTest, AnswerNamesTheServiceAccountOrSaysWhyNot) {
+  const std::vector<std::string> audiences = {"istio-ca"};
+  absl::StatusOr<ServiceAccountRef> account =
+      ParseTokenReview(R"({"kind":"TokenReview","status":{"authenticated":true,"user":{"username":)"
+                       R"("system:serviceaccount:shop:web","groups":["system:serviceaccounts"]},)"
+                       R"("audiences":["istio-ca"]}})",
+                       audiences);
+  ASSERT_TRUE(account.ok()) << account.status();
+  EXPECT_EQ(account->ns, "shop");
+  EXPECT_EQ(account->name, "web");
+
+  struct Bad {
+    const char* json;
+    absl::StatusCode code;
+    const char* reason;
+  };
+  for (const Bad& bad : std::vector<Bad>{
+           {R"({"status":{"authenticated":false,"error":"token expired"}})",
+            absl::StatusCode::kUnauthenticated, "token expired"},
+           {R"({"status":{}})", absl::StatusCode::kUnauthenticated, "did not authenticate"},
+           {R"({"status":{"authenticated":true,"user":{"username":"alice"},)"
+            R"("audiences":["istio-ca"]}})",
+            absl::StatusCode::kUnauthenticated, "not a service account's"},
+           {R"({"status":{"authenticated":true,"user":{"username":"system:serviceaccount:x"},)"
+            R"("audiences":["istio-ca"]}})",
+            absl::StatusCode::kUnauthenticated, "names no service account"},
+           // Valid, but for another audience, or from a server that ignores audiences.
+           {R"({"status":{"authenticated":true,"user":{"username":)"
+            R"("system:serviceaccount:shop:web"},"audiences":["vault"]}})",
+            absl::StatusCode::kUnauthenticated, "audience"},
+           {R"({"status":{"authenticated":true,"user":{"username":)"
+            R"("system:serviceaccount:shop:web"}}})",
+            absl::StatusCode::kUnauthenticated, "audience"},
+           {R"({"status":{"authenticated":"maybe"}})", absl::StatusCode::kInvalidArgument,
+            "malformed"},
+           {"not json: [", absl::StatusCode::kInvalidArgument, "not JSON"},
+           {"[]", absl::StatusCode::kInvalidArgument, "no status"}}) {
+    absl::StatusOr<ServiceAccountRef> refused = ParseTokenReview(bad.json, audiences);
+    ASSERT_FALSE(refused.ok()) << bad.json;
+    EXPECT_EQ(refused.status().code(), bad.code) << bad.json << ": " << refused.status();
+    EXPECT_NE(refused.status().message().find(bad.reason), absl::string_view::npos)
+        << bad.json << ": " << refused.status();
+  }
 }
 
 TEST(AuthorizerTest, ParsesListsAndNamesTheBadLine) {

@@ -184,7 +184,7 @@ void Run() {
   ca_options.trust_domain = "cluster.local";
   ca_options.server_cert_chain_pem = serving.chain_pem;
   ca_options.server_key_pem = *serving_key.ToPem();
-  CaServer ca_server(signer.get(), &tokens, ca_options);
+  CaServer ca_server(signer.get(), {&tokens}, ca_options);
   if (!ca_server.Start().ok()) std::exit(1);
   IstioCaClientOptions client;
   client.address = absl::StrCat("127.0.0.1:", ca_server.port());
