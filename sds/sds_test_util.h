@@ -1,10 +1,7 @@
-// Helpers shared by the SDS tests: temporary directories, identities, a CA and a running
-// SDS server on a Unix socket.
+// Helpers shared by the SDS tests: identities, a CA and a running SDS server on a Unix
+// socket (and, from testing/processes.h, temporary directories and waiting).
 #pragma once
 
-#include <stdlib.h>
-
-#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
@@ -18,30 +15,9 @@
 #include "sds/certificate_signer.h"
 #include "sds/identity_manager.h"
 #include "sds/sds_server.h"
+#include "sds/testing/processes.h"
 
 namespace nodeward::sds::testing {
-
-// A fresh directory, removed with everything in it when the object dies (also on failure).
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "nodeward-sds-XXXXXX").string();
-    char* made = ::mkdtemp(pattern.data());
-    if (made == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = made;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::filesystem::path& path() const { return path_; }
-  std::string Sub(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  std::filesystem::path path_;
-};
 
 inline crypto::SpiffeId Id(const std::string& ns, const std::string& sa) {
   absl::StatusOr<crypto::SpiffeId> id = crypto::SpiffeId::Make("cluster.local", ns, sa);
@@ -53,17 +29,6 @@ inline std::shared_ptr<const crypto::CertificateAuthority> MakeCa(const std::str
   auto ca = crypto::CertificateAuthority::LoadOrCreate(dir);
   if (!ca.ok()) throw std::runtime_error(absl::StrCat("CA: ", ca.status().message()));
   return std::shared_ptr<const crypto::CertificateAuthority>(*std::move(ca));
-}
-
-// Polls `done` until it holds or `timeout` passes.
-template <typename Predicate>
-bool Eventually(Predicate done, absl::Duration timeout) {
-  absl::Time deadline = absl::Now() + timeout;
-  while (absl::Now() < deadline) {
-    if (done()) return true;
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-  return done();
 }
 
 // An IdentityManager and SDS server on a socket in `dir`, authorising a fixed list.
