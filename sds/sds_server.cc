@@ -191,6 +191,8 @@ class StreamCall : public grpc::ServerBidiReactor<Request, Response>, public Cal
     {
       absl::MutexLock lock(&mu_);
       writing_ = false;
+      // A written response holds a private key and a chain: not kept for the stream's life.
+      Response().Swap(&response_);
       if (!ok && !finishing_) {
         finishing_ = true;
         finish_status_ = grpc::Status(grpc::StatusCode::UNAVAILABLE, "write failed");

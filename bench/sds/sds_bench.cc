@@ -3,7 +3,8 @@
 //    signing, validation), with 1 and with N issuing threads;
 //  - the same identities delivered end to end over SDS on a Unix socket to a CertificateCache;
 //  - issuance through IstioCertificateService over TLS on loopback (the multi-node path);
-//  - resident memory per identity held by the server and by the agent's cache.
+//  - resident memory per identity held by the server and by the agent's cache;
+//  - threads and resident memory of the nodeward-sds process holding thousands of streams.
 #include <malloc.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -19,6 +20,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "bench/sds/open_streams.h"
 #include "crypto/certificate_authority.h"
 #include "crypto/keys.h"
 #include "sds/authorizer.h"
@@ -31,6 +33,8 @@
 
 ABSL_FLAG(int, identities, 1000, "Identities per measurement");
 ABSL_FLAG(int, threads, 2, "Issuing threads for the parallel measurements");
+ABSL_FLAG(int, streams, 5000, "Open SDS streams to measure nodeward-sds with (0: skip)");
+ABSL_FLAG(int, stream_connections, 50, "Connections the open streams are spread over");
 
 namespace nodeward::sds {
 namespace {
@@ -209,6 +213,16 @@ void Run() {
   cache.Stop();
   server.Shutdown();
   ca_server.Shutdown();
+
+  if (const int streams = absl::GetFlag(FLAGS_streams); streams > 0) {
+    // nodeward-sds is built next to this benchmark.
+    const std::string binary =
+        (std::filesystem::read_symlink("/proc/self/exe").parent_path() / "nodeward-sds").string();
+    if (!MeasureOpenStreams(binary, dir.string(), streams,
+                            absl::GetFlag(FLAGS_stream_connections))) {
+      std::exit(1);
+    }
+  }
   std::error_code ignored;
   std::filesystem::remove_all(dir, ignored);
 }
