@@ -33,6 +33,7 @@
 #include "sds/identity_manager.h"
 #include "sds/inventory_authorizer.h"
 #include "sds/log.h"
+#include "sds/metrics_endpoint.h"
 #include "sds/pod_workload_resolver.h"
 #include "sds/sds_server.h"
 #include "sds/token_review.h"
@@ -44,6 +45,9 @@ ABSL_FLAG(std::string, workload_sds_socket, "",
           "gets only its own identity, as \"default\" or by SPIFFE ID, and ROOTCA. Callers are "
           "told apart by their pods (from the workload inventory), which needs the host's PID "
           "namespace");
+ABSL_FLAG(std::string, metrics_address, "",
+          "<IPv4>:<port> to serve Prometheus metrics on (GET /metrics), e.g. 127.0.0.1:15014; "
+          "empty for none");
 ABSL_FLAG(int, sds_max_calls_per_caller, 128,
           "SDS streams and fetches one caller (its pod, else its user) may have open at once");
 ABSL_FLAG(absl::Duration, cert_lifetime, absl::Hours(24), "Lifetime of workload certificates");
@@ -329,6 +333,26 @@ absl::Status Run() {
     if (absl::Status started = sds_server->Start(); !started.ok()) return started;
   }
 
+  std::unique_ptr<MetricsEndpoint> metrics;
+  if (std::string address = absl::GetFlag(FLAGS_metrics_address); !address.empty()) {
+    absl::StatusOr<std::unique_ptr<MetricsEndpoint>> started =
+        MetricsEndpoint::Start(address, [&sds_server, &manager] {
+          std::string out;
+          if (sds_server != nullptr) out = RenderSdsMetrics(sds_server->Stats());
+          if (manager != nullptr) {
+            absl::StrAppend(&out,
+                            "# HELP nodeward_sds_certificates_issued_total Workload certificates "
+                            "issued.\n# TYPE nodeward_sds_certificates_issued_total counter\n"
+                            "nodeward_sds_certificates_issued_total ",
+                            manager->issued_count(), "\n");
+          }
+          return out;
+        });
+    if (!started.ok()) return started.status();
+    metrics = *std::move(started);
+    LogInfo("serving metrics on ", address, "/metrics");
+  }
+
   while (true) {
     int signal_number = 0;
     if (sigwait(&signals, &signal_number) != 0) continue;
@@ -349,6 +373,7 @@ absl::Status Run() {
       if (auto changed = local_ca->Reload(); !changed.ok()) LogError(changed.status().message());
     }
   }
+  metrics.reset();
   if (sds_server != nullptr) sds_server->Shutdown();
   if (ca_server != nullptr) ca_server->Shutdown();
   return absl::OkStatus();

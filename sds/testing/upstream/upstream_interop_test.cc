@@ -75,6 +75,24 @@ bool Listening(int port) {
   return open;
 }
 
+// GET /metrics on the loopback port, as a Prometheus scrape.
+std::string Scrape(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<uint16_t>(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string out;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0) {
+    const std::string request = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+    ::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
+    char buffer[4096];
+    for (ssize_t n; (n = ::recv(fd, buffer, sizeof(buffer), 0)) > 0;) out.append(buffer, n);
+  }
+  ::close(fd);
+  return out;
+}
+
 std::string ReadAll(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), {});
@@ -297,8 +315,10 @@ TEST_F(UpstreamInteropTest, DefaultIsTheCallingPodsCertificateAndBadNamesDoNotEn
 TEST_F(UpstreamInteropTest, DefaultFromACallerInNoPodIsRefusedAlone) {
   WritePods();
   const std::string socket = dir_.Sub("node.sock");
+  const int metrics = FreeLoopbackPort();
   Process sds({Bin(), "--sds-socket=" + socket, "--ca-dir=" + dir_.Sub("ca"),
-               "--config-dir=" + dir_.Sub("config"), "--node-name=node-1"});
+               "--config-dir=" + dir_.Sub("config"), "--node-name=node-1",
+               absl::StrCat("--metrics-address=127.0.0.1:", metrics)});
   ASSERT_TRUE(Ready(sds, socket));
   {
     grpc::ClientContext context;
@@ -318,6 +338,13 @@ TEST_F(UpstreamInteropTest, DefaultFromACallerInNoPodIsRefusedAlone) {
   EXPECT_TRUE(got.contains("ROOTCA"));
   EXPECT_TRUE(got.contains(kWeb));
   EXPECT_FALSE(got.contains("default"));
+  // Each refusal is counted, by reason: one for the fetch, one for the stream.
+  const std::string scraped = Scrape(metrics);
+  EXPECT_TRUE(absl::StrContains(scraped, "HTTP/1.1 200"));
+  EXPECT_TRUE(
+      absl::StrContains(scraped, "nodeward_sds_resource_errors_total{reason=\"unknown_caller\"} 2"))
+      << scraped;
+  EXPECT_TRUE(absl::StrContains(scraped, "nodeward_sds_open_calls 1")) << scraped;
   context.TryCancel();
   EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
 }
