@@ -1,5 +1,6 @@
 // Upstream CA client: istio.v1.auth.IstioCertificateService over TLS with a bearer token, so
-// istiod (or `nodeward-sds --serve-ca`) signs this node's certificates.
+// istiod (or `nodeward-sds --serve-ca`) signs this node's certificates. Each request names the
+// workload identity it is for in the ImpersonatedIdentity metadata, as ztunnel's do.
 #pragma once
 
 #include <memory>
