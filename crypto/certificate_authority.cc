@@ -1,3 +1,5 @@
+// Over 600 lines on purpose: loading a CA, signing leaves, servers and intermediates, and
+// revoking all build on the CA's private state and one certificate builder, kept in one file.
 #include "crypto/certificate_authority.h"
 
 #include <arpa/inet.h>

@@ -17,6 +17,7 @@
 #include "grpcpp/server_posix.h"
 #include "sds/log.h"
 #include "sds/peer_listener.h"
+#include "sds/sds_calls.h"
 
 namespace nodeward::sds {
 namespace {
@@ -30,10 +31,6 @@ using envoy::service::discovery::v3::DiscoveryResponse;
 constexpr absl::Duration kFetchDeadlineResolution = absl::Milliseconds(100);
 // Freed memory is given back to the system once this many calls have closed since the peak.
 constexpr std::int64_t kTrimAfterClosedCalls = 256;
-
-grpc::Status ToGrpcStatus(const absl::Status& status) {
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
-}
 
 // PERMISSION_DENIED (or the error's own code) carrying a google.rpc.Status with an ErrorInfo
 // naming the resource, so a client can tell which name was refused.
@@ -50,29 +47,12 @@ grpc::Status NameRefused(absl::string_view name, const NameError& error) {
                       std::string(error.status.message()), detail.SerializeAsString());
 }
 
-std::optional<grpc::Status> CheckTypeUrl(const std::string& type_url) {
-  if (type_url.empty() || type_url == kSecretTypeUrl) return std::nullopt;
-  return grpc::Status(
-      grpc::StatusCode::INVALID_ARGUMENT,
-      absl::StrCat("this server only serves ", kSecretTypeUrl, ", not ", Echo(type_url)));
-}
-
 }  // namespace
-
-// One open call, as the publications of the identity manager and the housekeeping reach it.
-class Call {
- public:
-  virtual ~Call() = default;
-  virtual void OnCertificate(const crypto::SpiffeId& identity) = 0;
-  virtual void OnBundle() = 0;
-  virtual void OnIssueFailed(const crypto::SpiffeId&, const absl::Status&) {}
-  // `recheck`: time to ask again what was refused.
-  virtual void Tick(absl::Time now, bool recheck) = 0;
-};
 
 class SdsServer::Service final
     : public envoy::service::secret::v3::SecretDiscoveryService::CallbackService,
-      public IdentityManager::Observer {
+      public IdentityManager::Observer,
+      public CallHost {
  public:
   Service(IdentityManager* manager, IdentityAuthorizer* authorizer, SdsServerOptions options)
       : manager_(manager), authorizer_(authorizer), options_(std::move(options)) {}
@@ -99,20 +79,20 @@ class SdsServer::Service final
   absl::StatusOr<SdsCaller> Admit(const std::string& peer);
   // Undoes Admit for a call that did not start.
   void Leave(const std::string& limit_key);
-  // Starts tracking an admitted call.
-  void Track(std::shared_ptr<Call> call, bool fetch);
+  // Tracks an admitted call, then starts it.
+  void Start(std::shared_ptr<Call> call, bool fetch);
   // Stops tracking `call`; the caller that opened it may open another. Returns the last
   // reference, to be dropped outside the lock.
-  std::shared_ptr<Call> Forget(Call* call, const std::string& limit_key);
+  std::shared_ptr<Call> Forget(Call* call, const std::string& limit_key) override;
 
   void StartHousekeeping();
   void StopHousekeeping();
 
   void set_listener(PeerListener* listener) { listener_ = listener; }
-  IdentityManager* manager() const { return manager_; }
-  IdentityAuthorizer* authorizer() const { return authorizer_; }
-  SdsCounters* counters() { return &counters_; }
-  const SdsServerOptions& options() const { return options_; }
+  IdentityManager* manager() const override { return manager_; }
+  IdentityAuthorizer* authorizer() const override { return authorizer_; }
+  SdsCounters* counters() override { return &counters_; }
+  WorkloadResolver* workloads() const override { return options_.workloads; }
   SdsServerStats Stats() const;
   int open_streams() const;
 
@@ -121,9 +101,6 @@ class SdsServer::Service final
     std::shared_ptr<Call> call;
     bool fetch = false;
   };
-  template <typename CallType, typename Request, typename Response>
-  grpc::ServerBidiReactor<Request, Response>* Open(grpc::CallbackServerContext* context,
-                                                   SecretStream::Variant variant);
   std::vector<std::shared_ptr<Call>> Calls(bool fetches_only = false) const;
   void LeaveLocked(const std::string& limit_key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Housekeeping();
@@ -144,317 +121,6 @@ class SdsServer::Service final
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread housekeeping_;
 };
-
-namespace {
-
-// A streaming call, state of the world or delta: requests change the subscription, and a
-// response is written whenever something subscribed changed and no write is in flight.
-// Owned by the service's table until gRPC is done with it; the publications that reach it
-// meanwhile hold it too, so it is never used after it is freed.
-template <typename Request, typename Response>
-class StreamCall : public grpc::ServerBidiReactor<Request, Response>, public Call {
- public:
-  StreamCall(SdsServer::Service* service, SecretStream::Variant variant, SdsCaller caller)
-      : service_(service),
-        limit_key_(caller.LimitKey()),
-        stream_(variant, service->manager(), service->authorizer(), std::move(caller),
-                service->counters(), service->options().workloads) {}
-
-  void Begin() { this->StartRead(&request_); }
-
-  void OnReadDone(bool ok) override {
-    if (!ok) {
-      RequestFinish(grpc::Status::OK);
-      return;
-    }
-    std::optional<grpc::Status> refused = CheckTypeUrl(request_.type_url());
-    if (refused.has_value()) {
-      RequestFinish(*std::move(refused));
-      return;
-    }
-    {
-      absl::MutexLock lock(&mu_);
-      if (!named_ && request_.has_node()) {
-        stream_.set_client(absl::StrCat(" (node \"", Echo(request_.node().id()), "\")"));
-        named_ = true;
-      }
-      stream_.Acknowledge(request_.response_nonce(),
-                          request_.has_error_detail() ? &request_.error_detail() : nullptr);
-      Subscribe(request_);
-    }
-    this->StartRead(&request_);
-    Pump();
-  }
-
-  void OnWriteDone(bool ok) override {
-    std::optional<grpc::Status> finish;
-    {
-      absl::MutexLock lock(&mu_);
-      writing_ = false;
-      // A written response holds a private key and a chain: not kept for the stream's life.
-      Response().Swap(&response_);
-      if (!ok && !finishing_) {
-        finishing_ = true;
-        finish_status_ = grpc::Status(grpc::StatusCode::UNAVAILABLE, "write failed");
-      }
-      if (finishing_) {
-        if (finish_sent_) return;
-        finish_sent_ = true;
-        finish = finish_status_;
-      }
-    }
-    if (finish.has_value()) {
-      this->Finish(*std::move(finish));
-      return;
-    }
-    Pump();
-  }
-
-  void OnCancel() override { RequestFinish(grpc::Status::CANCELLED); }
-
-  void OnDone() override {
-    std::shared_ptr<Call> last = service_->Forget(this, limit_key_);
-    // `last` frees this call on return, unless a publication still holds it.
-  }
-
-  void OnCertificate(const crypto::SpiffeId& identity) override {
-    {
-      absl::MutexLock lock(&mu_);
-      stream_.CertificateChanged(identity);
-    }
-    Pump();
-  }
-  void OnBundle() override {
-    {
-      absl::MutexLock lock(&mu_);
-      stream_.BundleChanged();
-    }
-    Pump();
-  }
-  void Tick(absl::Time, bool recheck) override {
-    if (!recheck) return;
-    {
-      absl::MutexLock lock(&mu_);
-      stream_.Recheck();
-    }
-    Pump();
-  }
-
- protected:
-  // Applies the subscription change of one request.
-  virtual void Subscribe(const Request& request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) = 0;
-  virtual void Fill(const SecretUpdate& update, const std::string& nonce, Response& response) = 0;
-
-  SecretStream& stream() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stream_; }
-  absl::Mutex mu_;
-
- private:
-  // Writes the next response if one is due and none is in flight. gRPC is called without the
-  // lock held: its reactions may run on this thread before the call returns.
-  void Pump() {
-    {
-      absl::MutexLock lock(&mu_);
-      if (writing_ || finishing_) return;
-      const std::string nonce = absl::StrCat(++nonce_counter_);
-      std::optional<SecretUpdate> update = stream_.Next(nonce);
-      if (!update.has_value()) return;
-      response_.Clear();
-      Fill(*update, nonce, response_);
-      writing_ = true;
-    }
-    this->StartWrite(&response_);
-  }
-
-  void RequestFinish(grpc::Status status) {
-    {
-      absl::MutexLock lock(&mu_);
-      if (finishing_) return;
-      finishing_ = true;
-      finish_status_ = status;
-      if (writing_) return;  // finished once the write is done
-      finish_sent_ = true;
-    }
-    this->Finish(std::move(status));
-  }
-
-  SdsServer::Service* const service_;
-  const std::string limit_key_;
-  SecretStream stream_ ABSL_GUARDED_BY(mu_);
-  Request request_;
-  Response response_;
-  bool writing_ ABSL_GUARDED_BY(mu_) = false;
-  bool finishing_ ABSL_GUARDED_BY(mu_) = false;
-  bool finish_sent_ ABSL_GUARDED_BY(mu_) = false;
-  grpc::Status finish_status_ ABSL_GUARDED_BY(mu_);
-  std::uint64_t nonce_counter_ ABSL_GUARDED_BY(mu_) = 0;
-  bool named_ ABSL_GUARDED_BY(mu_) = false;
-};
-
-class StateOfTheWorldCall final : public StreamCall<DiscoveryRequest, DiscoveryResponse> {
- public:
-  using StreamCall::StreamCall;
-
- private:
-  void Subscribe(const DiscoveryRequest& request) override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    stream().Replace({request.resource_names().begin(), request.resource_names().end()});
-  }
-
-  void Fill(const SecretUpdate& update, const std::string& nonce,
-            DiscoveryResponse& response) override {
-    response.set_version_info(update.version);
-    response.set_type_url(std::string(kSecretTypeUrl));
-    response.set_nonce(nonce);
-    // Never a removal: the state-of-the-world protocol has no way to say one for SDS.
-    if (update.secret.has_value()) *response.add_resources() = PackSecret(*update.secret);
-  }
-};
-
-class DeltaCall final : public StreamCall<DeltaDiscoveryRequest, DeltaDiscoveryResponse> {
- public:
-  using StreamCall::StreamCall;
-
- private:
-  void Subscribe(const DeltaDiscoveryRequest& request) override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    stream().Unsubscribe(
-        {request.resource_names_unsubscribe().begin(), request.resource_names_unsubscribe().end()});
-    // What the client holds counts only on the first request of a stream.
-    std::vector<std::pair<std::string, std::string>> known;
-    if (!first_done_) {
-      known.assign(request.initial_resource_versions().begin(),
-                   request.initial_resource_versions().end());
-    }
-    first_done_ = true;
-    stream().Subscribe(
-        {request.resource_names_subscribe().begin(), request.resource_names_subscribe().end()},
-        known);
-  }
-
-  void Fill(const SecretUpdate& update, const std::string& nonce,
-            DeltaDiscoveryResponse& response) override {
-    response.set_type_url(std::string(kSecretTypeUrl));
-    response.set_nonce(nonce);
-    if (!update.secret.has_value()) {
-      response.add_removed_resources(update.name);
-      return;
-    }
-    envoy::service::discovery::v3::Resource* resource = response.add_resources();
-    resource->set_name(update.name);
-    resource->set_version(update.version);
-    *resource->mutable_resource() = PackSecret(*update.secret);
-  }
-
-  bool first_done_ = false;
-};
-
-// A FetchSecrets call: answered once everything asked for is available, with an error once an
-// issuance of it failed, or at its deadline.
-class FetchCall final : public grpc::ServerUnaryReactor, public Call {
- public:
-  FetchCall(SdsServer::Service* service, SdsCaller caller, std::vector<std::string> names,
-            std::vector<ResolvedName> resolved, DiscoveryResponse* response, absl::Time deadline)
-      : service_(service),
-        limit_key_(caller.LimitKey()),
-        names_(std::move(names)),
-        resolved_(std::move(resolved)),
-        response_(response),
-        deadline_(deadline) {
-    for (const ResolvedName& name : resolved_) {
-      if (name.identity.has_value()) service_->manager()->Retain(*name.identity);
-    }
-  }
-  ~FetchCall() override {
-    for (const ResolvedName& name : resolved_) {
-      if (name.identity.has_value()) service_->manager()->Release(*name.identity);
-    }
-  }
-
-  // Answers at once when everything is there already.
-  void Begin() { TryComplete(); }
-
-  void OnCertificate(const crypto::SpiffeId&) override { TryComplete(); }
-  void OnBundle() override { TryComplete(); }
-  void OnIssueFailed(const crypto::SpiffeId& identity, const absl::Status& error) override {
-    for (const ResolvedName& name : resolved_) {
-      if (name.identity == identity) {
-        Complete(ToGrpcStatus(absl::Status(
-            error.code(), absl::StrCat("issuing ", identity.ToString(), ": ", error.message()))));
-        return;
-      }
-    }
-  }
-  void Tick(absl::Time now, bool) override {
-    if (now < deadline_) return;
-    std::vector<std::string> missing;
-    for (std::size_t i = 0; i < names_.size(); ++i) {
-      const bool have = resolved_[i].bundle
-                            ? service_->manager()->Bundle() != nullptr
-                            : service_->manager()->Current(*resolved_[i].identity) != nullptr;
-      if (!have) missing.push_back(Echo(names_[i]));
-    }
-    Complete(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
-                          absl::StrCat("not available yet: ", absl::StrJoin(missing, ", "))));
-  }
-  void OnCancel() override { Complete(grpc::Status::CANCELLED); }
-  void OnDone() override { std::shared_ptr<Call> last = service_->Forget(this, limit_key_); }
-
- private:
-  void TryComplete() {
-    {
-      absl::MutexLock lock(&mu_);
-      if (completed_) return;
-      DiscoveryResponse answer;
-      std::vector<std::string> versions;
-      for (std::size_t i = 0; i < names_.size(); ++i) {
-        if (resolved_[i].bundle) {
-          std::shared_ptr<const TrustBundleSnapshot> bundle = service_->manager()->Bundle();
-          if (bundle == nullptr) return;
-          versions.push_back(bundle->version);
-          *answer.add_resources() = PackSecret(MakeValidationContextSecret(bundle->roots_pem));
-          continue;
-        }
-        std::shared_ptr<const IssuedIdentity> issued =
-            service_->manager()->Current(*resolved_[i].identity);
-        if (issued == nullptr) return;
-        versions.push_back(issued->version);
-        *answer.add_resources() = PackSecret(MakeTlsCertificateSecret(
-            names_[i], issued->credentials.cert_chain_pem, issued->credentials.private_key_pem));
-      }
-      answer.set_version_info(absl::StrJoin(versions, ","));
-      answer.set_type_url(std::string(kSecretTypeUrl));
-      *response_ = std::move(answer);
-      completed_ = true;
-    }
-    Finish(grpc::Status::OK);
-  }
-
-  void Complete(grpc::Status status) {
-    {
-      absl::MutexLock lock(&mu_);
-      if (completed_) return;
-      completed_ = true;
-    }
-    Finish(std::move(status));
-  }
-
-  SdsServer::Service* const service_;
-  const std::string limit_key_;
-  const std::vector<std::string> names_;
-  const std::vector<ResolvedName> resolved_;
-  DiscoveryResponse* const response_;
-  const absl::Time deadline_;
-  absl::Mutex mu_;
-  bool completed_ ABSL_GUARDED_BY(mu_) = false;
-};
-
-// A stream turned away before it started (over its caller's limit).
-template <typename Request, typename Response>
-class RefusedStream final : public grpc::ServerBidiReactor<Request, Response> {
- public:
-  explicit RefusedStream(const absl::Status& status) { this->Finish(ToGrpcStatus(status)); }
-  void OnDone() override { delete this; }
-};
-
-}  // namespace
 
 absl::StatusOr<SdsCaller> SdsServer::Service::Admit(const std::string& peer) {
   SdsCaller caller;
@@ -500,12 +166,14 @@ absl::StatusOr<SdsCaller> SdsServer::Service::Admit(const std::string& peer) {
   return caller;
 }
 
-void SdsServer::Service::Track(std::shared_ptr<Call> call, bool fetch) {
-  absl::MutexLock lock(&mu_);
-  Call* key = call.get();
-  calls_.emplace(key, Tracked{std::move(call), fetch});
-  if (fetch) ++fetches_;
-  peak_calls_ = std::max<std::int64_t>(peak_calls_, calls_.size());
+void SdsServer::Service::Start(std::shared_ptr<Call> call, bool fetch) {
+  {
+    absl::MutexLock lock(&mu_);
+    calls_.emplace(call.get(), Tracked{call, fetch});
+    if (fetch) ++fetches_;
+    peak_calls_ = std::max<std::int64_t>(peak_calls_, calls_.size());
+  }
+  call->Begin();
 }
 
 void SdsServer::Service::Leave(const std::string& limit_key) {
@@ -540,27 +208,22 @@ std::vector<std::shared_ptr<Call>> SdsServer::Service::Calls(bool fetches_only) 
   return out;
 }
 
-template <typename CallType, typename Request, typename Response>
-grpc::ServerBidiReactor<Request, Response>* SdsServer::Service::Open(
-    grpc::CallbackServerContext* context, SecretStream::Variant variant) {
-  absl::StatusOr<SdsCaller> caller = Admit(context->peer());
-  if (!caller.ok()) return new RefusedStream<Request, Response>(caller.status());
-  auto call = std::make_shared<CallType>(this, variant, *std::move(caller));
-  Track(call, /*fetch=*/false);
-  call->Begin();
-  return call.get();
-}
-
 grpc::ServerBidiReactor<DiscoveryRequest, DiscoveryResponse>* SdsServer::Service::StreamSecrets(
     grpc::CallbackServerContext* context) {
-  return Open<StateOfTheWorldCall, DiscoveryRequest, DiscoveryResponse>(
-      context, SecretStream::Variant::kStateOfTheWorld);
+  absl::StatusOr<SdsCaller> caller = Admit(context->peer());
+  if (!caller.ok()) return RefusedStateOfTheWorldStream(caller.status());
+  grpc::ServerBidiReactor<DiscoveryRequest, DiscoveryResponse>* reactor = nullptr;
+  Start(NewStateOfTheWorldCall(this, *std::move(caller), &reactor), /*fetch=*/false);
+  return reactor;
 }
 
 grpc::ServerBidiReactor<DeltaDiscoveryRequest, DeltaDiscoveryResponse>*
 SdsServer::Service::DeltaSecrets(grpc::CallbackServerContext* context) {
-  return Open<DeltaCall, DeltaDiscoveryRequest, DeltaDiscoveryResponse>(
-      context, SecretStream::Variant::kDelta);
+  absl::StatusOr<SdsCaller> caller = Admit(context->peer());
+  if (!caller.ok()) return RefusedDeltaStream(caller.status());
+  grpc::ServerBidiReactor<DeltaDiscoveryRequest, DeltaDiscoveryResponse>* reactor = nullptr;
+  Start(NewDeltaCall(this, *std::move(caller), &reactor), /*fetch=*/false);
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* SdsServer::Service::FetchSecrets(grpc::CallbackServerContext* context,
@@ -599,12 +262,12 @@ grpc::ServerUnaryReactor* SdsServer::Service::FetchSecrets(grpc::CallbackServerC
   }
   const absl::Time deadline =
       std::min(absl::FromChrono(context->deadline()), absl::Now() + options_.fetch_timeout);
-  auto call = std::make_shared<FetchCall>(this, *caller, std::move(names), std::move(resolved),
-                                          response, deadline);
+  grpc::ServerUnaryReactor* reactor = nullptr;
   // Tracking it also wakes the housekeeping thread to watch its deadline.
-  Track(call, /*fetch=*/true);
-  call->Begin();
-  return call.get();
+  Start(NewFetchCall(this, *std::move(caller), std::move(names), std::move(resolved), response,
+                     deadline, &reactor),
+        /*fetch=*/true);
+  return reactor;
 }
 
 void SdsServer::Service::StartHousekeeping() {

@@ -9,9 +9,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "crypto/certificate_authority.h"
+#include "crypto/keys.h"
 #include "crypto/spiffe_id.h"
+#include "crypto/tls.h"
 #include "gtest/gtest.h"
 #include "sds/authorizer.h"
+#include "sds/certificate_cache.h"
 #include "sds/certificate_signer.h"
 #include "sds/identity_manager.h"
 #include "sds/sds_server.h"
@@ -57,6 +60,29 @@ inline IdentityManagerOptions ShortLived(absl::Duration lifetime) {
   options.reissue_spread = absl::Milliseconds(200);
   options.idle_grace = absl::Seconds(2);
   return options;
+}
+
+// The agent's cache, set up to reconnect and forget quickly.
+inline CertificateCacheOptions CacheOptions(const std::string& socket) {
+  CertificateCacheOptions options;
+  options.sds.socket_path = socket;
+  options.sds.node_id = "test-node";
+  options.sds.reconnect = {absl::Milliseconds(50), absl::Milliseconds(300), 2.0, 0.5};
+  options.release_grace = absl::Milliseconds(500);
+  options.refused_retry = absl::Seconds(60);
+  return options;
+}
+
+// A key and a certificate for `identity`, signed by `ca` without any SDS in between.
+inline crypto::TlsCredentials IssueDirectly(const crypto::CertificateAuthority& ca,
+                                            const crypto::SpiffeId& identity) {
+  auto key = crypto::PrivateKey::GenerateP256();
+  auto csr = crypto::MakeCsr(*key, identity);
+  crypto::SignRequest request;
+  request.csr_pem = *csr;
+  auto issued = ca.Sign(request);
+  if (!issued.ok()) throw std::runtime_error(std::string(issued.status().message()));
+  return {issued->chain_pem, *key->ToPem()};
 }
 
 }  // namespace nodeward::sds::testing
