@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -55,13 +56,16 @@ bool Eventually(Predicate done, absl::Duration timeout) {
   return done();
 }
 
-// A child process, ended (by PID, SIGKILL) when the object dies, also on failure.
+// A child process, ended (by PID, SIGKILL) when the object dies, also on failure, and by the
+// kernel when this process dies.
 class Process {
  public:
   // `environment` entries ("NAME=value") are added to this process's environment.
   explicit Process(std::vector<std::string> arguments, std::vector<std::string> environment = {}) {
     pid_ = ::fork();
     if (pid_ == 0) {
+      // Ends with its parent, even when the parent crashes before ending it.
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
       for (std::string& entry : environment) ::putenv(entry.data());
       std::vector<char*> argv;
       for (std::string& argument : arguments) argv.push_back(argument.data());
