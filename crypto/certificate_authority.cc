@@ -1,6 +1,10 @@
+// Over 600 lines on purpose: loading a CA, signing leaves, servers and intermediates, and
+// revoking all build on the CA's private state and one certificate builder, kept in one file.
 #include "crypto/certificate_authority.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -130,8 +134,10 @@ struct CertificateSpec {
   absl::Time not_before;
   absl::Time not_after;
   bool is_ca = false;
+  // Leaf only.
   std::optional<SpiffeId> uri_san;
-  std::vector<std::string> dns_sans;  // leaf only, exclusive with uri_san
+  std::vector<std::string> dns_sans;
+  std::vector<std::string> ip_sans;
 };
 
 absl::StatusOr<bssl::UniquePtr<X509>> BuildCertificate(const CertificateSpec& spec) {
@@ -168,19 +174,22 @@ absl::StatusOr<bssl::UniquePtr<X509>> BuildCertificate(const CertificateSpec& sp
     extensions.emplace_back(NID_key_usage, "critical,keyCertSign,cRLSign");
   } else {
     extensions.emplace_back(NID_basic_constraints, "critical,CA:FALSE");
-    extensions.emplace_back(NID_key_usage, "critical,digitalSignature");
+    extensions.emplace_back(NID_key_usage, EVP_PKEY_id(spec.subject_key) == EVP_PKEY_RSA
+                                               ? "critical,digitalSignature,keyEncipherment"
+                                               : "critical,digitalSignature");
     extensions.emplace_back(NID_ext_key_usage, "serverAuth,clientAuth");
   }
   extensions.emplace_back(NID_subject_key_identifier, "hash");
   if (spec.issuer != nullptr) extensions.emplace_back(NID_authority_key_identifier, "keyid:always");
-  if (spec.uri_san.has_value()) {
-    // Critical because a workload certificate's subject is empty (RFC 5280 4.2.1.6).
-    extensions.emplace_back(NID_subject_alt_name,
-                            absl::StrCat("critical,URI:", spec.uri_san->ToString()));
-  } else if (!spec.dns_sans.empty()) {
-    std::vector<std::string> names;
-    for (const std::string& name : spec.dns_sans) names.push_back(absl::StrCat("DNS:", name));
-    extensions.emplace_back(NID_subject_alt_name, absl::StrJoin(names, ","));
+  std::vector<std::string> names;
+  for (const std::string& name : spec.dns_sans) names.push_back(absl::StrCat("DNS:", name));
+  for (const std::string& ip : spec.ip_sans) names.push_back(absl::StrCat("IP:", ip));
+  if (spec.uri_san.has_value()) names.push_back(absl::StrCat("URI:", spec.uri_san->ToString()));
+  if (!names.empty()) {
+    // Critical when the subject is empty, as a workload certificate's is (RFC 5280 4.2.1.6).
+    extensions.emplace_back(
+        NID_subject_alt_name,
+        absl::StrCat(spec.subject.empty() ? "critical," : "", absl::StrJoin(names, ",")));
   }
   for (const auto& [nid, value] : extensions) {
     if (absl::Status s = AddExtension(cert.get(), &ctx, nid, value); !s.ok()) return s;
@@ -192,6 +201,19 @@ absl::StatusOr<bssl::UniquePtr<X509>> BuildCertificate(const CertificateSpec& sp
 }
 
 bool IsSelfSigned(X509* cert) { return X509_check_issued(cert, cert) == X509_V_OK; }
+
+// `ip` in the form the SAN extension writer takes, or why it is not an address.
+absl::StatusOr<std::string> CanonicalIp(const std::string& ip) {
+  unsigned char bytes[sizeof(in6_addr)];
+  char text[INET6_ADDRSTRLEN];
+  for (int family : {AF_INET, AF_INET6}) {
+    if (inet_pton(family, ip.c_str(), bytes) == 1 &&
+        inet_ntop(family, bytes, text, sizeof(text)) != nullptr) {
+      return std::string(text);
+    }
+  }
+  return absl::InvalidArgumentError(absl::StrCat("not an IP address: \"", ip, "\""));
+}
 
 }  // namespace
 
@@ -251,6 +273,29 @@ CertificateSpec IssuedFromNow(const CertificateAuthority::Impl& ca, EVP_PKEY* su
   spec.not_before = absl::Now() - kClockSkewBackdate;
   spec.not_after = std::min(spec.not_before + lifetime, ca.chain_not_after);
   return spec;
+}
+
+// The identity a leaf certifies: the caller's when its authentication decided it, else the one
+// the CSR names.
+absl::StatusOr<SpiffeId> CertifiedIdentity(const internal::ParsedCsr& csr,
+                                           const std::optional<SpiffeId>& caller_identity) {
+  if (!caller_identity.has_value()) {
+    absl::StatusOr<SpiffeId> named = internal::SingleSpiffeSan(csr);
+    if (!named.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("CSR refused: ", named.status().message()));
+    }
+    return named;
+  }
+  const std::string expected = caller_identity->ToString();
+  for (const std::string& uri : csr.uri_sans) {
+    if (uri != expected) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("CSR refused: it asks for ",
+                       uri.size() > 256 ? absl::StrCat(uri.substr(0, 256), "...") : uri,
+                       " but the caller is ", expected));
+    }
+  }
+  return *caller_identity;
 }
 
 }  // namespace
@@ -455,14 +500,15 @@ absl::StatusOr<SignedCertificate> CertificateAuthority::Sign(const SignRequest& 
   if (!csr.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("CSR refused: ", csr.status().message()));
   }
-  if (csr->identity.trust_domain() != impl_->trust_domain) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("CSR refused: identity ", csr->identity.ToString(),
-                     " is outside trust domain ", impl_->trust_domain));
+  absl::StatusOr<SpiffeId> identity = CertifiedIdentity(*csr, request.identity);
+  if (!identity.ok()) return identity.status();
+  if (identity->trust_domain() != impl_->trust_domain) {
+    return absl::PermissionDeniedError(absl::StrCat("CSR refused: identity ", identity->ToString(),
+                                                    " is outside trust domain ",
+                                                    impl_->trust_domain));
   }
-  if (request.allowed_identity.has_value() && csr->identity != *request.allowed_identity) {
-    return absl::PermissionDeniedError(absl::StrCat("CSR refused: identity ",
-                                                    csr->identity.ToString(),
+  if (request.allowed_identity.has_value() && *identity != *request.allowed_identity) {
+    return absl::PermissionDeniedError(absl::StrCat("CSR refused: identity ", identity->ToString(),
                                                     " is not the identity the caller may request (",
                                                     request.allowed_identity->ToString(), ")"));
   }
@@ -479,7 +525,7 @@ absl::StatusOr<SignedCertificate> CertificateAuthority::Sign(const SignRequest& 
   spec.signing_key = impl_->key.get();
   spec.not_before = not_before;
   spec.not_after = not_after;
-  spec.uri_san = csr->identity;
+  spec.uri_san = *std::move(identity);
   return SignWithChain(spec, *impl_);
 }
 
@@ -497,19 +543,34 @@ absl::StatusOr<SignedCertificate> CertificateAuthority::IssueIntermediate(
 absl::StatusOr<SignedCertificate> CertificateAuthority::IssueServerCertificate(
     const PrivateKey& key, const std::vector<std::string>& dns_names,
     absl::Duration lifetime) const {
+  if (dns_names.empty()) return absl::InvalidArgumentError("no DNS name given");
+  return IssueServingCertificate(key, ServerNames{dns_names, {}, std::nullopt}, lifetime);
+}
+
+absl::StatusOr<SignedCertificate> CertificateAuthority::IssueServingCertificate(
+    const PrivateKey& key, const ServerNames& names, absl::Duration lifetime) const {
   if (lifetime <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("requested lifetime must be positive");
   }
-  if (dns_names.empty()) return absl::InvalidArgumentError("no DNS name given");
-  for (const std::string& name : dns_names) {
+  if (names.dns.empty() && names.ips.empty() && !names.spiffe_id.has_value()) {
+    return absl::InvalidArgumentError(
+        "a server certificate needs a DNS name, an IP or a SPIFFE ID");
+  }
+  for (const std::string& name : names.dns) {
     if (name.empty() || name.size() > 253 ||
         name.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-.*") != std::string::npos) {
       return absl::InvalidArgumentError(absl::StrCat("not a DNS name: \"", name, "\""));
     }
   }
   CertificateSpec spec = IssuedFromNow(*impl_, key.impl().key.get(), lifetime);
-  spec.subject = {{NID_commonName, dns_names.front()}};
-  spec.dns_sans = dns_names;
+  for (const std::string& ip : names.ips) {
+    absl::StatusOr<std::string> canonical = CanonicalIp(ip);
+    if (!canonical.ok()) return canonical.status();
+    spec.ip_sans.push_back(*std::move(canonical));
+  }
+  if (!names.dns.empty()) spec.subject = {{NID_commonName, names.dns.front()}};
+  spec.dns_sans = names.dns;
+  spec.uri_san = names.spiffe_id;
   return SignWithChain(spec, *impl_);
 }
 

@@ -23,6 +23,10 @@ struct CaOptions {
 struct SignRequest {
   std::string csr_pem;
   absl::Duration lifetime = absl::Hours(24);
+  // The identity to certify when the caller's authentication decides it (istiod's way): the
+  // CSR's URI SANs, if it has any, must all be this identity; its other SANs (DNS names, IPs)
+  // are not certified. Unset: the CSR must name its identity as its single SAN.
+  std::optional<SpiffeId> identity;
   // When set, the CSR's identity must be exactly this one (the caller's authorisation).
   std::optional<SpiffeId> allowed_identity;
   // Start of validity; defaults to now minus a small backdate for clock skew. Tests use it to
@@ -48,8 +52,10 @@ class CertificateAuthority {
   static absl::StatusOr<std::unique_ptr<CertificateAuthority>> LoadPlugin(
       const std::string& dir, const CaOptions& options = {});
 
-  // Signs into a leaf: the CSR's SPIFFE ID as only URI SAN, digitalSignature, serverAuth +
-  // clientAuth, random 128-bit serial, lifetime clamped to the CA's own validity.
+  // Signs into a leaf: the SPIFFE ID as only URI SAN, digitalSignature (and keyEncipherment
+  // for an RSA key, as istiod sets it), serverAuth + clientAuth, random 128-bit serial,
+  // lifetime clamped to the CA's own validity. The CSR's key may be ECDSA P-256 or P-384, or
+  // RSA of 2048, 3072 or 4096 bits.
   absl::StatusOr<SignedCertificate> Sign(const SignRequest& request) const;
 
   // Signs a subordinate CA (CA:TRUE, pathlen 0, keyCertSign|cRLSign, subject
@@ -65,6 +71,17 @@ class CertificateAuthority {
   absl::StatusOr<SignedCertificate> IssueServerCertificate(
       const PrivateKey& key, const std::vector<std::string>& dns_names,
       absl::Duration lifetime) const;
+  // The same with every name a server is reached by: DNS names (the first also as subject CN),
+  // IP addresses and a SPIFFE ID, at least one of them. A gRPC client checks the host name of
+  // its target against the DNS and IP SANs; a SPIFFE-aware one checks the URI.
+  struct ServerNames {
+    std::vector<std::string> dns;
+    std::vector<std::string> ips;
+    std::optional<SpiffeId> spiffe_id;
+  };
+  absl::StatusOr<SignedCertificate> IssueServingCertificate(const PrivateKey& key,
+                                                            const ServerNames& names,
+                                                            absl::Duration lifetime) const;
 
   // A CRL (PEM) signed by this CA, revoking the certificates it issued with these serials
   // (`CertificateInfo::serial_hex`), valid from now for `lifetime`: what a DestinationRule's

@@ -219,6 +219,35 @@ TEST_F(SigningTest, RefusesIdentityTheCallerMayNotRequest) {
                         "may request (spiffe://cluster.local/ns/dev/sa/web)"));
 }
 
+// istiod's way: the caller's authentication decides the identity; the CSR only brings the key.
+TEST_F(SigningTest, SignsForTheCallersIdentityWithAnyAcceptedKey) {
+  const SpiffeId cart = Id("cluster.local", "shop", "cart");
+  for (const char* csr : {testing::kCsrRsa3072, testing::kCsrRsa4096, testing::kCsrP384,
+                          testing::kCsrUriDnsIp, testing::kCsrNoSan}) {
+    SignRequest request = RequestFor(csr);
+    request.identity = cart;
+    absl::StatusOr<SignedCertificate> cert = ca_->Sign(request);
+    ASSERT_TRUE(cert.ok()) << cert.status();
+    ASSERT_TRUE(cert->leaf.spiffe_id.has_value());
+    EXPECT_EQ(*cert->leaf.spiffe_id, cart);
+    EXPECT_EQ(cert->leaf.subject, "") << "the CSR's subject is not certified either";
+    EXPECT_TRUE(VerifySpiffeChain(cert->chain_pem, *bundle_).ok());
+  }
+  // A CSR that names someone else is refused, whatever the caller may have.
+  SignRequest other = RequestFor(testing::kCsrRsa4096);
+  other.identity = Id("cluster.local", "shop", "web");
+  auto refused = ca_->Sign(other);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(Message(refused.status()),
+              HasSubstr("asks for spiffe://cluster.local/ns/shop/sa/cart but the caller is "
+                        "spiffe://cluster.local/ns/shop/sa/web"));
+  // Keys outside the accepted types stay refused.
+  SignRequest weak = RequestFor(testing::kCsrRsa1024);
+  weak.identity = cart;
+  EXPECT_EQ(ca_->Sign(weak).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST_F(SigningTest, RefusesOtherTrustDomain) {
   auto cert = ca_->Sign(RequestFor(CsrFor(Id("evil.example", "a", "b"))));
   ASSERT_FALSE(cert.ok());

@@ -6,6 +6,7 @@
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -66,12 +67,18 @@ absl::StatusOr<bssl::UniquePtr<EVP_PKEY>> ParsePrivateKeyPem(std::string_view pe
 // (2048 bits or more) or EC on another curve.
 absl::StatusOr<bssl::UniquePtr<EVP_PKEY>> ParseEcOrRsaPrivateKeyPem(std::string_view pem);
 
-// A verified CSR: its key and its single SPIFFE URI SAN.
+// A CSR whose self-signature verified and whose key is of a type a CA signs (ECDSA P-256 or
+// P-384, RSA 2048, 3072 or 4096 bits), with its subjectAltNames as they are.
 struct ParsedCsr {
   bssl::UniquePtr<EVP_PKEY> public_key;
-  SpiffeId identity;
+  std::string key_type;  // "ECDSA P-256", "RSA 2048", ...
+  bool has_san_extension = false;
+  std::vector<std::string> uri_sans;
+  std::size_t other_sans = 0;  // DNS names, IP addresses, e-mail addresses, ...
 };
 absl::StatusOr<ParsedCsr> ParseCsr(std::string_view csr_pem);
+// The identity of a CSR that must name it itself: exactly one SAN, a SPIFFE URI.
+absl::StatusOr<SpiffeId> SingleSpiffeSan(const ParsedCsr& csr);
 
 // A positive random serial below 2^128 that is never zero.
 absl::StatusOr<bssl::UniquePtr<ASN1_INTEGER>> RandomSerial();

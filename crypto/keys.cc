@@ -32,6 +32,29 @@ absl::Status CheckP256(EVP_PKEY* key) {
   return absl::OkStatus();
 }
 
+// What a CA signs: the key types istio-agent, ztunnel and Envoy-based clients generate. Other
+// sizes are refused, small ones because they are weak, large ones because verifying them is a
+// cost any caller could impose.
+absl::StatusOr<std::string> CsrKeyType(EVP_PKEY* key) {
+  if (EVP_PKEY_id(key) == EVP_PKEY_EC) {
+    const EC_KEY* ec = EVP_PKEY_get0_EC_KEY(key);
+    const int curve = ec == nullptr ? NID_undef : EC_GROUP_get_curve_name(EC_KEY_get0_group(ec));
+    if (curve == NID_X9_62_prime256v1) return std::string("ECDSA P-256");
+    if (curve == NID_secp384r1) return std::string("ECDSA P-384");
+    return absl::InvalidArgumentError(
+        absl::StrCat("EC key on curve ", curve == NID_undef ? "unknown" : OBJ_nid2sn(curve),
+                     "; accepted: ECDSA P-256 or P-384, RSA 2048, 3072 or 4096 bits"));
+  }
+  if (EVP_PKEY_id(key) == EVP_PKEY_RSA) {
+    const unsigned bits = EVP_PKEY_bits(key);
+    if (bits == 2048 || bits == 3072 || bits == 4096) return absl::StrCat("RSA ", bits);
+    return absl::InvalidArgumentError(absl::StrCat(
+        "RSA key of ", bits, " bits; accepted: ECDSA P-256 or P-384, RSA 2048, 3072 or 4096 bits"));
+  }
+  return absl::InvalidArgumentError(
+      "key is neither EC nor RSA; accepted: ECDSA P-256 or P-384, RSA 2048, 3072 or 4096 bits");
+}
+
 absl::StatusOr<std::string> BioContents(BIO* bio) {
   const uint8_t* contents = nullptr;
   size_t length = 0;
@@ -84,14 +107,17 @@ absl::StatusOr<ParsedCsr> ParseCsr(std::string_view csr_pem) {
   if (req == nullptr) {
     return ErrorFromQueue(absl::StatusCode::kInvalidArgument, "CSR is not a valid PEM request");
   }
-  bssl::UniquePtr<EVP_PKEY> key(X509_REQ_get_pubkey(req.get()));
-  if (key == nullptr) {
+  ParsedCsr parsed;
+  parsed.public_key.reset(X509_REQ_get_pubkey(req.get()));
+  if (parsed.public_key == nullptr) {
     return ErrorFromQueue(absl::StatusCode::kInvalidArgument, "CSR public key is unreadable");
   }
-  if (absl::Status s = CheckP256(key.get()); !s.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("CSR key: ", s.message()));
+  absl::StatusOr<std::string> key_type = CsrKeyType(parsed.public_key.get());
+  if (!key_type.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("CSR key: ", key_type.status().message()));
   }
-  if (X509_REQ_verify(req.get(), key.get()) != 1) {
+  parsed.key_type = *std::move(key_type);
+  if (X509_REQ_verify(req.get(), parsed.public_key.get()) != 1) {
     ERR_clear_error();
     return absl::InvalidArgumentError("CSR signature does not verify with its own key");
   }
@@ -107,31 +133,44 @@ absl::StatusOr<ParsedCsr> ParseCsr(std::string_view csr_pem) {
       san_extension = ext;
     }
   }
-  if (san_extension == nullptr) {
-    return absl::InvalidArgumentError("CSR has no subjectAltName (want one SPIFFE URI SAN)");
-  }
+  if (san_extension == nullptr) return parsed;
+  parsed.has_san_extension = true;
   bssl::UniquePtr<GENERAL_NAMES> names(static_cast<GENERAL_NAMES*>(X509V3_EXT_d2i(san_extension)));
   if (names == nullptr) {
     return ErrorFromQueue(absl::StatusCode::kInvalidArgument, "CSR subjectAltName is malformed");
   }
-  const size_t count = sk_GENERAL_NAME_num(names.get());
+  for (size_t i = 0; i < sk_GENERAL_NAME_num(names.get()); ++i) {
+    const GENERAL_NAME* name = sk_GENERAL_NAME_value(names.get(), i);
+    if (name->type != GEN_URI) {
+      ++parsed.other_sans;
+      continue;
+    }
+    const ASN1_STRING* uri = name->d.uniformResourceIdentifier;
+    parsed.uri_sans.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(uri)),
+                                 ASN1_STRING_length(uri));
+  }
+  return parsed;
+}
+
+absl::StatusOr<SpiffeId> SingleSpiffeSan(const ParsedCsr& csr) {
+  if (!csr.has_san_extension) {
+    return absl::InvalidArgumentError("CSR has no subjectAltName (want one SPIFFE URI SAN)");
+  }
+  const size_t count = csr.uri_sans.size() + csr.other_sans;
   if (count == 0) return absl::InvalidArgumentError("CSR subjectAltName is empty");
   if (count > 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("CSR has ", count, " SANs; exactly one SPIFFE URI SAN is accepted"));
   }
-  const GENERAL_NAME* name = sk_GENERAL_NAME_value(names.get(), 0);
-  if (name->type != GEN_URI) {
+  if (csr.uri_sans.empty()) {
     return absl::InvalidArgumentError("CSR SAN is not a URI (want one SPIFFE URI SAN)");
   }
-  const ASN1_STRING* uri = name->d.uniformResourceIdentifier;
-  absl::StatusOr<SpiffeId> id = SpiffeId::Parse(std::string_view(
-      reinterpret_cast<const char*>(ASN1_STRING_get0_data(uri)), ASN1_STRING_length(uri)));
+  absl::StatusOr<SpiffeId> id = SpiffeId::Parse(csr.uri_sans.front());
   if (!id.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("CSR URI SAN is not a valid SPIFFE ID: ", id.status().message()));
   }
-  return ParsedCsr{std::move(key), *std::move(id)};
+  return id;
 }
 
 }  // namespace internal
@@ -207,7 +246,13 @@ absl::StatusOr<std::string> MakeCsr(const PrivateKey& key, const SpiffeId& ident
 absl::StatusOr<SpiffeId> ParseCsrIdentity(std::string_view csr_pem) {
   absl::StatusOr<internal::ParsedCsr> parsed = internal::ParseCsr(csr_pem);
   if (!parsed.ok()) return parsed.status();
-  return std::move(parsed->identity);
+  return internal::SingleSpiffeSan(*parsed);
+}
+
+absl::StatusOr<CsrInfo> InspectCsr(std::string_view csr_pem) {
+  absl::StatusOr<internal::ParsedCsr> parsed = internal::ParseCsr(csr_pem);
+  if (!parsed.ok()) return parsed.status();
+  return CsrInfo{std::move(parsed->key_type), std::move(parsed->uri_sans), parsed->other_sans};
 }
 
 }  // namespace nodeward::crypto

@@ -1,10 +1,13 @@
-// ECDSA P-256 keys and certificate signing requests. No BoringSSL type crosses this header:
-// BoringSSL's symbols are private to crypto/ (see crypto/CMakeLists.txt).
+// ECDSA P-256 keys (the only kind nodeward makes) and certificate signing requests. No
+// BoringSSL type crosses this header: BoringSSL's symbols are private to crypto/ (see
+// crypto/CMakeLists.txt).
 #pragma once
 
+#include <cstddef>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "crypto/spiffe_id.h"
@@ -30,8 +33,18 @@ class PrivateKey {
 // A PEM CSR signed by `key` whose only SAN is `identity` as a URI.
 absl::StatusOr<std::string> MakeCsr(const PrivateKey& key, const SpiffeId& identity);
 
-// Verifies the CSR's self-signature and key type (P-256) and returns the identity in its
-// single URI SAN. Errors: not PEM, bad signature, no SAN, more than one SAN, not a SPIFFE ID.
+// Verifies the CSR's self-signature and key type (ECDSA P-256 or P-384, RSA 2048, 3072 or
+// 4096 bits) and returns the identity in its single URI SAN. Errors: not PEM, bad signature,
+// another key type, no SAN, more than one SAN, not a SPIFFE ID.
 absl::StatusOr<SpiffeId> ParseCsrIdentity(std::string_view csr_pem);
+
+// A CSR as a CA sees it before deciding what to certify: verified as ParseCsrIdentity does,
+// with its SANs as they are (a CSR may carry names the CA does not certify).
+struct CsrInfo {
+  std::string key_type;  // "ECDSA P-256", "RSA 2048", ...
+  std::vector<std::string> uri_sans;
+  std::size_t other_sans = 0;  // DNS names, IP addresses, e-mail addresses, ...
+};
+absl::StatusOr<CsrInfo> InspectCsr(std::string_view csr_pem);
 
 }  // namespace nodeward::crypto

@@ -1,6 +1,7 @@
 #include "crypto/keys.h"
 
 #include <string>
+#include <vector>
 
 #include "crypto/test_csrs.h"
 #include "gmock/gmock.h"
@@ -58,6 +59,39 @@ TEST(KeysTest, CsrCarriesTheIdentity) {
   EXPECT_EQ(*parsed, *id);
 }
 
+// What istio-agent (RSA 2048 by default) and other clients send is verified and read as it is.
+TEST(KeysTest, CsrsOfEveryKeyTypeACaSignsAreRead) {
+  const SpiffeId cart = *SpiffeId::Make("cluster.local", "shop", "cart");
+  struct Case {
+    const char* pem;
+    const char* key_type;
+  };
+  for (const Case& c : {Case{kCsrRsa, "RSA 2048"}, Case{kCsrRsa3072, "RSA 3072"},
+                        Case{kCsrRsa4096, "RSA 4096"}, Case{kCsrP384, "ECDSA P-384"}}) {
+    absl::StatusOr<CsrInfo> info = InspectCsr(c.pem);
+    ASSERT_TRUE(info.ok()) << c.key_type << ": " << info.status();
+    EXPECT_EQ(info->key_type, c.key_type);
+    EXPECT_EQ(info->uri_sans.size(), 1u);
+    EXPECT_EQ(info->other_sans, 0u);
+    EXPECT_TRUE(ParseCsrIdentity(c.pem).ok()) << c.key_type;
+  }
+  EXPECT_EQ(*ParseCsrIdentity(kCsrRsa3072), cart);
+
+  absl::StatusOr<CsrInfo> mixed = InspectCsr(kCsrUriDnsIp);
+  ASSERT_TRUE(mixed.ok()) << mixed.status();
+  EXPECT_EQ(mixed->key_type, "ECDSA P-256");
+  EXPECT_EQ(mixed->uri_sans, std::vector<std::string>{cart.ToString()});
+  EXPECT_EQ(mixed->other_sans, 2u);
+  // As its own identity a CSR must name exactly one: this one names three things.
+  EXPECT_THAT(Message(ParseCsrIdentity(kCsrUriDnsIp).status()), HasSubstr("3 SANs"));
+
+  absl::StatusOr<CsrInfo> none = InspectCsr(kCsrNoSan);
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_TRUE(none->uri_sans.empty());
+  EXPECT_FALSE(InspectCsr(kCsrTampered).ok());
+  EXPECT_THAT(Message(InspectCsr(kCsrRsa1024).status()), HasSubstr("accepted: ECDSA P-256"));
+}
+
 struct BadCsr {
   const char* name;
   const char* pem;
@@ -78,7 +112,8 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(BadCsr{"NoSan", kCsrNoSan, "no subjectAltName"},
                       BadCsr{"TwoSans", kCsrTwoSans, "2 SANs"},
                       BadCsr{"DnsSan", kCsrDnsSan, "not a URI"},
-                      BadCsr{"RsaKey", kCsrRsa, "not an EC key"},
+                      BadCsr{"WeakRsaKey", kCsrRsa1024, "RSA key of 1024 bits"},
+                      BadCsr{"P521Key", kCsrP521, "curve secp521r1"},
                       BadCsr{"Tampered", kCsrTampered, "signature"},
                       BadCsr{"Garbage", "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n", "PEM"},
                       BadCsr{"Empty", "", "PEM"}),

@@ -684,6 +684,41 @@ TEST_F(OriginationTest, ServerCertificateWithDnsNamesFromTheCa) {
   EXPECT_FALSE(ca_->IssueServerCertificate(*key, {"ext.example.com"}, absl::ZeroDuration()).ok());
 }
 
+// A server reached by name, by address and by SPIFFE ID (the CA service) carries all three.
+TEST_F(OriginationTest, ServerCertificateWithDnsNamesIpsAndSpiffeId) {
+  auto key = PrivateKey::GenerateP256();
+  ASSERT_TRUE(key.ok()) << key.status();
+  const SpiffeId id = *SpiffeId::Make("cluster.local", "istio-system", "istiod");
+  CertificateAuthority::ServerNames names{{"istiod.istio-system.svc"}, {"127.0.0.1", "::1"}, id};
+  auto issued = ca_->IssueServingCertificate(*key, names, absl::Hours(1));
+  ASSERT_TRUE(issued.ok()) << issued.status();
+  ASSERT_TRUE(issued->leaf.spiffe_id.has_value());
+  EXPECT_EQ(*issued->leaf.spiffe_id, id);
+  auto context = TlsContext::PlainServer({issued->chain_pem, *key->ToPem()});
+  ASSERT_TRUE(context.ok()) << context.status();
+  OriginationSettings settings;
+  settings.ca_certificates_pem = issued->roots_pem;
+  for (const std::string& san :
+       std::vector<std::string>{"istiod.istio-system.svc", "127.0.0.1", id.ToString()}) {
+    settings.subject_alt_names = {san};
+    Outcome outcome = Connect(settings, "", *context);
+    EXPECT_TRUE(outcome.client.ok()) << san << ": " << outcome.client;
+  }
+  settings.subject_alt_names = {"10.0.0.1"};
+  EXPECT_FALSE(Connect(settings, "", *context).client.ok());
+
+  // Addresses only, in IPv6 forms that differ from the canonical one: the subject is empty.
+  CertificateAuthority::ServerNames ips_only{{}, {"0:0:0:0:0:0:0:1"}, std::nullopt};
+  auto by_address = ca_->IssueServingCertificate(*key, ips_only, absl::Hours(1));
+  ASSERT_TRUE(by_address.ok()) << by_address.status();
+  EXPECT_EQ(by_address->leaf.subject, "");
+  CertificateAuthority::ServerNames bad_ip{{}, {"10.0.0.300"}, std::nullopt};
+  EXPECT_THAT(Message(ca_->IssueServingCertificate(*key, bad_ip, absl::Hours(1)).status()),
+              HasSubstr("not an IP address"));
+  EXPECT_FALSE(
+      ca_->IssueServingCertificate(*key, CertificateAuthority::ServerNames{}, absl::Hours(1)).ok());
+}
+
 TEST_F(OriginationTest, SimpleChecksSniWithoutSubjectAltNames) {
   EXPECT_TRUE(Connect(Simple({}), "api.example.com").client.ok());
   Outcome outcome = Connect(Simple({}), "db.example.com");

@@ -169,8 +169,10 @@ absl::StatusOr<ResponseHead> Exchange::Start(const Request& request) {
                                   " HTTP/1.1\r\nHost: ", request.host, "\r\n");
   for (const auto& [name, value] : request.headers)
     absl::StrAppend(&text, name, ": ", value, "\r\n");
+  if (!request.body.empty())
+    absl::StrAppend(&text, "Content-Length: ", request.body.size(), "\r\n");
   // One request per connection keeps the framing simple; watches are long-lived anyway.
-  absl::StrAppend(&text, "Connection: close\r\n\r\n");
+  absl::StrAppend(&text, "Connection: close\r\n\r\n", request.body);
   if (absl::Status status = stream_.WriteAll(text); !status.ok()) return status;
   while (true) {
     absl::StatusOr<std::optional<std::pair<ResponseHead, size_t>>> parsed =

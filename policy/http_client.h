@@ -72,6 +72,8 @@ struct Request {
   std::string host;    // Host header
   std::string target;  // path and query
   std::vector<std::pair<std::string, std::string>> headers;
+  // Sent after the head, framed by Content-Length, when not empty.
+  std::string body;
 };
 
 // Sends `request` and reads the response incrementally.

@@ -124,6 +124,24 @@ TEST(ExchangeTest, SendsRequestAndReadsEachFraming) {
   }
 }
 
+TEST(ExchangeTest, SendsABodyFramedByContentLength) {
+  MemoryStream stream("HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}", 4096);
+  Exchange exchange(stream);
+  Request request;
+  request.method = "POST";
+  request.host = "api:6443";
+  request.target = "/apis/authentication.k8s.io/v1/tokenreviews";
+  request.headers.emplace_back("Content-Type", "application/json");
+  request.body = R"({"spec":{"token":"t"}})";
+  absl::StatusOr<ResponseHead> head = exchange.Start(request);
+  ASSERT_TRUE(head.ok()) << head.status();
+  EXPECT_EQ(head->status, 201);
+  EXPECT_EQ(stream.written(),
+            "POST /apis/authentication.k8s.io/v1/tokenreviews HTTP/1.1\r\nHost: api:6443\r\n"
+            "Content-Type: application/json\r\nContent-Length: 22\r\nConnection: "
+            "close\r\n\r\n{\"spec\":{\"token\":\"t\"}}");
+}
+
 TEST(ExchangeTest, TruncatedAndOversizedBodiesFail) {
   {
     MemoryStream stream("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", 100);

@@ -276,6 +276,49 @@ class TlsStream : public http::Stream {
   absl::Duration idle_limit_;
 };
 
+struct Connection {
+  std::unique_ptr<http::Stream> stream;
+};
+
+// Connects to the API server (over TLS verified with `ca_pem` for https) and starts `request`
+// with the current token; the stream and the exchange go to `connection` and `exchange`.
+absl::StatusOr<http::ResponseHead> OpenExchange(const KubeSourceOptions& options,
+                                                const std::string& ca_pem,
+                                                const std::atomic<bool>& stopping,
+                                                http::Request request, Connection& connection,
+                                                std::unique_ptr<http::Exchange>& exchange) {
+  absl::StatusOr<std::unique_ptr<Socket>> socket = Connect(options, stopping);
+  if (!socket.ok()) return socket.status();
+  if (options.scheme == "https") {
+    crypto::OriginationSettings settings;
+    settings.mode = crypto::OriginationSettings::Mode::kSimple;
+    settings.ca_certificates_pem = ca_pem;
+    settings.subject_alt_names = options.server_names;
+    if (settings.subject_alt_names.empty()) settings.subject_alt_names = {options.host};
+    settings.sni = options.host;
+    settings.alpn = {"http/1.1"};
+    absl::StatusOr<std::shared_ptr<const crypto::TlsContext>> context =
+        crypto::TlsContext::OriginationClient(settings);
+    if (!context.ok()) return context.status();
+    auto tls = std::make_unique<TlsStream>(
+        *std::move(socket), crypto::TlsEngine::Client(*std::move(context)), options.io_timeout);
+    if (absl::Status status = tls->Handshake(); !status.ok()) return status;
+    connection.stream = std::move(tls);
+  } else {
+    connection.stream = std::make_unique<PlainStream>(*std::move(socket), options.io_timeout);
+  }
+  request.host = HostHeader(options);
+  request.headers.emplace_back("Accept", "application/json");
+  request.headers.emplace_back("User-Agent", "nodeward");
+  absl::StatusOr<std::string> token = ReadFile(options.token_path);
+  if (token.ok()) {
+    request.headers.emplace_back("Authorization",
+                                 absl::StrCat("Bearer ", absl::StripAsciiWhitespace(*token)));
+  }
+  exchange = std::make_unique<http::Exchange>(*connection.stream);
+  return exchange->Start(request);
+}
+
 std::string ScalarAt(const YAML::Node& node, const char* first, const char* second = nullptr) {
   if (!node.IsDefined() || !node.IsMap()) return "";
   YAML::Node child = node[first];
@@ -395,10 +438,6 @@ namespace {
 
 enum class WatchEnd { kResume, kRelist };
 
-struct Connection {
-  std::unique_ptr<http::Stream> stream;
-};
-
 }  // namespace
 
 void KubeSource::RunKind(size_t index) {
@@ -412,38 +451,9 @@ void KubeSource::RunKind(size_t index) {
   // and response head through the callback's arguments.
   auto open = [&](const std::string& target, Connection& connection,
                   std::unique_ptr<http::Exchange>& exchange) -> absl::StatusOr<http::ResponseHead> {
-    absl::StatusOr<std::unique_ptr<Socket>> socket = Connect(options_, stopping_);
-    if (!socket.ok()) return socket.status();
-    if (options_.scheme == "https") {
-      crypto::OriginationSettings settings;
-      settings.mode = crypto::OriginationSettings::Mode::kSimple;
-      settings.ca_certificates_pem = ca_pem_;
-      settings.subject_alt_names = options_.server_names;
-      if (settings.subject_alt_names.empty()) settings.subject_alt_names = {options_.host};
-      settings.sni = options_.host;
-      settings.alpn = {"http/1.1"};
-      absl::StatusOr<std::shared_ptr<const crypto::TlsContext>> context =
-          crypto::TlsContext::OriginationClient(settings);
-      if (!context.ok()) return context.status();
-      auto tls = std::make_unique<TlsStream>(
-          *std::move(socket), crypto::TlsEngine::Client(*std::move(context)), options_.io_timeout);
-      if (absl::Status status = tls->Handshake(); !status.ok()) return status;
-      connection.stream = std::move(tls);
-    } else {
-      connection.stream = std::make_unique<PlainStream>(*std::move(socket), options_.io_timeout);
-    }
     http::Request request;
-    request.host = HostHeader(options_);
     request.target = target;
-    request.headers.emplace_back("Accept", "application/json");
-    request.headers.emplace_back("User-Agent", "nodeward");
-    absl::StatusOr<std::string> token = ReadFile(options_.token_path);
-    if (token.ok()) {
-      request.headers.emplace_back("Authorization",
-                                   absl::StrCat("Bearer ", absl::StripAsciiWhitespace(*token)));
-    }
-    exchange = std::make_unique<http::Exchange>(*connection.stream);
-    return exchange->Start(request);
+    return OpenExchange(options_, ca_pem_, stopping_, std::move(request), connection, exchange);
   };
 
   auto base_path = [&]() {
@@ -704,6 +714,31 @@ void KubeSource::RunBuilder() {
           absl::InvalidArgumentError(absl::StrCat("objects left out of the snapshot: ", invalid)));
     }
   }
+}
+
+absl::StatusOr<KubeResponse> KubeRequest(const KubeSourceOptions& options,
+                                         const std::string& method, const std::string& target,
+                                         const std::string& json_body, size_t limit) {
+  std::string ca_pem;
+  if (options.scheme == "https") {
+    absl::StatusOr<std::string> ca = ReadFile(options.ca_path);
+    if (!ca.ok()) return ca.status();
+    ca_pem = *std::move(ca);
+  }
+  http::Request request;
+  request.method = method;
+  request.target = target;
+  if (!json_body.empty()) request.headers.emplace_back("Content-Type", "application/json");
+  request.body = json_body;
+  const std::atomic<bool> never_stopping{false};
+  Connection connection;
+  std::unique_ptr<http::Exchange> exchange;
+  absl::StatusOr<http::ResponseHead> head =
+      OpenExchange(options, ca_pem, never_stopping, std::move(request), connection, exchange);
+  if (!head.ok()) return head.status();
+  absl::StatusOr<std::string> body = exchange->ReadAll(limit);
+  if (!body.ok()) return body.status();
+  return KubeResponse{head->status, *std::move(body)};
 }
 
 absl::StatusOr<std::unique_ptr<ConfigSource>> StartDirectoryOrKubeSource(

@@ -88,6 +88,17 @@ class KubeSource : public ConfigSource {
   std::vector<std::thread> threads_;
 };
 
+// One request to the API server with `options`' address, CA and token, for calls that are
+// not lists or watches (a TokenReview, say): the answer's status and body (at most `limit`
+// bytes, else an error).
+struct KubeResponse {
+  int status = 0;
+  std::string body;
+};
+absl::StatusOr<KubeResponse> KubeRequest(const KubeSourceOptions& options,
+                                         const std::string& method, const std::string& target,
+                                         const std::string& json_body, size_t limit = 1 << 20);
+
 // What a binary is told to decide with: the files under `directory` when it is set, else the
 // Kubernetes API from inside the cluster (an error outside one).
 absl::StatusOr<std::unique_ptr<ConfigSource>> StartDirectoryOrKubeSource(

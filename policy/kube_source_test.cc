@@ -232,6 +232,31 @@ TEST_F(KubeSourceTest, ListsWatchesAndFollowsChanges) {
   EXPECT_GT(source_->Status().generation, 1u);
 }
 
+// A call that is not a list or a watch: the body goes out with the source's token, the answer
+// comes back whatever its status.
+TEST_F(KubeSourceTest, KubeRequestPostsWithTheTokenAndReturnsTheAnswer) {
+  server_->SetHandler("POST", "/apis/authentication.k8s.io/v1/tokenreviews",
+                      [](const FakeApiServer::Request& request) {
+                        return FakeApiServer::Response{
+                            request.authorization == absl::StrCat("Bearer ", kToken) ? 201 : 401,
+                            absl::StrCat(R"({"echo":)", request.body, "}")};
+                      });
+  absl::StatusOr<KubeResponse> answer =
+      KubeRequest(Options(), "POST", "/apis/authentication.k8s.io/v1/tokenreviews",
+                  R"({"spec":{"token":"x"}})");
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_EQ(answer->status, 201);
+  EXPECT_EQ(answer->body, R"({"echo":{"spec":{"token":"x"}}})");
+
+  KubeSourceOptions wrong_ca = Options();
+  wrong_ca.ca_path = dir_.Sub("missing.crt");
+  EXPECT_FALSE(KubeRequest(wrong_ca, "POST", "/x", "{}").ok());
+  KubeSourceOptions small = Options();
+  EXPECT_FALSE(KubeRequest(small, "POST", "/apis/authentication.k8s.io/v1/tokenreviews",
+                           R"({"spec":{"token":"x"}})", /*limit=*/8)
+                   .ok());
+}
+
 TEST_F(KubeSourceTest, MissingIstioResourcesMeanNone) {
   // Without Istio's CRDs every version answers 404: the source still syncs, with no policies.
   server_->RemoveList(kRules);

@@ -114,6 +114,11 @@ absl::StatusOr<std::unique_ptr<IstioCaSigner>> IstioCaSigner::Create(IstioCaClie
 IstioCaSigner::IstioCaSigner(IstioCaClientOptions options, std::shared_ptr<grpc::Channel> channel)
     : options_(std::move(options)), channel_(std::move(channel)) {}
 
+std::optional<std::string> IstioCaSigner::KnownRoots() {
+  if (options_.initial_trust_bundle_pem.empty()) return std::nullopt;
+  return options_.initial_trust_bundle_pem;
+}
+
 absl::StatusOr<SignedChain> IstioCaSigner::Sign(const std::string& csr_pem,
                                                 const crypto::SpiffeId& identity,
                                                 absl::Duration lifetime) {
@@ -122,10 +127,12 @@ absl::StatusOr<SignedChain> IstioCaSigner::Sign(const std::string& csr_pem,
   istio::v1::auth::IstioCertificateRequest request;
   request.set_csr(csr_pem);
   request.set_validity_duration(absl::ToInt64Seconds(lifetime));
-  if (!options_.cluster_id.empty()) {
-    (*request.mutable_metadata()->mutable_fields())["ClusterID"].set_string_value(
-        options_.cluster_id);
-  }
+  auto& metadata = *request.mutable_metadata()->mutable_fields();
+  if (!options_.cluster_id.empty()) metadata["ClusterID"].set_string_value(options_.cluster_id);
+  // A node asks for its workloads' certificates as ztunnel asks istiod: istiod signs for the
+  // caller's own identity unless the caller, a trusted node account (CA_TRUSTED_NODE_ACCOUNTS),
+  // names the workload it asks for and that workload has a pod on the caller's node.
+  metadata["ImpersonatedIdentity"].set_string_value(identity.ToString());
   grpc::ClientContext context;
   context.AddMetadata("authorization", absl::StrCat("Bearer ", *token));
   context.set_deadline(absl::ToChronoTime(absl::Now() + options_.timeout));

@@ -1,5 +1,6 @@
 // Upstream CA client: istio.v1.auth.IstioCertificateService over TLS with a bearer token, so
-// istiod (or `nodeward-sds --serve-ca`) signs this node's certificates.
+// istiod (or `nodeward-sds --serve-ca`) signs this node's certificates. Each request names the
+// workload identity it is for in the ImpersonatedIdentity metadata, as ztunnel's do.
 #pragma once
 
 #include <memory>
@@ -22,6 +23,10 @@ struct IstioCaClientOptions {
   std::string address;
   // PEM roots the CA's serving certificate must chain to.
   std::string root_cert_pem;
+  // The trust bundle served before the CA's first answer, as istio-agent serves the root it
+  // was given (usually the same as `root_cert_pem`); the roots of every answer replace it.
+  // Empty: nothing until the first answer.
+  std::string initial_trust_bundle_pem;
   // Bearer token file, re-read for every request because projected tokens rotate.
   std::string token_file;
   // When set, the CA's certificate must carry this SPIFFE ID as URI SAN (nodeward-sds
@@ -44,7 +49,7 @@ class IstioCaSigner : public CertificateSigner {
 
   absl::StatusOr<SignedChain> Sign(const std::string& csr_pem, const crypto::SpiffeId& identity,
                                    absl::Duration lifetime) override;
-  std::optional<std::string> KnownRoots() override { return std::nullopt; }
+  std::optional<std::string> KnownRoots() override;
   absl::StatusOr<bool> Reload() override { return false; }
 
  private:

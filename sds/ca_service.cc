@@ -14,6 +14,7 @@
 #include "grpcpp/grpcpp.h"
 #include "istio/v1/auth/ca.grpc.pb.h"
 #include "sds/log.h"
+#include "sds/secret_resources.h"
 
 namespace nodeward::sds {
 
@@ -29,7 +30,7 @@ absl::StatusOr<absl::flat_hash_map<std::string, CaCaller>> ParseCaTokens(absl::s
       return absl::InvalidArgumentError(
           absl::StrCat("line ", line_number, ": want \"<token> <node-name> [spiffe-id ...]\""));
     }
-    CaCaller caller{std::string(fields[1]), std::nullopt};
+    CaCaller caller{std::string(fields[1]), std::nullopt, std::nullopt};
     if (fields.size() > 2) {
       caller.allowed_identities.emplace();
       for (std::size_t i = 2; i < fields.size(); ++i) {
@@ -70,36 +71,77 @@ std::optional<CaCaller> CaTokenStore::Lookup(absl::string_view token) const {
   return it->second;
 }
 
+namespace {
+
+// The metadata key by which a node asks for a workload's certificate, as ztunnel asks istiod.
+constexpr char kImpersonatedIdentity[] = "ImpersonatedIdentity";
+
+grpc::Status Refuse(grpc::StatusCode code, const std::string& message) {
+  return grpc::Status(code, message);
+}
+
+// A signer's refusal keeps its meaning for the caller; anything else is the CA's own failure.
+grpc::Status SigningFailed(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kPermissionDenied:
+    case absl::StatusCode::kFailedPrecondition:
+      return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
+                          std::string(status.message()));
+    default:
+      return grpc::Status(grpc::StatusCode::INTERNAL,
+                          absl::StrCat("signing failed: ", status.message()));
+  }
+}
+
+}  // namespace
+
+std::string CaCaller::Describe() const {
+  if (workload.has_value()) return absl::StrCat("workload ", workload->ToString());
+  return absl::StrCat("node ", node);
+}
+
+absl::StatusOr<CaCaller> CaTokenStore::Authenticate(absl::string_view token) {
+  std::optional<CaCaller> caller = Lookup(token);
+  if (!caller.has_value()) return absl::NotFoundError("not a node token");
+  return *std::move(caller);
+}
+
 class CaServer::Service final : public istio::v1::auth::IstioCertificateService::Service {
  public:
-  Service(CertificateSigner* signer, CaTokenStore* tokens, const CaServiceOptions& options)
-      : signer_(signer), tokens_(tokens), options_(options) {}
+  Service(CertificateSigner* signer, std::vector<CaAuthenticator*> authenticators,
+          const CaServiceOptions& options)
+      : signer_(signer), authenticators_(std::move(authenticators)), options_(options) {}
 
   grpc::Status CreateCertificate(grpc::ServerContext* context,
                                  const istio::v1::auth::IstioCertificateRequest* request,
                                  istio::v1::auth::IstioCertificateResponse* response) override {
-    std::optional<CaCaller> caller = Authenticate(*context);
-    if (!caller.has_value()) {
-      LogWarning("CA: unauthenticated request from ", context->peer());
-      return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                          "a valid bearer token is required in the authorization metadata");
+    absl::StatusOr<CaCaller> caller = Authenticate(*context);
+    if (!caller.ok()) {
+      LogWarning("CA: request from ", context->peer(),
+                 " not authenticated: ", caller.status().message());
+      return grpc::Status(caller.status().code() == absl::StatusCode::kUnavailable
+                              ? grpc::StatusCode::UNAVAILABLE
+                              : grpc::StatusCode::UNAUTHENTICATED,
+                          std::string(caller.status().message()));
     }
-    absl::StatusOr<crypto::SpiffeId> identity = crypto::ParseCsrIdentity(request->csr());
+    absl::StatusOr<crypto::CsrInfo> csr = crypto::InspectCsr(request->csr());
+    if (!csr.ok()) {
+      return Refuse(grpc::StatusCode::INVALID_ARGUMENT,
+                    absl::StrCat("bad CSR: ", csr.status().message()));
+    }
+    std::string impersonated;
+    if (request->has_metadata()) {
+      auto field = request->metadata().fields().find(kImpersonatedIdentity);
+      if (field != request->metadata().fields().end()) {
+        impersonated = field->second.string_value();
+      }
+    }
+    absl::StatusOr<crypto::SpiffeId> identity = IdentityFor(*caller, request->csr(), impersonated);
     if (!identity.ok()) {
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                          absl::StrCat("bad CSR: ", identity.status().message()));
-    }
-    if (identity->trust_domain() != options_.trust_domain) {
-      return grpc::Status(
-          grpc::StatusCode::PERMISSION_DENIED,
-          absl::StrCat(identity->ToString(), " is outside trust domain ", options_.trust_domain));
-    }
-    if (caller->allowed_identities.has_value() &&
-        !caller->allowed_identities->contains(*identity)) {
-      LogWarning("CA: node ", caller->node, " refused ", identity->ToString());
-      return grpc::Status(
-          grpc::StatusCode::PERMISSION_DENIED,
-          absl::StrCat("node ", caller->node, " may not request ", identity->ToString()));
+      LogWarning("CA: ", caller->Describe(), " refused: ", identity.status().message());
+      return grpc::Status(static_cast<grpc::StatusCode>(identity.status().code()),
+                          std::string(identity.status().message()));
     }
     absl::Duration lifetime = options_.default_lifetime;
     if (request->validity_duration() > 0) {
@@ -107,8 +149,9 @@ class CaServer::Service final : public istio::v1::auth::IstioCertificateService:
     }
     absl::StatusOr<SignedChain> signed_chain = signer_->Sign(request->csr(), *identity, lifetime);
     if (!signed_chain.ok()) {
-      return grpc::Status(grpc::StatusCode::INTERNAL,
-                          absl::StrCat("signing failed: ", signed_chain.status().message()));
+      LogWarning("CA: signing ", identity->ToString(), " for ", caller->Describe(),
+                 " failed: ", signed_chain.status().message());
+      return SigningFailed(signed_chain.status());
     }
     absl::StatusOr<std::vector<std::string>> chain =
         crypto::SplitPemCertificates(signed_chain->chain_pem);
@@ -121,32 +164,72 @@ class CaServer::Service final : public istio::v1::auth::IstioCertificateService:
     // The root the chain verifies to goes last, as Istio does; with several roots (during a
     // root rotation) the current one is first in the CA's bundle.
     response->add_cert_chain(std::move(roots->front()));
-    LogInfo("CA: issued ", identity->ToString(), " to node ", caller->node, " for ",
-            absl::FormatDuration(lifetime));
+    LogInfo("CA: issued ", identity->ToString(), " (", csr->key_type, ") to ", caller->Describe(),
+            " for ", absl::FormatDuration(lifetime));
     return grpc::Status::OK;
   }
 
  private:
-  std::optional<CaCaller> Authenticate(const grpc::ServerContext& context) const {
+  absl::StatusOr<CaCaller> Authenticate(const grpc::ServerContext& context) const {
     const auto& metadata = context.client_metadata();
     auto it = metadata.find("authorization");
-    if (it == metadata.end()) return std::nullopt;
+    if (it == metadata.end()) {
+      return absl::UnauthenticatedError("a bearer token is required in the authorization metadata");
+    }
     absl::string_view value(it->second.data(), it->second.size());
     constexpr absl::string_view kBearer = "Bearer ";
-    if (!absl::StartsWithIgnoreCase(value, kBearer)) return std::nullopt;
+    if (!absl::StartsWithIgnoreCase(value, kBearer)) {
+      return absl::UnauthenticatedError("the authorization metadata is not a bearer token");
+    }
     value.remove_prefix(kBearer.size());
     value = absl::StripAsciiWhitespace(value);
-    if (value.empty()) return std::nullopt;
-    return tokens_->Lookup(value);
+    if (value.empty()) return absl::UnauthenticatedError("the bearer token is empty");
+    for (CaAuthenticator* authenticator : authenticators_) {
+      absl::StatusOr<CaCaller> caller = authenticator->Authenticate(value);
+      if (caller.ok() || caller.status().code() != absl::StatusCode::kNotFound) return caller;
+    }
+    return absl::UnauthenticatedError("the bearer token is not valid");
+  }
+
+  // What the caller gets: a workload its own identity (a CSR naming another is refused when
+  // signed); a node what the CSR, or the impersonation metadata, names, if it may hold it.
+  absl::StatusOr<crypto::SpiffeId> IdentityFor(const CaCaller& caller, const std::string& csr,
+                                               const std::string& impersonated) const {
+    if (caller.workload.has_value()) {
+      if (!impersonated.empty() && impersonated != caller.workload->ToString()) {
+        return absl::PermissionDeniedError(absl::StrCat(
+            "a workload may not impersonate another identity (", Echo(impersonated), ")"));
+      }
+      return *caller.workload;
+    }
+    absl::StatusOr<crypto::SpiffeId> identity =
+        impersonated.empty() ? crypto::ParseCsrIdentity(csr)
+                             : crypto::SpiffeId::Parse(std::string_view(impersonated));
+    if (!identity.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(impersonated.empty() ? "bad CSR: " : "bad ImpersonatedIdentity: ",
+                       identity.status().message()));
+    }
+    if (identity->trust_domain() != options_.trust_domain) {
+      return absl::PermissionDeniedError(
+          absl::StrCat(identity->ToString(), " is outside trust domain ", options_.trust_domain));
+    }
+    if (caller.allowed_identities.has_value() && !caller.allowed_identities->contains(*identity)) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("node ", caller.node, " may not request ", identity->ToString()));
+    }
+    return identity;
   }
 
   CertificateSigner* const signer_;
-  CaTokenStore* const tokens_;
+  const std::vector<CaAuthenticator*> authenticators_;
   const CaServiceOptions options_;
 };
 
-CaServer::CaServer(CertificateSigner* signer, CaTokenStore* tokens, CaServiceOptions options)
-    : options_(std::move(options)), service_(std::make_unique<Service>(signer, tokens, options_)) {}
+CaServer::CaServer(CertificateSigner* signer, std::vector<CaAuthenticator*> authenticators,
+                   CaServiceOptions options)
+    : options_(std::move(options)),
+      service_(std::make_unique<Service>(signer, std::move(authenticators), options_)) {}
 
 CaServer::~CaServer() { Shutdown(); }
 

@@ -11,6 +11,15 @@ namespace nodeward::sds {
 namespace {
 
 constexpr absl::Duration kProbeTimeout = absl::Seconds(5);
+// Long enough for the server to say no, short enough not to hold up the other probes: an
+// identity being issued answers DEADLINE_EXCEEDED, which is not a refusal.
+constexpr absl::Duration kUnansweredProbeTimeout = absl::Seconds(1);
+
+// What a server says of a name it will not serve.
+bool IsRefusal(const absl::Status& status) {
+  return status.code() == absl::StatusCode::kPermissionDenied ||
+         status.code() == absl::StatusCode::kInvalidArgument;
+}
 
 }  // namespace
 
@@ -108,7 +117,10 @@ void CertificateCache::UpdateSubscription() {
     for (Entry* entry : waiting) {
       if (outstanding >= options_.max_outstanding_requests) break;
       entry->subscribed = true;
+      entry->next_probe = now + options_.unanswered_probe_after;
+      entry->probe_interval = options_.unanswered_probe_after;
       ++outstanding;
+      ++wakeups_;  // the timer watches it from now on
     }
     names.push_back(std::string(kRootCaResourceName));
     for (const auto& [identity, entry] : entries_) {
@@ -231,6 +243,7 @@ void CertificateCache::TimerLoop() {
     absl::Time wake = absl::InfiniteFuture();
     std::vector<CertificateChange> changes;
     std::vector<crypto::SpiffeId> to_probe;
+    std::vector<crypto::SpiffeId> unanswered;
     bool subscription_changed = false;
     for (auto it = entries_.begin(); it != entries_.end();) {
       auto current = it++;
@@ -257,9 +270,15 @@ void CertificateCache::TimerLoop() {
         } else {
           wake = std::min(wake, entry.refused_until);
         }
+      } else if (entry.subscribed && !entry.current.has_value()) {
+        if (entry.next_probe <= now) {
+          unanswered.push_back(entry.identity);
+        } else {
+          wake = std::min(wake, entry.next_probe);
+        }
       }
     }
-    if (!changes.empty() || subscription_changed || !to_probe.empty()) {
+    if (!changes.empty() || subscription_changed || !to_probe.empty() || !unanswered.empty()) {
       mu_.Unlock();
       Notify(changes);
       // A refused identity is asked for on the side first, so that a refusal that still holds
@@ -269,13 +288,32 @@ void CertificateCache::TimerLoop() {
         absl::MutexLock relock(&mu_);
         auto it = entries_.find(identity);
         if (it == entries_.end()) continue;
-        if (probe.ok()) {
+        // Only a refusal keeps it off the stream; a server still issuing it answers late.
+        if (!IsRefusal(probe)) {
           it->second->refused_until = absl::InfinitePast();
           subscription_changed = true;
         } else {
           it->second->refused_until = absl::Now() + options_.refused_retry;
           it->second->last_error = absl::StrCat("refused by the SDS server: ", probe.message());
         }
+      }
+      for (const crypto::SpiffeId& identity : unanswered) {
+        absl::Status probe = client_.Probe(identity.ToString(), kUnansweredProbeTimeout);
+        absl::MutexLock relock(&mu_);
+        auto it = entries_.find(identity);
+        if (it == entries_.end()) continue;
+        Entry& entry = *it->second;
+        if (IsRefusal(probe)) {
+          entry.refused_until = absl::Now() + options_.refused_retry;
+          entry.subscribed = false;
+          entry.last_error = absl::StrCat("refused by the SDS server: ", probe.message());
+          LogWarning(identity.ToString(), " refused by the SDS server (", probe.message(),
+                     "); asking again in ", absl::FormatDuration(options_.refused_retry));
+          subscription_changed = true;
+          continue;
+        }
+        entry.probe_interval = std::min(entry.probe_interval * 2, options_.refused_retry);
+        entry.next_probe = absl::Now() + entry.probe_interval;
       }
       if (subscription_changed) UpdateSubscription();
       mu_.Lock();

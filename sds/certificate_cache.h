@@ -33,6 +33,11 @@ struct CertificateCacheOptions {
   // After the server refuses an identity, it is asked for again after this long (the
   // node's allow-list may have changed).
   absl::Duration refused_retry = absl::Seconds(30);
+  // An identity requested on the stream and not answered this long is asked about on the
+  // side (FetchSecrets): a server that refuses a name goes on serving the others without a
+  // word about it, as state-of-the-world SDS has no way to say so. Asked again, less and less
+  // often, while it stays unanswered.
+  absl::Duration unanswered_probe_after = absl::Seconds(2);
 };
 
 // What the agent uses to build a TLS context for one identity.
@@ -112,6 +117,9 @@ class CertificateCache : private SdsClient::Handler {
     bool expired_notified = false;
     absl::Time release_at = absl::InfiniteFuture();
     absl::Time refused_until = absl::InfinitePast();
+    // On the stream without an answer: when to ask about it on the side next.
+    absl::Time next_probe = absl::InfinitePast();
+    absl::Duration probe_interval = absl::ZeroDuration();
     absl::Time last_update = absl::InfinitePast();
     std::string last_error;
   };

@@ -1,6 +1,7 @@
 #include "sds/certificate_signer.h"
 
 #include "absl/strings/str_cat.h"
+#include "crypto/keys.h"
 
 namespace nodeward::sds {
 namespace {
@@ -46,7 +47,9 @@ absl::StatusOr<SignedChain> LocalCaSigner::Sign(const std::string& csr_pem,
   const absl::Time now = absl::Now();
   request.not_before = now - kClockSkewAllowance;
   request.lifetime = lifetime + kClockSkewAllowance;
-  request.allowed_identity = identity;
+  // The identity is the caller's to decide (it authorised it); the CSR brings the key, and
+  // a URI SAN of it naming someone else is refused.
+  request.identity = identity;
   absl::StatusOr<crypto::SignedCertificate> signed_certificate = authority->Sign(request);
   if (!signed_certificate.ok()) return signed_certificate.status();
   return SignedChain{std::move(signed_certificate->chain_pem),
@@ -54,6 +57,18 @@ absl::StatusOr<SignedChain> LocalCaSigner::Sign(const std::string& csr_pem,
 }
 
 std::optional<std::string> LocalCaSigner::KnownRoots() { return Current()->RootsPem(); }
+
+absl::StatusOr<crypto::TlsCredentials> LocalCaSigner::IssueServingCredentials(
+    const crypto::CertificateAuthority::ServerNames& names, absl::Duration lifetime) {
+  absl::StatusOr<crypto::PrivateKey> key = crypto::PrivateKey::GenerateP256();
+  if (!key.ok()) return key.status();
+  absl::StatusOr<crypto::SignedCertificate> issued =
+      Current()->IssueServingCertificate(*key, names, lifetime);
+  if (!issued.ok()) return issued.status();
+  absl::StatusOr<std::string> key_pem = key->ToPem();
+  if (!key_pem.ok()) return key_pem.status();
+  return crypto::TlsCredentials{std::move(issued->chain_pem), *std::move(key_pem)};
+}
 
 absl::StatusOr<bool> LocalCaSigner::Reload() {
   if (dir_.empty()) return false;

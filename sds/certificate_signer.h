@@ -11,6 +11,7 @@
 #include "absl/time/time.h"
 #include "crypto/certificate_authority.h"
 #include "crypto/spiffe_id.h"
+#include "crypto/tls.h"
 
 namespace nodeward::sds {
 
@@ -26,8 +27,9 @@ class CertificateSigner {
   virtual absl::StatusOr<SignedChain> Sign(const std::string& csr_pem,
                                            const crypto::SpiffeId& identity,
                                            absl::Duration lifetime) = 0;
-  // The roots when they are known without signing anything (a local CA); nullopt when they
-  // are only learnt from a signed chain (an upstream CA).
+  // The roots when they are known without signing anything: a local CA's, or those an
+  // upstream CA was configured with, which the roots of its signed chains then replace.
+  // nullopt when they are only learnt from a signed chain.
   virtual std::optional<std::string> KnownRoots() = 0;
   // Picks up a changed CA (new key material on disk). Returns whether anything changed.
   virtual absl::StatusOr<bool> Reload() = 0;
@@ -47,6 +49,11 @@ class LocalCaSigner : public CertificateSigner {
                                    absl::Duration lifetime) override;
   std::optional<std::string> KnownRoots() override;
   absl::StatusOr<bool> Reload() override;
+
+  // A key and certificate for a TLS server of this CA's own (the CA service), carrying every
+  // name it is reached by.
+  absl::StatusOr<crypto::TlsCredentials> IssueServingCredentials(
+      const crypto::CertificateAuthority::ServerNames& names, absl::Duration lifetime);
 
  private:
   std::shared_ptr<const crypto::CertificateAuthority> Current();

@@ -48,11 +48,17 @@ void IdentityManager::RemoveObserver(Observer* observer) {
 }
 
 void IdentityManager::Publish(const Publication& publication) {
-  if (publication.bundle == nullptr && publication.certificate == nullptr) return;
+  if (publication.bundle == nullptr && publication.certificate == nullptr &&
+      !publication.failure.has_value()) {
+    return;
+  }
   absl::MutexLock lock(&observers_mu_);
   for (Observer* observer : observers_) {
     if (publication.bundle != nullptr) observer->OnTrustBundle(publication.bundle);
     if (publication.certificate != nullptr) observer->OnCertificate(publication.certificate);
+    if (publication.failure.has_value()) {
+      observer->OnIssueFailed(publication.failure->first, publication.failure->second);
+    }
   }
 }
 
@@ -199,7 +205,10 @@ absl::StatusOr<std::shared_ptr<const TrustBundleSnapshot>> IdentityManager::Upda
     return absl::FailedPreconditionError("signed under a root that has since been replaced");
   }
 
-  const bool had_roots = !current_roots_.fingerprint_and_pem.empty();
+  // Leaves issued under the roots being replaced must be re-issued; roots known before any
+  // leaf was issued under them (an upstream CA's, from --ca-root-file) need nothing.
+  const bool leaves_under_old_roots = !current_roots_.fingerprint_and_pem.empty() &&
+                                      current_roots_last_leaf_expiry_ != absl::InfinitePast();
   const std::vector<std::string> fresh_fingerprints = fingerprints(fresh);
   for (auto& [fingerprint, pem] : current_roots_.fingerprint_and_pem) {
     if (std::find(fresh_fingerprints.begin(), fresh_fingerprints.end(), fingerprint) !=
@@ -215,7 +224,7 @@ absl::StatusOr<std::shared_ptr<const TrustBundleSnapshot>> IdentityManager::Upda
   for (const std::string& fingerprint : fresh_fingerprints) retired_roots_.erase(fingerprint);
   current_roots_ = std::move(fresh);
   current_roots_last_leaf_expiry_ = absl::InfinitePast();
-  if (had_roots) RequestReissueOfAllLocked(now);
+  if (leaves_under_old_roots) RequestReissueOfAllLocked(now);
   return RebuildBundleLocked(now);
 }
 
@@ -300,7 +309,7 @@ void IdentityManager::WorkerLoop() {
       wake = std::min(wake, root.until);
     }
     if (roots_expired) {
-      Publication publication{RebuildBundleLocked(now), nullptr};
+      Publication publication{RebuildBundleLocked(now), nullptr, std::nullopt};
       mu_.Unlock();
       LogInfo("a replaced root expired from the trust bundle");
       Publish(publication);
@@ -378,6 +387,7 @@ void IdentityManager::WorkerLoop() {
       LogWarning("issuing ", identity.ToString(), " failed (attempt ", entry.failed_attempts,
                  ", retrying in ", absl::FormatDuration(delay), "): ", issued.status().message());
       ScheduleLocked(entry, finished + delay);
+      publication.failure.emplace(identity, issued.status());
     }
     mu_.Unlock();
     Publish(publication);

@@ -78,6 +78,9 @@ class IdentityManager {
     virtual ~Observer() = default;
     virtual void OnCertificate(const std::shared_ptr<const IssuedIdentity>& issued) = 0;
     virtual void OnTrustBundle(const std::shared_ptr<const TrustBundleSnapshot>& bundle) = 0;
+    // An attempt to issue `identity` failed; it is retried with backoff.
+    virtual void OnIssueFailed(const crypto::SpiffeId& /*identity*/,
+                               const absl::Status& /*error*/) {}
   };
 
   IdentityManager(std::shared_ptr<CertificateSigner> signer, IdentityManagerOptions options);
@@ -140,6 +143,7 @@ class IdentityManager {
   struct Publication {
     std::shared_ptr<const TrustBundleSnapshot> bundle;
     std::shared_ptr<const IssuedIdentity> certificate;
+    std::optional<std::pair<crypto::SpiffeId, absl::Status>> failure;
   };
 
   void WorkerLoop();

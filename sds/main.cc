@@ -33,10 +33,23 @@
 #include "sds/identity_manager.h"
 #include "sds/inventory_authorizer.h"
 #include "sds/log.h"
+#include "sds/metrics_endpoint.h"
+#include "sds/pod_workload_resolver.h"
 #include "sds/sds_server.h"
+#include "sds/token_review.h"
 
 ABSL_FLAG(std::string, sds_socket, "/var/run/nodeward/sds.sock",
           "Unix socket to serve SDS on (mode 0660); empty to serve no SDS (a CA-only node)");
+ABSL_FLAG(std::string, workload_sds_socket, "",
+          "Unix socket (mode 0666) for the proxies of pods, to be mounted into them: a caller "
+          "gets only its own identity, as \"default\" or by SPIFFE ID, and ROOTCA. Callers are "
+          "told apart by their pods (from the workload inventory), which needs the host's PID "
+          "namespace");
+ABSL_FLAG(std::string, metrics_address, "",
+          "<IPv4>:<port> to serve Prometheus metrics on (GET /metrics), e.g. 127.0.0.1:15014; "
+          "empty for none");
+ABSL_FLAG(int, sds_max_calls_per_caller, 128,
+          "SDS streams and fetches one caller (its pod, else its user) may have open at once");
 ABSL_FLAG(absl::Duration, cert_lifetime, absl::Hours(24), "Lifetime of workload certificates");
 ABSL_FLAG(double, rotation_fraction, 0.5, "Renew when this fraction of the lifetime has passed");
 ABSL_FLAG(double, rotation_jitter, 0.1, "Random +/- fraction applied to the renewal time");
@@ -73,9 +86,27 @@ ABSL_FLAG(std::string, serve_ca, "",
           "host:port to serve IstioCertificateService on, over TLS, from the built-in CA");
 ABSL_FLAG(std::string, ca_tokens_file, "",
           "For --serve-ca: lines of \"<token> <node-name> [spiffe-id ...]\"; re-read on SIGHUP");
+ABSL_FLAG(bool, ca_token_review, false,
+          "For --serve-ca: also accept workloads' Kubernetes service-account tokens, checked "
+          "with the TokenReview API as istiod does; such a caller gets the certificate of its "
+          "own service account");
+ABSL_FLAG(std::vector<std::string>, ca_token_audiences, std::vector<std::string>({"istio-ca"}),
+          "For --ca-token-review: audiences a token must be valid for (any of them)");
+ABSL_FLAG(std::string, kube_token_file, "",
+          "Token for the Kubernetes API (default: the pod's service-account token)");
+ABSL_FLAG(std::string, kube_ca_file, "",
+          "CA of the Kubernetes API server (default: the pod's service-account CA)");
 ABSL_FLAG(std::string, ca_serving_identity,
           "spiffe://cluster.local/ns/nodeward-system/sa/nodeward-ca",
           "For --serve-ca: SPIFFE ID of the CA's own serving certificate");
+ABSL_FLAG(std::vector<std::string>, ca_serving_dns_names,
+          std::vector<std::string>({"istiod.istio-system.svc", "istiod-remote.istio-system.svc",
+                                    "istio-pilot.istio-system.svc"}),
+          "For --serve-ca: DNS names of the CA's serving certificate (comma-separated or "
+          "repeated); istiod's by default, so that clients set up for istiod verify it");
+ABSL_FLAG(std::vector<std::string>, ca_serving_ips, {},
+          "For --serve-ca: IP addresses of the CA's serving certificate (comma-separated or "
+          "repeated), besides the --serve-ca address when it is a specific one");
 ABSL_FLAG(absl::Duration, ca_serving_cert_lifetime, absl::Hours(24 * 90),
           "For --serve-ca: lifetime of the CA's serving certificate");
 ABSL_FLAG(absl::Duration, ca_max_lifetime, absl::Hours(24 * 7),
@@ -93,22 +124,45 @@ absl::StatusOr<crypto::SpiffeId> ParseId(const std::string& text, absl::string_v
   return id;
 }
 
-// The CA's own serving certificate, issued by the CA it serves.
-absl::StatusOr<crypto::TlsCredentials> IssueServingCertificate(CertificateSigner& signer,
-                                                               const crypto::SpiffeId& identity,
-                                                               absl::Duration lifetime) {
-  absl::StatusOr<crypto::PrivateKey> key = crypto::PrivateKey::GenerateP256();
-  if (!key.ok()) return key.status();
-  absl::StatusOr<std::string> csr = crypto::MakeCsr(*key, identity);
-  if (!csr.ok()) return csr.status();
-  absl::StatusOr<SignedChain> signed_chain = signer.Sign(*csr, identity, lifetime);
-  if (!signed_chain.ok()) return signed_chain.status();
-  absl::StatusOr<std::string> key_pem = key->ToPem();
-  if (!key_pem.ok()) return key_pem.status();
-  return crypto::TlsCredentials{signed_chain->chain_pem, *key_pem};
+// Every name the CA is reached by: the flags' DNS names and IPs, the address it listens on
+// when that is a specific one, and its SPIFFE ID.
+absl::StatusOr<crypto::CertificateAuthority::ServerNames> ServingNames() {
+  crypto::CertificateAuthority::ServerNames names;
+  names.dns = absl::GetFlag(FLAGS_ca_serving_dns_names);
+  names.ips = absl::GetFlag(FLAGS_ca_serving_ips);
+  std::string host = absl::GetFlag(FLAGS_serve_ca);
+  host = host.substr(0, host.rfind(':'));
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  const bool unspecified = host.empty() || host == "0.0.0.0" || host == "::";
+  const bool literal = host.find_first_not_of("0123456789.") == std::string::npos ||
+                       host.find(':') != std::string::npos;
+  if (!unspecified && literal &&
+      std::find(names.ips.begin(), names.ips.end(), host) == names.ips.end()) {
+    names.ips.push_back(host);
+  }
+  absl::StatusOr<crypto::SpiffeId> id =
+      ParseId(absl::GetFlag(FLAGS_ca_serving_identity), "ca-serving-identity");
+  if (!id.ok()) return id.status();
+  names.spiffe_id = *std::move(id);
+  return names;
 }
 
 std::string NodeName() { return NodeNameOr(absl::GetFlag(FLAGS_node_name)); }
+
+// The Kubernetes API from inside the cluster, with the token and CA the flags may name.
+absl::StatusOr<policy::KubeSourceOptions> KubeApi() {
+  absl::StatusOr<policy::KubeSourceOptions> api = policy::KubeSourceOptions::InCluster();
+  if (!api.ok()) return api.status();
+  if (std::string token = absl::GetFlag(FLAGS_kube_token_file); !token.empty()) {
+    api->token_path = token;
+  }
+  if (std::string ca = absl::GetFlag(FLAGS_kube_ca_file); !ca.empty()) api->ca_path = ca;
+  // A TokenReview is one short call: a caller waits for it.
+  api->io_timeout = absl::Seconds(5);
+  return api;
+}
 
 // The workload inventory that authorises identities, or null when no flag asks for one.
 absl::StatusOr<std::unique_ptr<policy::ConfigSource>> StartInventory() {
@@ -157,6 +211,8 @@ absl::Status Run() {
     absl::StatusOr<std::string> roots = ReadFile(absl::GetFlag(FLAGS_ca_root_file));
     if (!roots.ok()) return roots.status();
     client.root_cert_pem = *roots;
+    // Served as ROOTCA until the CA's first answer says which roots it signs under.
+    client.initial_trust_bundle_pem = *roots;
     client.token_file = absl::GetFlag(FLAGS_ca_token_file);
     if (std::string id = absl::GetFlag(FLAGS_ca_server_identity); !id.empty()) {
       absl::StatusOr<crypto::SpiffeId> parsed = ParseId(id, "ca-server-identity");
@@ -179,19 +235,39 @@ absl::Status Run() {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   std::unique_ptr<CaTokenStore> tokens;
+  std::unique_ptr<TokenReviewAuthenticator> token_review;
   std::unique_ptr<CaServer> ca_server;
   if (serve_ca) {
-    if (absl::GetFlag(FLAGS_ca_tokens_file).empty()) {
-      return absl::InvalidArgumentError("--serve-ca needs --ca-tokens-file");
+    std::vector<CaAuthenticator*> authenticators;
+    if (!absl::GetFlag(FLAGS_ca_tokens_file).empty()) {
+      tokens = std::make_unique<CaTokenStore>(absl::GetFlag(FLAGS_ca_tokens_file));
+      if (absl::Status loaded = tokens->Reload(); !loaded.ok()) return loaded;
+      authenticators.push_back(tokens.get());
     }
-    tokens = std::make_unique<CaTokenStore>(absl::GetFlag(FLAGS_ca_tokens_file));
-    if (absl::Status loaded = tokens->Reload(); !loaded.ok()) return loaded;
-    absl::StatusOr<crypto::SpiffeId> serving_id =
-        ParseId(absl::GetFlag(FLAGS_ca_serving_identity), "ca-serving-identity");
-    if (!serving_id.ok()) return serving_id.status();
-    absl::StatusOr<crypto::TlsCredentials> serving = IssueServingCertificate(
-        *local_ca, *serving_id, absl::GetFlag(FLAGS_ca_serving_cert_lifetime));
-    if (!serving.ok()) return serving.status();
+    if (absl::GetFlag(FLAGS_ca_token_review)) {
+      absl::StatusOr<policy::KubeSourceOptions> api = KubeApi();
+      if (!api.ok()) return api.status();
+      TokenReviewOptions review;
+      review.api = *std::move(api);
+      review.audiences = absl::GetFlag(FLAGS_ca_token_audiences);
+      review.trust_domain = ca_options.trust_domain;
+      token_review = std::make_unique<TokenReviewAuthenticator>(std::move(review));
+      authenticators.push_back(token_review.get());
+      LogInfo("CA: workloads' service-account tokens are checked with the TokenReview API");
+    }
+    if (authenticators.empty()) {
+      return absl::InvalidArgumentError("--serve-ca needs --ca-tokens-file or --ca-token-review");
+    }
+    absl::StatusOr<crypto::CertificateAuthority::ServerNames> names = ServingNames();
+    if (!names.ok()) return names.status();
+    absl::StatusOr<crypto::TlsCredentials> serving =
+        local_ca->IssueServingCredentials(*names, absl::GetFlag(FLAGS_ca_serving_cert_lifetime));
+    if (!serving.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the CA's serving certificate: ", serving.status().message()));
+    }
+    LogInfo("CA serving certificate for DNS [", absl::StrJoin(names->dns, ", "), "] IP [",
+            absl::StrJoin(names->ips, ", "), "] ", names->spiffe_id->ToString());
     CaServiceOptions options;
     options.listen_address = absl::GetFlag(FLAGS_serve_ca);
     options.trust_domain = ca_options.trust_domain;
@@ -199,13 +275,14 @@ absl::Status Run() {
     options.server_key_pem = serving->private_key_pem;
     options.default_lifetime = absl::GetFlag(FLAGS_cert_lifetime);
     options.max_lifetime = absl::GetFlag(FLAGS_ca_max_lifetime);
-    ca_server = std::make_unique<CaServer>(local_ca.get(), tokens.get(), options);
+    ca_server = std::make_unique<CaServer>(local_ca.get(), std::move(authenticators), options);
     if (absl::Status started = ca_server->Start(); !started.ok()) return started;
   }
 
   std::unique_ptr<AllowListAuthorizer> allow_list;
   std::unique_ptr<policy::ConfigSource> inventory;
   std::unique_ptr<InventoryAuthorizer> inventory_authorizer;
+  std::unique_ptr<PodWorkloadResolver> workloads;
   IdentityAuthorizer* authorizer = nullptr;
   std::unique_ptr<IdentityManager> manager;
   std::unique_ptr<SdsServer> sds_server;
@@ -229,6 +306,12 @@ absl::Status Run() {
       inventory_authorizer = std::make_unique<InventoryAuthorizer>(
           inventory.get(), NodeName(), absl::GetFlag(FLAGS_trust_domain), allow_list.get());
       authorizer = inventory_authorizer.get();
+      workloads = std::make_unique<PodWorkloadResolver>(inventory.get(), NodeName(),
+                                                        absl::GetFlag(FLAGS_trust_domain));
+    } else if (!absl::GetFlag(FLAGS_workload_sds_socket).empty()) {
+      return absl::InvalidArgumentError(
+          "--workload-sds-socket tells callers apart by their pods: it needs --config-dir or "
+          "--kubernetes-inventory");
     }
 
     IdentityManagerOptions options;
@@ -240,8 +323,34 @@ absl::Status Run() {
     manager = std::make_unique<IdentityManager>(workload_signer, options);
     SdsServerOptions server_options;
     server_options.socket_path = sds_socket;
+    server_options.workload_socket_path = absl::GetFlag(FLAGS_workload_sds_socket);
+    server_options.max_calls_per_caller = absl::GetFlag(FLAGS_sds_max_calls_per_caller);
+    server_options.workloads = workloads.get();
+    if (server_options.max_calls_per_caller < 1) {
+      return absl::InvalidArgumentError("--sds-max-calls-per-caller must be at least 1");
+    }
     sds_server = std::make_unique<SdsServer>(manager.get(), authorizer, server_options);
     if (absl::Status started = sds_server->Start(); !started.ok()) return started;
+  }
+
+  std::unique_ptr<MetricsEndpoint> metrics;
+  if (std::string address = absl::GetFlag(FLAGS_metrics_address); !address.empty()) {
+    absl::StatusOr<std::unique_ptr<MetricsEndpoint>> started =
+        MetricsEndpoint::Start(address, [&sds_server, &manager] {
+          std::string out;
+          if (sds_server != nullptr) out = RenderSdsMetrics(sds_server->Stats());
+          if (manager != nullptr) {
+            absl::StrAppend(&out,
+                            "# HELP nodeward_sds_certificates_issued_total Workload certificates "
+                            "issued.\n# TYPE nodeward_sds_certificates_issued_total counter\n"
+                            "nodeward_sds_certificates_issued_total ",
+                            manager->issued_count(), "\n");
+          }
+          return out;
+        });
+    if (!started.ok()) return started.status();
+    metrics = *std::move(started);
+    LogInfo("serving metrics on ", address, "/metrics");
   }
 
   while (true) {
@@ -264,6 +373,7 @@ absl::Status Run() {
       if (auto changed = local_ca->Reload(); !changed.ok()) LogError(changed.status().message());
     }
   }
+  metrics.reset();
   if (sds_server != nullptr) sds_server->Shutdown();
   if (ca_server != nullptr) ca_server->Shutdown();
   return absl::OkStatus();
@@ -280,7 +390,11 @@ namespace {
 // names are rewritten and repeated list flags merged before parsing.
 std::vector<std::string> NormalizeArguments(int argc, char** argv) {
   std::vector<std::string> out = {argv[0]};
-  std::vector<std::string> allowed;
+  std::vector<std::pair<std::string, std::vector<std::string>>> lists = {
+      {"--allowed_identity", {}},
+      {"--ca_serving_dns_names", {}},
+      {"--ca_serving_ips", {}},
+      {"--ca_token_audiences", {}}};
   bool flags_done = false;
   for (int i = 1; i < argc; ++i) {
     std::string argument = argv[i];
@@ -295,19 +409,22 @@ std::vector<std::string> NormalizeArguments(int argc, char** argv) {
     }
     std::size_t name_end = std::min(argument.find('='), argument.size());
     std::replace(argument.begin() + 2, argument.begin() + name_end, '-', '_');
-    constexpr std::string_view kAllowed = "--allowed_identity";
-    if (argument.rfind(kAllowed, 0) == 0 && name_end == kAllowed.size()) {
+    auto list = std::find_if(lists.begin(), lists.end(), [&](const auto& entry) {
+      return std::string_view(argument).substr(0, name_end) == entry.first;
+    });
+    if (list != lists.end()) {
       if (name_end < argument.size()) {
-        allowed.push_back(argument.substr(name_end + 1));
+        list->second.push_back(argument.substr(name_end + 1));
       } else if (i + 1 < argc) {
-        allowed.push_back(argv[++i]);
+        list->second.push_back(argv[++i]);
       }
       continue;
     }
     out.push_back(std::move(argument));
   }
-  if (!allowed.empty())
-    out.push_back(absl::StrCat("--allowed_identity=", absl::StrJoin(allowed, ",")));
+  for (const auto& [name, values] : lists) {
+    if (!values.empty()) out.push_back(absl::StrCat(name, "=", absl::StrJoin(values, ",")));
+  }
   return out;
 }
 

@@ -20,58 +20,10 @@ namespace nodeward::sds {
 namespace {
 
 using testing::Eventually;
+using testing::FreeLoopbackPort;
 using testing::Id;
+using testing::Process;
 using testing::TempDir;
-
-class Process {
- public:
-  explicit Process(std::vector<std::string> arguments) {
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      std::vector<char*> argv;
-      for (std::string& argument : arguments) argv.push_back(argument.data());
-      argv.push_back(nullptr);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
-  }
-  ~Process() { Stop(SIGKILL); }
-  pid_t pid() const { return pid_; }
-  bool Running() {
-    if (pid_ <= 0) return false;
-    if (::waitpid(pid_, &status_, WNOHANG) == 0) return true;
-    pid_ = -1;  // reaped: never signal a PID that may have been reused
-    return false;
-  }
-  void Signal(int signal_number) {
-    if (pid_ > 0) ::kill(pid_, signal_number);
-  }
-  // The exit code, or -1 when it ended by a signal.
-  int Stop(int signal_number = SIGTERM) {
-    if (pid_ > 0) {
-      ::kill(pid_, signal_number);
-      ::waitpid(pid_, &status_, 0);
-      pid_ = -1;
-    }
-    return WIFEXITED(status_) ? WEXITSTATUS(status_) : -1;
-  }
-
- private:
-  pid_t pid_ = -1;
-  int status_ = 0;
-};
-
-int FreeLoopbackPort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address));
-  socklen_t length = sizeof(address);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-  ::close(fd);
-  return ntohs(address.sin_port);
-}
 
 TEST(SdsBinaryTest, CaNodeAndWorkerNodeServeAnAgent) {
   TempDir dir;

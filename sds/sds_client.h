@@ -42,7 +42,8 @@ class SdsClient {
     virtual ~Handler() = default;
     // OK accepts the secret; an error rejects it (NACK) with that reason.
     virtual absl::Status OnSecret(const ReceivedSecret& secret) = 0;
-    // The server refused `resource` (PERMISSION_DENIED naming it) and ended the stream.
+    // The server refused `resource` by ending the stream with PERMISSION_DENIED naming it
+    // (servers that refuse per name keep the stream and say nothing: see Probe).
     virtual void OnRefused(const std::string& resource, const absl::Status& reason) = 0;
     // The stream ended or could not be opened; the client retries by itself.
     virtual void OnDisconnected(const absl::Status& reason) = 0;
@@ -57,7 +58,8 @@ class SdsClient {
   void SetResourceNames(std::vector<std::string> names);
 
   // Asks for `resource` once with FetchSecrets, outside the stream: whether the server would
-  // serve it now, without risking the stream (a refusal ends a stream for every resource).
+  // serve it now (PERMISSION_DENIED or INVALID_ARGUMENT when it would not), without risking
+  // the stream on a server that ends streams on refusals.
   absl::Status Probe(const std::string& resource, absl::Duration timeout) const;
 
   std::int64_t connections() const;

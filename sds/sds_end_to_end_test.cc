@@ -13,32 +13,24 @@
 #include "google/rpc/error_details.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
-#include "sds/ca_client.h"
-#include "sds/ca_service.h"
+#include "policy/testing/fake_api_server.h"
 #include "sds/certificate_cache.h"
 #include "sds/sds_test_util.h"
+#include "sds/token_review.h"
 
 namespace nodeward::sds {
 namespace {
 
 using envoy::service::discovery::v3::DiscoveryRequest;
 using envoy::service::discovery::v3::DiscoveryResponse;
+using testing::CacheOptions;
 using testing::Eventually;
 using testing::Id;
+using testing::IssueDirectly;
 using testing::MakeCa;
 using testing::SdsServerFixture;
 using testing::ShortLived;
 using testing::TempDir;
-
-CertificateCacheOptions CacheOptions(const std::string& socket) {
-  CertificateCacheOptions options;
-  options.sds.socket_path = socket;
-  options.sds.node_id = "test-node";
-  options.sds.reconnect = {absl::Milliseconds(50), absl::Milliseconds(300), 2.0, 0.5};
-  options.release_grace = absl::Milliseconds(500);
-  options.refused_retry = absl::Seconds(60);
-  return options;
-}
 
 std::unique_ptr<envoy::service::secret::v3::SecretDiscoveryService::Stub> RawStub(
     const std::string& socket) {
@@ -215,7 +207,8 @@ TEST(SdsEndToEndTest, RefusesIdentitiesNotScheduledOnTheNode) {
   SdsServerFixture fixture(signer, socket, {allowed}, ShortLived(absl::Minutes(10)));
   ASSERT_TRUE(fixture.server->Start().ok());
 
-  // Raw stream, as any Envoy-compatible client: PERMISSION_DENIED with an ErrorInfo naming it.
+  // Raw stream, as any Envoy-compatible client: the refused name is not served, the others
+  // on the same stream are, and the stream stays open.
   auto stub = RawStub(socket);
   {
     grpc::ClientContext context;
@@ -223,10 +216,41 @@ TEST(SdsEndToEndTest, RefusesIdentitiesNotScheduledOnTheNode) {
     DiscoveryRequest request;
     request.set_type_url(std::string(kSecretTypeUrl));
     request.add_resource_names(stranger.ToString());
+    request.add_resource_names("not-a-spiffe-id");
+    request.add_resource_names(allowed.ToString());
+    request.add_resource_names("ROOTCA");
     ASSERT_TRUE(stream->Write(request));
+    absl::flat_hash_set<std::string> served;
     DiscoveryResponse response;
-    EXPECT_FALSE(stream->Read(&response));
-    grpc::Status status = stream->Finish();
+    while (served.size() < 2 && stream->Read(&response)) {
+      for (const auto& resource : response.resources()) {
+        auto secret = UnpackSecret(resource);
+        ASSERT_TRUE(secret.ok()) << secret.status();
+        served.insert(std::holds_alternative<ReceivedBundle>(*secret)
+                          ? std::string(kRootCaResourceName)
+                          : std::get<ReceivedCertificate>(*secret).name);
+      }
+      DiscoveryRequest ack = request;
+      ack.set_response_nonce(response.nonce());
+      ack.set_version_info(response.version_info());
+      ASSERT_TRUE(stream->Write(ack));
+    }
+    EXPECT_EQ(served, (absl::flat_hash_set<std::string>{"ROOTCA", allowed.ToString()}));
+    SdsServerStats stats = fixture.server->Stats();
+    EXPECT_EQ(stats.resource_errors[static_cast<int>(ResourceError::kRefused)], 1);
+    EXPECT_EQ(stats.resource_errors[static_cast<int>(ResourceError::kInvalidName)], 1);
+    EXPECT_EQ(fixture.server->active_streams(), 1);
+    context.TryCancel();
+    stream->Finish();
+  }
+  {
+    // FetchSecrets, a single answer, carries the refusal: PERMISSION_DENIED with an ErrorInfo
+    // naming the resource.
+    grpc::ClientContext context;
+    DiscoveryRequest request;
+    request.add_resource_names(stranger.ToString());
+    DiscoveryResponse response;
+    grpc::Status status = stub->FetchSecrets(&context, request, &response);
     EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
     EXPECT_NE(status.error_message().find(stranger.ToString()), std::string::npos);
     google::rpc::Status detail;
@@ -236,14 +260,6 @@ TEST(SdsEndToEndTest, RefusesIdentitiesNotScheduledOnTheNode) {
     ASSERT_TRUE(detail.details(0).UnpackTo(&info));
     EXPECT_EQ(info.reason(), kReasonIdentityNotAllowed);
     EXPECT_EQ(info.metadata().at("resource"), stranger.ToString());
-  }
-  {
-    grpc::ClientContext context;
-    DiscoveryRequest request;
-    request.add_resource_names(stranger.ToString());
-    DiscoveryResponse response;
-    EXPECT_EQ(stub->FetchSecrets(&context, request, &response).error_code(),
-              grpc::StatusCode::PERMISSION_DENIED);
   }
   {
     grpc::ClientContext context;
@@ -345,17 +361,6 @@ DiscoveryResponse Response(const SecretProto& secret, const std::string& version
   response.set_nonce(nonce);
   *response.add_resources() = PackSecret(secret);
   return response;
-}
-
-crypto::TlsCredentials IssueDirectly(const crypto::CertificateAuthority& ca,
-                                     const crypto::SpiffeId& identity) {
-  auto key = crypto::PrivateKey::GenerateP256();
-  auto csr = crypto::MakeCsr(*key, identity);
-  crypto::SignRequest request;
-  request.csr_pem = *csr;
-  auto issued = ca.Sign(request);
-  if (!issued.ok()) throw std::runtime_error(std::string(issued.status().message()));
-  return {issued->chain_pem, *key->ToPem()};
 }
 
 TEST(SdsEndToEndTest, CorruptSecretIsNackedAndTheLastGoodKept) {
@@ -537,88 +542,6 @@ TEST(SdsEndToEndTest, TwoHundredIdentitiesAtOnceAreAllServed) {
   // Released identities leave after the grace period.
   for (const auto& identity : identities) cache.Release(identity);
   ASSERT_TRUE(Eventually([&] { return cache.Status().empty(); }, absl::Seconds(5)));
-  cache.Stop();
-}
-
-// The CA service over TLS with bearer tokens, and a node's SDS server using it upstream.
-TEST(CaServiceTest, ValidTokenIsServedAndInvalidTokenRefused) {
-  TempDir dir;
-  const auto erin = Id("shop", "erin");
-  const auto ca_identity = Id("nodeward-system", "nodeward-ca");
-  auto ca = MakeCa(dir.Sub("ca"));
-  LocalCaSigner ca_signer(ca);
-  std::ofstream(dir.Sub("tokens")) << "good-token node-1\n"
-                                   << "narrow-token node-2 " << erin.ToString() << "\n";
-  CaTokenStore tokens(dir.Sub("tokens"));
-  ASSERT_TRUE(tokens.Reload().ok());
-  crypto::TlsCredentials serving = IssueDirectly(*ca, ca_identity);
-  CaServiceOptions options{.listen_address = "127.0.0.1:0",
-                           .trust_domain = "cluster.local",
-                           .server_cert_chain_pem = serving.cert_chain_pem,
-                           .server_key_pem = serving.private_key_pem};
-  CaServer ca_server(&ca_signer, &tokens, options);
-  ASSERT_TRUE(ca_server.Start().ok());
-  const std::string address = "127.0.0.1:" + std::to_string(ca_server.port());
-
-  auto client_for = [&](const std::string& token) {
-    const std::string token_file = dir.Sub("token-" + token);
-    std::ofstream(token_file) << token << "\n";
-    IstioCaClientOptions client;
-    client.address = address;
-    client.root_cert_pem = ca->RootsPem();
-    client.token_file = token_file;
-    client.server_identity = ca_identity;
-    auto signer = IstioCaSigner::Create(client);
-    if (!signer.ok()) throw std::runtime_error(std::string(signer.status().message()));
-    return std::shared_ptr<IstioCaSigner>(*std::move(signer));
-  };
-  auto sign = [&](CertificateSigner& signer, const crypto::SpiffeId& identity) {
-    auto key = crypto::PrivateKey::GenerateP256();
-    auto csr = crypto::MakeCsr(*key, identity);
-    return signer.Sign(*csr, identity, absl::Minutes(5));
-  };
-
-  auto good = client_for("good-token");
-  auto issued = sign(*good, erin);
-  ASSERT_TRUE(issued.ok()) << issued.status();
-  auto roots = crypto::TrustBundle::FromPem(issued->roots_pem);
-  ASSERT_TRUE(roots.ok());
-  auto verified = crypto::VerifySpiffeChain(issued->chain_pem, *roots);
-  ASSERT_TRUE(verified.ok()) << verified.status();
-  EXPECT_EQ(*verified, erin);
-
-  auto bad = client_for("wrong-token");
-  auto refused = sign(*bad, erin);
-  ASSERT_FALSE(refused.ok());
-  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnauthenticated);
-
-  auto narrow = client_for("narrow-token");
-  EXPECT_TRUE(sign(*narrow, erin).ok());
-  auto outside = sign(*narrow, Id("shop", "frank"));
-  ASSERT_FALSE(outside.ok());
-  EXPECT_EQ(outside.status().code(), absl::StatusCode::kPermissionDenied);
-
-  // A CA presenting another identity is not trusted.
-  IstioCaClientOptions impostor_check;
-  impostor_check.address = address;
-  impostor_check.root_cert_pem = ca->RootsPem();
-  impostor_check.token_file = dir.Sub("token-good-token");
-  impostor_check.server_identity = Id("nodeward-system", "someone-else");
-  impostor_check.timeout = absl::Seconds(2);
-  auto impostor = IstioCaSigner::Create(impostor_check);
-  ASSERT_TRUE(impostor.ok());
-  EXPECT_FALSE(sign(**impostor, erin).ok());
-
-  // A node whose SDS server gets its certificates from this CA, over its Unix socket.
-  SdsServerFixture node(good, dir.Sub("sds.sock"), {erin}, ShortLived(absl::Minutes(10)));
-  ASSERT_TRUE(node.server->Start().ok());
-  CertificateCache cache(CacheOptions(dir.Sub("sds.sock")));
-  cache.Start();
-  cache.Acquire(erin);
-  auto credentials = cache.WaitForCredentials(erin, absl::Now() + absl::Seconds(10));
-  ASSERT_TRUE(credentials.ok()) << credentials.status();
-  EXPECT_EQ(*credentials->leaf.spiffe_id, erin);
-  EXPECT_EQ(credentials->bundle.size(), 1u);
   cache.Stop();
 }
 

@@ -1,404 +1,422 @@
 #include "sds/sds_server.h"
 
-#include <sys/stat.h>
-#include <unistd.h>
+#include <malloc.h>
 
-#include <cerrno>
-#include <cstring>
-#include <deque>
-#include <filesystem>
+#include <optional>
 #include <thread>
-#include <variant>
+#include <utility>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
-#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "envoy/service/secret/v3/sds.grpc.pb.h"
 #include "google/rpc/error_details.pb.h"
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/server_posix.h"
 #include "sds/log.h"
-#include "sds/secret_resources.h"
+#include "sds/peer_listener.h"
+#include "sds/sds_calls.h"
 
 namespace nodeward::sds {
 namespace {
 
+using envoy::service::discovery::v3::DeltaDiscoveryRequest;
+using envoy::service::discovery::v3::DeltaDiscoveryResponse;
 using envoy::service::discovery::v3::DiscoveryRequest;
 using envoy::service::discovery::v3::DiscoveryResponse;
 
-grpc::Status ToGrpcStatus(const absl::Status& status) {
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
-}
+// How often the deadlines of waiting FetchSecrets calls are looked at.
+constexpr absl::Duration kFetchDeadlineResolution = absl::Milliseconds(100);
+// Freed memory is given back to the system once this many calls have closed since the peak.
+constexpr std::int64_t kTrimAfterClosedCalls = 256;
 
-// PERMISSION_DENIED carrying a google.rpc.Status with an ErrorInfo naming the refused
-// resource, so a client can drop just that identity and keep the others.
-grpc::Status IdentityRefused(const std::string& resource, const absl::Status& reason) {
+// PERMISSION_DENIED (or the error's own code) carrying a google.rpc.Status with an ErrorInfo
+// naming the resource, so a client can tell which name was refused.
+grpc::Status NameRefused(absl::string_view name, const NameError& error) {
   google::rpc::ErrorInfo info;
   info.set_reason(std::string(kReasonIdentityNotAllowed));
   info.set_domain(std::string(kErrorDomain));
-  (*info.mutable_metadata())[std::string(kErrorResourceKey)] = resource;
+  (*info.mutable_metadata())[std::string(kErrorResourceKey)] = std::string(name);
   google::rpc::Status detail;
-  detail.set_code(grpc::StatusCode::PERMISSION_DENIED);
-  detail.set_message(std::string(reason.message()));
+  detail.set_code(static_cast<int>(error.status.code()));
+  detail.set_message(std::string(error.status.message()));
   detail.add_details()->PackFrom(info);
-  return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, std::string(reason.message()),
-                      detail.SerializeAsString());
+  return grpc::Status(static_cast<grpc::StatusCode>(error.status.code()),
+                      std::string(error.status.message()), detail.SerializeAsString());
 }
-
-// What one resource name resolves to right now.
-struct Resolved {
-  std::string version;
-  SecretProto secret;
-};
-
-// One StreamSecrets call: its subscription, what was sent and acknowledged, and a writer
-// thread that pushes changes while the handler thread reads requests.
-class SecretStream : public IdentityManager::Observer {
- public:
-  SecretStream(IdentityManager* manager, IdentityAuthorizer* authorizer, std::string peer,
-               std::atomic<std::int64_t>* nacks)
-      : manager_(manager), authorizer_(authorizer), peer_(std::move(peer)), nacks_(nacks) {}
-
-  ~SecretStream() override {
-    for (const crypto::SpiffeId& identity : retained_) manager_->Release(identity);
-  }
-
-  void OnCertificate(const std::shared_ptr<const IssuedIdentity>& issued) override {
-    Enqueue(issued->identity.ToString());
-  }
-  void OnTrustBundle(const std::shared_ptr<const TrustBundleSnapshot>&) override {
-    Enqueue(std::string(kRootCaResourceName));
-  }
-
-  // Applies one DiscoveryRequest: ACK/NACK bookkeeping and subscription changes.
-  grpc::Status HandleRequest(const DiscoveryRequest& request) {
-    if (!request.type_url().empty() && request.type_url() != kSecretTypeUrl) {
-      return grpc::Status(
-          grpc::StatusCode::INVALID_ARGUMENT,
-          absl::StrCat("this server only serves ", kSecretTypeUrl, ", not ", request.type_url()));
-    }
-    RecordAcknowledgement(request);
-
-    absl::flat_hash_set<std::string> wanted(request.resource_names().begin(),
-                                            request.resource_names().end());
-    std::vector<std::pair<std::string, ResourceName>> added;
-    {
-      absl::MutexLock lock(&mu_);
-      for (const std::string& name : wanted) {
-        if (subscribed_.contains(name)) continue;
-        absl::StatusOr<ResourceName> parsed = ParseResourceName(name);
-        if (!parsed.ok()) return ToGrpcStatus(parsed.status());
-        added.emplace_back(name, *std::move(parsed));
-      }
-    }
-    // Every new identity is checked before any is retained: a refused request changes nothing.
-    for (const auto& [name, parsed] : added) {
-      const auto* identity = std::get_if<crypto::SpiffeId>(&parsed);
-      if (identity == nullptr) continue;
-      if (absl::Status allowed = authorizer_->Authorize(*identity); !allowed.ok()) {
-        LogWarning("refused ", name, " to ", peer_, ": ", allowed.message());
-        return IdentityRefused(name, allowed);
-      }
-    }
-
-    std::vector<crypto::SpiffeId> released;
-    {
-      absl::MutexLock lock(&mu_);
-      for (auto it = subscribed_.begin(); it != subscribed_.end();) {
-        auto current = it++;
-        if (wanted.contains(*current)) continue;
-        last_sent_.erase(*current);
-        nacked_.erase(*current);
-        if (auto parsed = ParseResourceName(*current); parsed.ok()) {
-          if (auto* identity = std::get_if<crypto::SpiffeId>(&*parsed)) {
-            released.push_back(*identity);
-            retained_.erase(*identity);
-          }
-        }
-        subscribed_.erase(current);
-      }
-      for (const auto& [name, parsed] : added) {
-        subscribed_.insert(name);
-        if (auto* identity = std::get_if<crypto::SpiffeId>(&parsed)) retained_.insert(*identity);
-      }
-    }
-    for (const crypto::SpiffeId& identity : released) manager_->Release(identity);
-    for (const auto& [name, parsed] : added) {
-      if (auto* identity = std::get_if<crypto::SpiffeId>(&parsed)) manager_->Retain(*identity);
-      Enqueue(name);
-    }
-    return grpc::Status::OK;
-  }
-
-  void WriterLoop(grpc::ServerReaderWriter<DiscoveryResponse, DiscoveryRequest>* stream) {
-    while (true) {
-      std::string name;
-      {
-        absl::MutexLock lock(&mu_);
-        mu_.Await(absl::Condition(
-            +[](SecretStream* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(self->mu_) {
-              return self->closed_ || !self->pending_.empty();
-            },
-            this));
-        if (closed_) return;
-        name = std::move(pending_.front());
-        pending_.pop_front();
-        pending_set_.erase(name);
-      }
-      if (!Push(name, stream)) {
-        Close();
-        return;
-      }
-    }
-  }
-
-  void Close() {
-    absl::MutexLock lock(&mu_);
-    closed_ = true;
-  }
-
- private:
-  void Enqueue(const std::string& name) {
-    absl::MutexLock lock(&mu_);
-    if (!subscribed_.contains(name) || pending_set_.contains(name)) return;
-    pending_set_.insert(name);
-    // The bundle goes first so a client never receives a certificate whose root it lacks.
-    if (name == kRootCaResourceName) {
-      pending_.push_front(name);
-    } else {
-      pending_.push_back(name);
-    }
-  }
-
-  void RecordAcknowledgement(const DiscoveryRequest& request) {
-    if (request.response_nonce().empty()) return;
-    absl::MutexLock lock(&mu_);
-    auto it = sent_.find(request.response_nonce());
-    if (it == sent_.end()) return;  // stale or from an earlier stream: nothing to record
-    auto [name, version] = it->second;
-    sent_.erase(it);
-    if (request.has_error_detail() && request.error_detail().code() != 0) {
-      nacks_->fetch_add(1);
-      nacked_[name] = version;
-      LogWarning("NACK from ", peer_, " for ", name, " version ", version, ": code ",
-                 request.error_detail().code(), " ", request.error_detail().message(),
-                 "; not sending this version again");
-    }
-  }
-
-  std::optional<Resolved> Resolve(const std::string& name) {
-    if (name == kRootCaResourceName) {
-      std::shared_ptr<const TrustBundleSnapshot> bundle = manager_->Bundle();
-      if (bundle == nullptr) return std::nullopt;
-      return Resolved{bundle->version, MakeValidationContextSecret(bundle->roots_pem)};
-    }
-    absl::StatusOr<crypto::SpiffeId> identity = crypto::SpiffeId::Parse(name);
-    if (!identity.ok()) return std::nullopt;
-    std::shared_ptr<const IssuedIdentity> issued = manager_->Current(*identity);
-    if (issued == nullptr) return std::nullopt;
-    // Re-checked on every push: an identity withdrawn from this node gets no new
-    // certificate, and the one it holds runs out.
-    if (absl::Status allowed = authorizer_->Authorize(*identity); !allowed.ok()) {
-      LogWarning("not pushing ", name, " to ", peer_, ": ", allowed.message());
-      return std::nullopt;
-    }
-    return Resolved{issued->version,
-                    MakeTlsCertificateSecret(name, issued->credentials.cert_chain_pem,
-                                             issued->credentials.private_key_pem)};
-  }
-
-  bool Push(const std::string& name,
-            grpc::ServerReaderWriter<DiscoveryResponse, DiscoveryRequest>* stream) {
-    if (name != kRootCaResourceName) {
-      bool root_subscribed = false;
-      {
-        absl::MutexLock lock(&mu_);
-        root_subscribed = subscribed_.contains(kRootCaResourceName);
-      }
-      if (root_subscribed && !Push(std::string(kRootCaResourceName), stream)) return false;
-    }
-    std::optional<Resolved> resolved = Resolve(name);
-    if (!resolved.has_value()) return true;
-    DiscoveryResponse response;
-    {
-      absl::MutexLock lock(&mu_);
-      if (!subscribed_.contains(name)) return true;
-      if (auto it = last_sent_.find(name);
-          it != last_sent_.end() && it->second == resolved->version) {
-        return true;
-      }
-      if (auto it = nacked_.find(name); it != nacked_.end() && it->second == resolved->version) {
-        return true;
-      }
-      std::string nonce = absl::StrCat(++nonce_counter_);
-      sent_[nonce] = {name, resolved->version};
-      last_sent_[name] = resolved->version;
-      response.set_version_info(resolved->version);
-      response.set_type_url(std::string(kSecretTypeUrl));
-      response.set_nonce(std::move(nonce));
-    }
-    *response.add_resources() = PackSecret(resolved->secret);
-    return stream->Write(response);
-  }
-
-  IdentityManager* const manager_;
-  IdentityAuthorizer* const authorizer_;
-  const std::string peer_;
-  std::atomic<std::int64_t>* const nacks_;
-
-  absl::Mutex mu_;
-  bool closed_ ABSL_GUARDED_BY(mu_) = false;
-  absl::flat_hash_set<std::string> subscribed_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_set<crypto::SpiffeId> retained_ ABSL_GUARDED_BY(mu_);
-  std::deque<std::string> pending_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_set<std::string> pending_set_ ABSL_GUARDED_BY(mu_);
-  // nonce -> (resource, version) of responses not yet ACKed or NACKed.
-  absl::flat_hash_map<std::string, std::pair<std::string, std::string>> sent_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<std::string, std::string> last_sent_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<std::string, std::string> nacked_ ABSL_GUARDED_BY(mu_);
-  std::uint64_t nonce_counter_ ABSL_GUARDED_BY(mu_) = 0;
-};
 
 }  // namespace
 
 class SdsServer::Service final
-    : public envoy::service::secret::v3::SecretDiscoveryService::Service {
+    : public envoy::service::secret::v3::SecretDiscoveryService::CallbackService,
+      public IdentityManager::Observer,
+      public CallHost {
  public:
-  Service(IdentityManager* manager, IdentityAuthorizer* authorizer, absl::Duration fetch_timeout)
-      : manager_(manager), authorizer_(authorizer), fetch_timeout_(fetch_timeout) {}
+  Service(IdentityManager* manager, IdentityAuthorizer* authorizer, SdsServerOptions options)
+      : manager_(manager), authorizer_(authorizer), options_(std::move(options)) {}
 
-  grpc::Status StreamSecrets(
-      grpc::ServerContext* context,
-      grpc::ServerReaderWriter<DiscoveryResponse, DiscoveryRequest>* stream) override {
-    active_streams_.fetch_add(1);
-    auto state = std::make_unique<SecretStream>(manager_, authorizer_, context->peer(), &nacks_);
-    manager_->AddObserver(state.get());
-    std::thread writer([&] { state->WriterLoop(stream); });
-    grpc::Status result = grpc::Status::OK;
-    DiscoveryRequest request;
-    while (stream->Read(&request)) {
-      result = state->HandleRequest(request);
-      if (!result.ok()) break;
-    }
-    state->Close();
-    writer.join();
-    manager_->RemoveObserver(state.get());
-    state.reset();
-    active_streams_.fetch_sub(1);
-    return result;
+  grpc::ServerBidiReactor<DiscoveryRequest, DiscoveryResponse>* StreamSecrets(
+      grpc::CallbackServerContext* context) override;
+  grpc::ServerBidiReactor<DeltaDiscoveryRequest, DeltaDiscoveryResponse>* DeltaSecrets(
+      grpc::CallbackServerContext* context) override;
+  grpc::ServerUnaryReactor* FetchSecrets(grpc::CallbackServerContext* context,
+                                         const DiscoveryRequest* request,
+                                         DiscoveryResponse* response) override;
+
+  void OnCertificate(const std::shared_ptr<const IssuedIdentity>& issued) override {
+    for (const std::shared_ptr<Call>& call : Calls()) call->OnCertificate(issued->identity);
+  }
+  void OnTrustBundle(const std::shared_ptr<const TrustBundleSnapshot>&) override {
+    for (const std::shared_ptr<Call>& call : Calls()) call->OnBundle();
+  }
+  void OnIssueFailed(const crypto::SpiffeId& identity, const absl::Status& error) override {
+    for (const std::shared_ptr<Call>& call : Calls()) call->OnIssueFailed(identity, error);
   }
 
-  grpc::Status FetchSecrets(grpc::ServerContext* context, const DiscoveryRequest* request,
-                            DiscoveryResponse* response) override {
-    if (!request->type_url().empty() && request->type_url() != kSecretTypeUrl) {
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                          absl::StrCat("this server only serves ", kSecretTypeUrl));
-    }
-    if (request->resource_names().empty()) {
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                          "FetchSecrets needs resource names (SPIFFE IDs or ROOTCA)");
-    }
-    std::vector<std::pair<std::string, ResourceName>> names;
-    for (const std::string& name : request->resource_names()) {
-      absl::StatusOr<ResourceName> parsed = ParseResourceName(name);
-      if (!parsed.ok()) return ToGrpcStatus(parsed.status());
-      if (auto* identity = std::get_if<crypto::SpiffeId>(&*parsed)) {
-        if (absl::Status allowed = authorizer_->Authorize(*identity); !allowed.ok()) {
-          LogWarning("refused ", name, " to ", context->peer(), ": ", allowed.message());
-          return IdentityRefused(name, allowed);
-        }
-      }
-      names.emplace_back(name, *std::move(parsed));
-    }
-    absl::Time deadline =
-        std::min(absl::FromChrono(context->deadline()), absl::Now() + fetch_timeout_);
-    std::vector<std::string> versions;
-    for (const auto& [name, parsed] : names) {
-      if (std::holds_alternative<RootCaResource>(parsed)) {
-        auto bundle = manager_->WaitForBundle(deadline);
-        if (!bundle.ok()) return ToGrpcStatus(bundle.status());
-        versions.push_back((*bundle)->version);
-        *response->add_resources() = PackSecret(MakeValidationContextSecret((*bundle)->roots_pem));
-        continue;
-      }
-      const auto& identity = std::get<crypto::SpiffeId>(parsed);
-      manager_->Retain(identity);
-      auto issued = manager_->WaitForCertificate(identity, deadline);
-      manager_->Release(identity);
-      if (!issued.ok()) return ToGrpcStatus(issued.status());
-      versions.push_back((*issued)->version);
-      *response->add_resources() = PackSecret(MakeTlsCertificateSecret(
-          name, (*issued)->credentials.cert_chain_pem, (*issued)->credentials.private_key_pem));
-    }
-    response->set_version_info(absl::StrJoin(versions, ","));
-    response->set_type_url(std::string(kSecretTypeUrl));
-    return grpc::Status::OK;
-  }
+  // Who `peer` (gRPC's name of the connection) is, counted against the caller's limit.
+  absl::StatusOr<SdsCaller> Admit(const std::string& peer);
+  // Undoes Admit for a call that did not start.
+  void Leave(const std::string& limit_key);
+  // Tracks an admitted call, then starts it.
+  void Start(std::shared_ptr<Call> call, bool fetch);
+  // Stops tracking `call`; the caller that opened it may open another. Returns the last
+  // reference, to be dropped outside the lock.
+  std::shared_ptr<Call> Forget(Call* call, const std::string& limit_key) override;
 
-  int active_streams() const { return active_streams_.load(); }
-  std::int64_t nacks() const { return nacks_.load(); }
+  void StartHousekeeping();
+  void StopHousekeeping();
+
+  void set_listener(PeerListener* listener) { listener_ = listener; }
+  IdentityManager* manager() const override { return manager_; }
+  IdentityAuthorizer* authorizer() const override { return authorizer_; }
+  SdsCounters* counters() override { return &counters_; }
+  WorkloadResolver* workloads() const override { return options_.workloads; }
+  SdsServerStats Stats() const;
+  int open_streams() const;
 
  private:
+  struct Tracked {
+    std::shared_ptr<Call> call;
+    bool fetch = false;
+  };
+  std::vector<std::shared_ptr<Call>> Calls(bool fetches_only = false) const;
+  void LeaveLocked(const std::string& limit_key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Housekeeping();
+
   IdentityManager* const manager_;
   IdentityAuthorizer* const authorizer_;
-  const absl::Duration fetch_timeout_;
-  std::atomic<int> active_streams_{0};
-  std::atomic<std::int64_t> nacks_{0};
+  const SdsServerOptions options_;
+  PeerListener* listener_ = nullptr;
+  SdsCounters counters_;
+
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<Call*, Tracked> calls_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, int> per_caller_ ABSL_GUARDED_BY(mu_);
+  int fetches_ ABSL_GUARDED_BY(mu_) = 0;
+  std::int64_t peak_calls_ ABSL_GUARDED_BY(mu_) = 0;
+  std::int64_t refused_over_limit_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time last_limit_log_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread housekeeping_;
 };
+
+absl::StatusOr<SdsCaller> SdsServer::Service::Admit(const std::string& peer) {
+  SdsCaller caller;
+  std::optional<AcceptedPeer> accepted =
+      listener_ != nullptr ? listener_->Lookup(peer) : std::nullopt;
+  if (accepted.has_value()) {
+    caller.peer = accepted->credentials;
+    caller.scope = accepted->scope;
+    if (options_.workloads == nullptr) {
+      caller.unattributed_reason =
+          "nodeward-sds has no workload inventory (--config-dir or --kubernetes-inventory)";
+    } else if (absl::StatusOr<WorkloadResolver::Workload> workload =
+                   options_.workloads->WorkloadOf(caller.peer);
+               workload.ok()) {
+      caller.workload = workload->identity;
+      caller.pod = workload->pod;
+    } else {
+      caller.unattributed_reason = std::string(workload.status().message());
+    }
+  } else {
+    // Not a connection the listener handed over: nothing is known of it, and the workload
+    // socket's narrower rules apply.
+    caller.scope = CallerScope::kWorkload;
+    caller.peer.uid = static_cast<uid_t>(-1);
+    caller.unattributed_reason = absl::StrCat("connection ", Echo(peer), " is not known");
+  }
+  const std::string key = caller.LimitKey();
+  absl::MutexLock lock(&mu_);
+  int& open = per_caller_[key];
+  if (open >= options_.max_calls_per_caller) {
+    ++refused_over_limit_;
+    const absl::Time now = absl::Now();
+    if (now - last_limit_log_ >= absl::Seconds(1)) {
+      last_limit_log_ = now;
+      LogWarning("SDS: refused a call from ", caller.Describe(), ": ", open,
+                 " calls open, the most one caller may have (", refused_over_limit_,
+                 " refused so far)");
+    }
+    return absl::ResourceExhaustedError(
+        absl::StrCat("this caller has ", open, " SDS calls open, the most one caller may have"));
+  }
+  ++open;
+  return caller;
+}
+
+void SdsServer::Service::Start(std::shared_ptr<Call> call, bool fetch) {
+  {
+    absl::MutexLock lock(&mu_);
+    calls_.emplace(call.get(), Tracked{call, fetch});
+    if (fetch) ++fetches_;
+    peak_calls_ = std::max<std::int64_t>(peak_calls_, calls_.size());
+  }
+  call->Begin();
+}
+
+void SdsServer::Service::Leave(const std::string& limit_key) {
+  absl::MutexLock lock(&mu_);
+  LeaveLocked(limit_key);
+}
+
+void SdsServer::Service::LeaveLocked(const std::string& limit_key) {
+  if (auto it = per_caller_.find(limit_key); it != per_caller_.end() && --it->second <= 0) {
+    per_caller_.erase(it);
+  }
+}
+
+std::shared_ptr<Call> SdsServer::Service::Forget(Call* call, const std::string& limit_key) {
+  absl::MutexLock lock(&mu_);
+  LeaveLocked(limit_key);
+  auto it = calls_.find(call);
+  if (it == calls_.end()) return nullptr;
+  std::shared_ptr<Call> last = std::move(it->second.call);
+  if (it->second.fetch) --fetches_;
+  calls_.erase(it);
+  return last;
+}
+
+std::vector<std::shared_ptr<Call>> SdsServer::Service::Calls(bool fetches_only) const {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::shared_ptr<Call>> out;
+  out.reserve(fetches_only ? fetches_ : calls_.size());
+  for (const auto& [key, tracked] : calls_) {
+    if (!fetches_only || tracked.fetch) out.push_back(tracked.call);
+  }
+  return out;
+}
+
+grpc::ServerBidiReactor<DiscoveryRequest, DiscoveryResponse>* SdsServer::Service::StreamSecrets(
+    grpc::CallbackServerContext* context) {
+  absl::StatusOr<SdsCaller> caller = Admit(context->peer());
+  if (!caller.ok()) return RefusedStateOfTheWorldStream(caller.status());
+  grpc::ServerBidiReactor<DiscoveryRequest, DiscoveryResponse>* reactor = nullptr;
+  Start(NewStateOfTheWorldCall(this, *std::move(caller), &reactor), /*fetch=*/false);
+  return reactor;
+}
+
+grpc::ServerBidiReactor<DeltaDiscoveryRequest, DeltaDiscoveryResponse>*
+SdsServer::Service::DeltaSecrets(grpc::CallbackServerContext* context) {
+  absl::StatusOr<SdsCaller> caller = Admit(context->peer());
+  if (!caller.ok()) return RefusedDeltaStream(caller.status());
+  grpc::ServerBidiReactor<DeltaDiscoveryRequest, DeltaDiscoveryResponse>* reactor = nullptr;
+  Start(NewDeltaCall(this, *std::move(caller), &reactor), /*fetch=*/false);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* SdsServer::Service::FetchSecrets(grpc::CallbackServerContext* context,
+                                                           const DiscoveryRequest* request,
+                                                           DiscoveryResponse* response) {
+  auto refuse = [context](grpc::Status status) {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(std::move(status));
+    return reactor;
+  };
+  if (std::optional<grpc::Status> bad = CheckTypeUrl(request->type_url())) return refuse(*bad);
+  if (request->resource_names().empty()) {
+    return refuse(
+        grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                     "FetchSecrets needs resource names (default, ROOTCA or SPIFFE IDs)"));
+  }
+  if (static_cast<std::size_t>(request->resource_names_size()) > SecretStream::kMaxNames) {
+    return refuse(grpc::Status(
+        grpc::StatusCode::INVALID_ARGUMENT,
+        absl::StrCat("FetchSecrets takes at most ", SecretStream::kMaxNames, " names")));
+  }
+  absl::StatusOr<SdsCaller> caller = Admit(context->peer());
+  if (!caller.ok()) return refuse(ToGrpcStatus(caller.status()));
+  std::vector<std::string> names(request->resource_names().begin(),
+                                 request->resource_names().end());
+  std::vector<ResolvedName> resolved;
+  for (const std::string& name : names) {
+    resolved.push_back(ResolveName(name, *caller, *authorizer_));
+    if (const std::optional<NameError>& error = resolved.back().error) {
+      counters_.Count(error->kind);
+      LogWarning("SDS: FetchSecrets of \"", Echo(name), "\" refused to ", caller->Describe(), ": ",
+                 error->status.message());
+      Leave(caller->LimitKey());
+      return refuse(NameRefused(Echo(name), *error));
+    }
+  }
+  const absl::Time deadline =
+      std::min(absl::FromChrono(context->deadline()), absl::Now() + options_.fetch_timeout);
+  grpc::ServerUnaryReactor* reactor = nullptr;
+  // Tracking it also wakes the housekeeping thread to watch its deadline.
+  Start(NewFetchCall(this, *std::move(caller), std::move(names), std::move(resolved), response,
+                     deadline, &reactor),
+        /*fetch=*/true);
+  return reactor;
+}
+
+void SdsServer::Service::StartHousekeeping() {
+  housekeeping_ = std::thread([this] { Housekeeping(); });
+}
+
+void SdsServer::Service::StopHousekeeping() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  if (housekeeping_.joinable()) housekeeping_.join();
+}
+
+void SdsServer::Service::Housekeeping() {
+  absl::Time next_recheck = absl::Now() + options_.recheck_interval;
+  while (true) {
+    bool trim = false;
+    {
+      absl::MutexLock lock(&mu_);
+      // Woken early by stopping and by the first FetchSecrets call to wait.
+      auto wake = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_ || fetches_ > 0; };
+      const absl::Time until = fetches_ > 0
+                                   ? std::min(next_recheck, absl::Now() + kFetchDeadlineResolution)
+                                   : next_recheck;
+      if (fetches_ > 0) {
+        mu_.AwaitWithDeadline(absl::Condition(&stopping_), until);
+      } else {
+        mu_.AwaitWithDeadline(absl::Condition(&wake), until);
+      }
+      if (stopping_) return;
+      const auto open = static_cast<std::int64_t>(calls_.size());
+      if (peak_calls_ - open >= kTrimAfterClosedCalls && open < peak_calls_ / 2) {
+        trim = true;
+        peak_calls_ = open;
+      }
+    }
+    // A burst of calls that closed leaves its memory in the heap's free lists; give it back.
+    if (trim) ::malloc_trim(0);
+    const absl::Time now = absl::Now();
+    const bool recheck = now >= next_recheck;
+    if (recheck) next_recheck = now + options_.recheck_interval;
+    for (const std::shared_ptr<Call>& call : Calls(/*fetches_only=*/!recheck)) {
+      call->Tick(now, recheck);
+    }
+  }
+}
+
+SdsServerStats SdsServer::Service::Stats() const {
+  SdsServerStats stats;
+  {
+    absl::MutexLock lock(&mu_);
+    stats.open_calls = static_cast<std::int64_t>(calls_.size());
+    stats.calls_refused_over_limit = refused_over_limit_;
+  }
+  stats.nacks = counters_.nacks.load();
+  for (std::size_t i = 0; i < kResourceErrorKinds; ++i) {
+    stats.resource_errors[i] = counters_.resource_errors[i].load();
+  }
+  return stats;
+}
+
+int SdsServer::Service::open_streams() const {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int>(calls_.size()) - fetches_;
+}
 
 SdsServer::SdsServer(IdentityManager* manager, IdentityAuthorizer* authorizer,
                      SdsServerOptions options)
     : options_(std::move(options)),
-      service_(std::make_unique<Service>(manager, authorizer, options_.fetch_timeout)) {}
+      service_(std::make_unique<Service>(manager, authorizer, options_)) {}
 
 SdsServer::~SdsServer() { Shutdown(); }
 
 absl::Status SdsServer::Start() {
   if (server_ != nullptr) return absl::FailedPreconditionError("SDS server already started");
-  const std::filesystem::path path(options_.socket_path);
-  std::error_code error;
-  if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path(), error);
-  if (error) {
-    return absl::InternalError(
-        absl::StrCat("creating ", path.parent_path().string(), ": ", error.message()));
+  std::vector<PeerListener::Socket> sockets = {{options_.socket_path, 0660, CallerScope::kNode}};
+  if (!options_.workload_socket_path.empty()) {
+    sockets.push_back({options_.workload_socket_path, 0666, CallerScope::kWorkload});
   }
-  struct stat info;
-  if (::lstat(path.c_str(), &info) == 0) {
-    if (!S_ISSOCK(info.st_mode)) {
-      return absl::AlreadyExistsError(
-          absl::StrCat(path.string(), " exists and is not a socket; refusing to replace it"));
-    }
-    ::unlink(path.c_str());
-  }
+  absl::StatusOr<std::unique_ptr<PeerListener>> listener = PeerListener::Bind(std::move(sockets));
+  if (!listener.ok()) return listener.status();
+  listener_ = *std::move(listener);
+  service_->set_listener(listener_.get());
+
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(absl::StrCat("unix:", path.string()), grpc::InsecureServerCredentials());
   builder.RegisterService(service_.get());
+  // One connection may carry no more streams than its caller may have.
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options_.max_calls_per_caller);
   server_ = builder.BuildAndStart();
   if (server_ == nullptr) {
-    return absl::UnavailableError(absl::StrCat("cannot listen on unix:", path.string()));
+    listener_.reset();
+    return absl::UnavailableError("cannot start the SDS gRPC server");
   }
-  // Group access lets the agent, running under a shared group, connect; nobody else can.
-  if (::chmod(path.c_str(), 0660) != 0) {
-    absl::Status status =
-        absl::InternalError(absl::StrCat("chmod 0660 ", path.string(), ": ", std::strerror(errno)));
-    Shutdown();
-    return status;
-  }
-  LogInfo("serving SDS on unix:", path.string());
+  service_->manager()->AddObserver(service_.get());
+  service_->StartHousekeeping();
+  listener_->Start(
+      [server = server_.get()](int fd) { grpc::AddInsecureChannelFromFd(server, fd); });
+  LogInfo("serving SDS on unix:", options_.socket_path,
+          options_.workload_socket_path.empty()
+              ? ""
+              : absl::StrCat(" and, for pods, on unix:", options_.workload_socket_path));
   return absl::OkStatus();
 }
 
 void SdsServer::Shutdown() {
   if (server_ == nullptr) return;
-  // Streams never end on their own: cancel them right away.
+  listener_->Stop();
+  // Streams never end on their own: cancel them right away. Shutdown returns once every
+  // call is done.
   server_->Shutdown(std::chrono::system_clock::now());
   server_->Wait();
   server_.reset();
-  ::unlink(options_.socket_path.c_str());
+  service_->manager()->RemoveObserver(service_.get());
+  service_->StopHousekeeping();
+  service_->set_listener(nullptr);
+  listener_.reset();
 }
 
-int SdsServer::active_streams() const { return service_->active_streams(); }
-std::int64_t SdsServer::nacks_received() const { return service_->nacks(); }
+int SdsServer::active_streams() const { return service_->open_streams(); }
+std::int64_t SdsServer::nacks_received() const { return service_->Stats().nacks; }
+SdsServerStats SdsServer::Stats() const { return service_->Stats(); }
+
+std::string RenderSdsMetrics(const SdsServerStats& stats) {
+  std::string out =
+      "# HELP nodeward_sds_open_calls SDS streams and fetches open.\n"
+      "# TYPE nodeward_sds_open_calls gauge\n";
+  absl::StrAppend(&out, "nodeward_sds_open_calls ", stats.open_calls, "\n");
+  absl::StrAppend(&out,
+                  "# HELP nodeward_sds_calls_refused_total SDS calls refused because their "
+                  "caller had as many open as it may.\n"
+                  "# TYPE nodeward_sds_calls_refused_total counter\n"
+                  "nodeward_sds_calls_refused_total ",
+                  stats.calls_refused_over_limit, "\n");
+  absl::StrAppend(&out,
+                  "# HELP nodeward_sds_nacks_total Responses clients rejected.\n"
+                  "# TYPE nodeward_sds_nacks_total counter\n"
+                  "nodeward_sds_nacks_total ",
+                  stats.nacks, "\n");
+  absl::StrAppend(&out,
+                  "# HELP nodeward_sds_resource_errors_total Resource names that could not be "
+                  "served, by reason.\n"
+                  "# TYPE nodeward_sds_resource_errors_total counter\n");
+  for (std::size_t i = 0; i < kResourceErrorKinds; ++i) {
+    absl::StrAppend(&out, "nodeward_sds_resource_errors_total{reason=\"",
+                    ResourceErrorName(static_cast<ResourceError>(i)), "\"} ",
+                    stats.resource_errors[i], "\n");
+  }
+  return out;
+}
 
 }  // namespace nodeward::sds

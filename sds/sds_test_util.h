@@ -1,10 +1,7 @@
-// Helpers shared by the SDS tests: temporary directories, identities, a CA and a running
-// SDS server on a Unix socket.
+// Helpers shared by the SDS tests: identities, a CA and a running SDS server on a Unix
+// socket (and, from testing/processes.h, temporary directories and waiting).
 #pragma once
 
-#include <stdlib.h>
-
-#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
@@ -12,36 +9,18 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "crypto/certificate_authority.h"
+#include "crypto/keys.h"
 #include "crypto/spiffe_id.h"
+#include "crypto/tls.h"
 #include "gtest/gtest.h"
 #include "sds/authorizer.h"
+#include "sds/certificate_cache.h"
 #include "sds/certificate_signer.h"
 #include "sds/identity_manager.h"
 #include "sds/sds_server.h"
+#include "sds/testing/processes.h"
 
 namespace nodeward::sds::testing {
-
-// A fresh directory, removed with everything in it when the object dies (also on failure).
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "nodeward-sds-XXXXXX").string();
-    char* made = ::mkdtemp(pattern.data());
-    if (made == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = made;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::filesystem::path& path() const { return path_; }
-  std::string Sub(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  std::filesystem::path path_;
-};
 
 inline crypto::SpiffeId Id(const std::string& ns, const std::string& sa) {
   absl::StatusOr<crypto::SpiffeId> id = crypto::SpiffeId::Make("cluster.local", ns, sa);
@@ -55,17 +34,6 @@ inline std::shared_ptr<const crypto::CertificateAuthority> MakeCa(const std::str
   return std::shared_ptr<const crypto::CertificateAuthority>(*std::move(ca));
 }
 
-// Polls `done` until it holds or `timeout` passes.
-template <typename Predicate>
-bool Eventually(Predicate done, absl::Duration timeout) {
-  absl::Time deadline = absl::Now() + timeout;
-  while (absl::Now() < deadline) {
-    if (done()) return true;
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-  return done();
-}
-
 // An IdentityManager and SDS server on a socket in `dir`, authorising a fixed list.
 struct SdsServerFixture {
   SdsServerFixture(std::shared_ptr<CertificateSigner> signer, std::string socket,
@@ -73,7 +41,12 @@ struct SdsServerFixture {
       : authorizer(std::move(allowed), std::nullopt),
         manager(std::make_unique<IdentityManager>(std::move(signer), options)),
         server(std::make_unique<SdsServer>(manager.get(), &authorizer,
-                                           SdsServerOptions{std::move(socket)})) {}
+                                           SocketOnly(std::move(socket)))) {}
+  static SdsServerOptions SocketOnly(std::string socket) {
+    SdsServerOptions options;
+    options.socket_path = std::move(socket);
+    return options;
+  }
   AllowListAuthorizer authorizer;
   std::unique_ptr<IdentityManager> manager;
   std::unique_ptr<SdsServer> server;
@@ -87,6 +60,29 @@ inline IdentityManagerOptions ShortLived(absl::Duration lifetime) {
   options.reissue_spread = absl::Milliseconds(200);
   options.idle_grace = absl::Seconds(2);
   return options;
+}
+
+// The agent's cache, set up to reconnect and forget quickly.
+inline CertificateCacheOptions CacheOptions(const std::string& socket) {
+  CertificateCacheOptions options;
+  options.sds.socket_path = socket;
+  options.sds.node_id = "test-node";
+  options.sds.reconnect = {absl::Milliseconds(50), absl::Milliseconds(300), 2.0, 0.5};
+  options.release_grace = absl::Milliseconds(500);
+  options.refused_retry = absl::Seconds(60);
+  return options;
+}
+
+// A key and a certificate for `identity`, signed by `ca` without any SDS in between.
+inline crypto::TlsCredentials IssueDirectly(const crypto::CertificateAuthority& ca,
+                                            const crypto::SpiffeId& identity) {
+  auto key = crypto::PrivateKey::GenerateP256();
+  auto csr = crypto::MakeCsr(*key, identity);
+  crypto::SignRequest request;
+  request.csr_pem = *csr;
+  auto issued = ca.Sign(request);
+  if (!issued.ok()) throw std::runtime_error(std::string(issued.status().message()));
+  return {issued->chain_pem, *key->ToPem()};
 }
 
 }  // namespace nodeward::sds::testing

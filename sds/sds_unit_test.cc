@@ -1,13 +1,17 @@
-// Pure pieces of the SDS layer: resource encoding, allow-lists, CA tokens, backoff.
+// Pure pieces of the SDS layer: resource encoding, callers, allow-lists, CA tokens, backoff.
 #include <fstream>
 
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
 #include "sds/authorizer.h"
 #include "sds/backoff.h"
 #include "sds/ca_client.h"
 #include "sds/ca_service.h"
+#include "sds/caller.h"
 #include "sds/sds_test_util.h"
 #include "sds/secret_resources.h"
+#include "sds/token_review.h"
 
 namespace nodeward::sds {
 namespace {
@@ -67,9 +71,126 @@ TEST(SecretResourcesTest, ResourceNames) {
   EXPECT_TRUE(std::holds_alternative<RootCaResource>(*ParseResourceName("ROOTCA")));
   EXPECT_TRUE(
       std::holds_alternative<crypto::SpiffeId>(*ParseResourceName("spiffe://td/ns/a/sa/b")));
-  EXPECT_FALSE(ParseResourceName("default").ok());
+  EXPECT_TRUE(std::holds_alternative<DefaultResource>(*ParseResourceName("default")));
+  EXPECT_FALSE(ParseResourceName("Default").ok());
   EXPECT_FALSE(ParseResourceName("spiffe://td/ns/a").ok());
   EXPECT_FALSE(ParseResourceName("").ok());
+}
+
+// A client-sent name goes into errors and logs escaped and cut: a 1 MiB name must not become
+// a 1 MiB gRPC trailer, which clients refuse.
+TEST(SecretResourcesTest, ErrorsEchoAtMostAShortEscapedPrefix) {
+  const std::string huge(1 << 20, 'x');
+  absl::StatusOr<ResourceName> parsed = ParseResourceName(huge);
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_LT(parsed.status().message().size(), 300u);
+  EXPECT_NE(parsed.status().message().find("(1048576 bytes)"), absl::string_view::npos);
+  EXPECT_EQ(Echo("spiffe://td/ns/a/sa/b"), "spiffe://td/ns/a/sa/b");
+  EXPECT_EQ(Echo(std::string("a\nb\0z", 5)), "a\\nb\\x00z");
+  EXPECT_EQ(Echo(std::string(100, 'y')), std::string(96, 'y') + "... (100 bytes)");
+}
+
+TEST(CallerTest, PodUidFromTheCgroupsOfEveryKubeletLayout) {
+  // cgroup v2, systemd driver (the common case).
+  EXPECT_EQ(*PodUidFromCgroups("0::/kubepods.slice/kubepods-burstable.slice/"
+                               "kubepods-burstable-pod1b2c3d4e_0000_4abc_8def_0123456789ab.slice/"
+                               "cri-containerd-0123abcd.scope\n"),
+            "1b2c3d4e-0000-4abc-8def-0123456789ab");
+  // Guaranteed QoS has no QoS level in the name.
+  EXPECT_EQ(*PodUidFromCgroups("0::/kubepods.slice/"
+                               "kubepods-pod1B2C3D4E_0000_4ABC_8DEF_0123456789AB.slice/x.scope"),
+            "1b2c3d4e-0000-4abc-8def-0123456789ab");
+  // cgroup v1, cgroupfs driver, among other hierarchies.
+  EXPECT_EQ(*PodUidFromCgroups("12:pids:/kubepods/besteffort/"
+                               "pod9e8d7c6b-1111-2222-3333-444455556666/abcdef\n"
+                               "11:memory:/kubepods/besteffort/"
+                               "pod9e8d7c6b-1111-2222-3333-444455556666/abcdef\n"),
+            "9e8d7c6b-1111-2222-3333-444455556666");
+  // Seen from inside a cgroup namespace: relative, but the pod's component is there.
+  EXPECT_EQ(*PodUidFromCgroups("0::/../../kubepods-besteffort-"
+                               "pod9e8d7c6b_1111_2222_3333_444455556666.slice/c.scope\n"),
+            "9e8d7c6b-1111-2222-3333-444455556666");
+  // Not pods: the host, a systemd service, look-alikes.
+  for (const char* other :
+       {"0::/\n", "0::/system.slice/kubelet.service\n", "1:name=systemd:/user.slice\n",
+        "0::/kubepods.slice/kubepods-burstable.slice\n",
+        "0::/notapod12345678-1111-2222-3333-4444\n", "0::/pod9e8d7c6b-1111-2222-3333-44445555666\n",
+        "garbage", ""}) {
+    EXPECT_EQ(PodUidFromCgroups(other).status().code(), absl::StatusCode::kNotFound) << other;
+  }
+}
+
+TEST(CallerTest, LimitKeyIsThePodWhenKnownElseTheUser) {
+  SdsCaller caller;
+  caller.peer = {42, 1337, 1337};
+  EXPECT_EQ(caller.LimitKey(), "uid 1337");
+  EXPECT_EQ(caller.Describe(), "pid 42 uid 1337");
+  caller.pod = "shop/web-1";
+  caller.workload = Id("shop", "web");
+  EXPECT_EQ(caller.LimitKey(), "pod shop/web-1");
+  EXPECT_EQ(caller.Describe(), "pid 42 uid 1337 pod shop/web-1");
+}
+
+TEST(TokenReviewTest, RequestCarriesTheTokenAndTheAudiences) {
+  const std::string token = "a\"b\\c\n\x01";
+  google::protobuf::Struct review;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(
+                  TokenReviewRequest(token, {"istio-ca", "x"}), &review)
+                  .ok());
+  const auto& fields = review.fields();
+  EXPECT_EQ(fields.at("apiVersion").string_value(), "authentication.k8s.io/v1");
+  EXPECT_EQ(fields.at("kind").string_value(), "TokenReview");
+  const auto& spec = fields.at("spec").struct_value().fields();
+  EXPECT_EQ(spec.at("token").string_value(), token);
+  const auto& audiences = spec.at("audiences").list_value().values();
+  ASSERT_EQ(audiences.size(), 2);
+  EXPECT_EQ(audiences[0].string_value(), "istio-ca");
+  EXPECT_EQ(audiences[1].string_value(), "x");
+}
+
+TEST(TokenReviewTest, AnswerNamesTheServiceAccountOrSaysWhyNot) {
+  const std::vector<std::string> audiences = {"istio-ca"};
+  absl::StatusOr<ServiceAccountRef> account =
+      ParseTokenReview(R"({"kind":"TokenReview","status":{"authenticated":true,"user":{"username":)"
+                       R"("system:serviceaccount:shop:web","groups":["system:serviceaccounts"]},)"
+                       R"("audiences":["istio-ca"]}})",
+                       audiences);
+  ASSERT_TRUE(account.ok()) << account.status();
+  EXPECT_EQ(account->ns, "shop");
+  EXPECT_EQ(account->name, "web");
+
+  struct Bad {
+    const char* json;
+    absl::StatusCode code;
+    const char* reason;
+  };
+  for (const Bad& bad : std::vector<Bad>{
+           {R"({"status":{"authenticated":false,"error":"token expired"}})",
+            absl::StatusCode::kUnauthenticated, "token expired"},
+           {R"({"status":{}})", absl::StatusCode::kUnauthenticated, "did not authenticate"},
+           {R"({"status":{"authenticated":true,"user":{"username":"alice"},)"
+            R"("audiences":["istio-ca"]}})",
+            absl::StatusCode::kUnauthenticated, "not a service account's"},
+           {R"({"status":{"authenticated":true,"user":{"username":"system:serviceaccount:x"},)"
+            R"("audiences":["istio-ca"]}})",
+            absl::StatusCode::kUnauthenticated, "names no service account"},
+           // Valid, but for another audience, or from a server that ignores audiences.
+           {R"({"status":{"authenticated":true,"user":{"username":)"
+            R"("system:serviceaccount:shop:web"},"audiences":["vault"]}})",
+            absl::StatusCode::kUnauthenticated, "audience"},
+           {R"({"status":{"authenticated":true,"user":{"username":)"
+            R"("system:serviceaccount:shop:web"}}})",
+            absl::StatusCode::kUnauthenticated, "audience"},
+           {R"({"status":{"authenticated":"maybe"}})", absl::StatusCode::kInvalidArgument,
+            "malformed"},
+           {"not json: [", absl::StatusCode::kInvalidArgument, "not JSON"},
+           {"[]", absl::StatusCode::kInvalidArgument, "no status"}}) {
+    absl::StatusOr<ServiceAccountRef> refused = ParseTokenReview(bad.json, audiences);
+    ASSERT_FALSE(refused.ok()) << bad.json;
+    EXPECT_EQ(refused.status().code(), bad.code) << bad.json << ": " << refused.status();
+    EXPECT_NE(refused.status().message().find(bad.reason), absl::string_view::npos)
+        << bad.json << ": " << refused.status();
+  }
 }
 
 TEST(AuthorizerTest, ParsesListsAndNamesTheBadLine) {

@@ -2,6 +2,7 @@
 
 #include <string_view>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 
 namespace nodeward::sds {
@@ -29,13 +30,26 @@ absl::StatusOr<std::string> InlineData(const DataSource& source, absl::string_vi
 
 absl::StatusOr<ResourceName> ParseResourceName(absl::string_view name) {
   if (name == kRootCaResourceName) return RootCaResource{};
+  if (name == kDefaultResourceName) return DefaultResource{};
+  if (name.size() > kMaxResourceNameBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "resource name \"", Echo(name), "\" is longer than ", kMaxResourceNameBytes, " bytes"));
+  }
   absl::StatusOr<crypto::SpiffeId> id =
       crypto::SpiffeId::Parse(std::string_view(name.data(), name.size()));
   if (!id.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "resource name \"", name, "\" is neither ROOTCA nor a SPIFFE ID: ", id.status().message()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("resource name \"", Echo(name),
+                     "\" is neither ROOTCA, default nor a SPIFFE ID: ", id.status().message()));
   }
   return *std::move(id);
+}
+
+std::string Echo(absl::string_view untrusted) {
+  constexpr std::size_t kShown = 96;
+  if (untrusted.size() <= kShown) return absl::CHexEscape(untrusted);
+  return absl::StrCat(absl::CHexEscape(untrusted.substr(0, kShown)), "... (", untrusted.size(),
+                      " bytes)");
 }
 
 SecretProto MakeTlsCertificateSecret(absl::string_view name, absl::string_view cert_chain_pem,

@@ -2,6 +2,7 @@
 // no I/O, so both ends of the protocol and the tests share one definition of "well formed".
 #pragma once
 
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <variant>
@@ -20,6 +21,10 @@ inline constexpr absl::string_view kSecretTypeUrl =
     "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 // Resource name of the trust bundle, as Istio names it.
 inline constexpr absl::string_view kRootCaResourceName = "ROOTCA";
+// Resource name of the caller's own workload certificate, as Envoy configured by Istio asks.
+inline constexpr absl::string_view kDefaultResourceName = "default";
+// Longest resource name taken: the longest SPIFFE ID.
+inline constexpr std::size_t kMaxResourceNameBytes = crypto::kMaxSpiffeIdLength;
 // Domain of the structured error details nodeward attaches to refusals.
 inline constexpr absl::string_view kErrorDomain = "nodeward.io";
 inline constexpr absl::string_view kReasonIdentityNotAllowed = "IDENTITY_NOT_ALLOWED";
@@ -28,12 +33,17 @@ inline constexpr absl::string_view kErrorResourceKey = "resource";
 
 using SecretProto = envoy::extensions::transport_sockets::tls::v3::Secret;
 
-// A resource name parsed: the bundle or a workload identity.
+// A resource name parsed: the bundle, the caller's own certificate or a workload identity.
 struct RootCaResource {};
-using ResourceName = std::variant<RootCaResource, crypto::SpiffeId>;
+struct DefaultResource {};
+using ResourceName = std::variant<RootCaResource, DefaultResource, crypto::SpiffeId>;
 
-// Error naming the rule broken when `name` is neither ROOTCA nor a SPIFFE ID.
+// Error naming the rule broken when `name` is neither ROOTCA, default nor a SPIFFE ID.
 absl::StatusOr<ResourceName> ParseResourceName(absl::string_view name);
+
+// `untrusted` as it may appear in a log line or an error sent back: escaped, and cut after
+// 96 bytes (with its length said), so a huge name never becomes a huge message.
+std::string Echo(absl::string_view untrusted);
 
 SecretProto MakeTlsCertificateSecret(absl::string_view name, absl::string_view cert_chain_pem,
                                      absl::string_view private_key_pem);

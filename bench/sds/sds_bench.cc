@@ -3,7 +3,8 @@
 //    signing, validation), with 1 and with N issuing threads;
 //  - the same identities delivered end to end over SDS on a Unix socket to a CertificateCache;
 //  - issuance through IstioCertificateService over TLS on loopback (the multi-node path);
-//  - resident memory per identity held by the server and by the agent's cache.
+//  - resident memory per identity held by the server and by the agent's cache;
+//  - threads and resident memory of the nodeward-sds process holding thousands of streams.
 #include <malloc.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -19,6 +20,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "bench/sds/open_streams.h"
 #include "crypto/certificate_authority.h"
 #include "crypto/keys.h"
 #include "sds/authorizer.h"
@@ -31,6 +33,8 @@
 
 ABSL_FLAG(int, identities, 1000, "Identities per measurement");
 ABSL_FLAG(int, threads, 2, "Issuing threads for the parallel measurements");
+ABSL_FLAG(int, streams, 5000, "Open SDS streams to measure nodeward-sds with (0: skip)");
+ABSL_FLAG(int, stream_connections, 50, "Connections the open streams are spread over");
 
 namespace nodeward::sds {
 namespace {
@@ -129,7 +133,9 @@ void Run() {
   std::vector<crypto::SpiffeId> delivered = Identities(count, "sds-");
   AllowListAuthorizer authorizer(delivered, std::nullopt);
   IdentityManager sds_manager(signer, ManagerOptions(threads));
-  SdsServer server(&sds_manager, &authorizer, SdsServerOptions{(dir / "sds.sock").string()});
+  SdsServerOptions server_options;
+  server_options.socket_path = (dir / "sds.sock").string();
+  SdsServer server(&sds_manager, &authorizer, server_options);
   if (!server.Start().ok()) std::exit(1);
   CertificateCacheOptions cache_options;
   cache_options.sds.socket_path = (dir / "sds.sock").string();
@@ -182,7 +188,7 @@ void Run() {
   ca_options.trust_domain = "cluster.local";
   ca_options.server_cert_chain_pem = serving.chain_pem;
   ca_options.server_key_pem = *serving_key.ToPem();
-  CaServer ca_server(signer.get(), &tokens, ca_options);
+  CaServer ca_server(signer.get(), {&tokens}, ca_options);
   if (!ca_server.Start().ok()) std::exit(1);
   IstioCaClientOptions client;
   client.address = absl::StrCat("127.0.0.1:", ca_server.port());
@@ -207,6 +213,16 @@ void Run() {
   cache.Stop();
   server.Shutdown();
   ca_server.Shutdown();
+
+  if (const int streams = absl::GetFlag(FLAGS_streams); streams > 0) {
+    // nodeward-sds is built next to this benchmark.
+    const std::string binary =
+        (std::filesystem::read_symlink("/proc/self/exe").parent_path() / "nodeward-sds").string();
+    if (!MeasureOpenStreams(binary, dir.string(), streams,
+                            absl::GetFlag(FLAGS_stream_connections))) {
+      std::exit(1);
+    }
+  }
   std::error_code ignored;
   std::filesystem::remove_all(dir, ignored);
 }

@@ -1,5 +1,6 @@
 // Everything nodeward-sds and the agent parse from outside: DiscoveryRequest/Response bytes
-// and the Secrets inside, the allow-list file and the CA tokens file. None may crash.
+// and the Secrets inside, the allow-list file, the CA tokens file, TokenReview answers and
+// the cgroups of callers. None may crash.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -7,7 +8,9 @@
 #include "envoy/service/discovery/v3/discovery.pb.h"
 #include "sds/authorizer.h"
 #include "sds/ca_service.h"
+#include "sds/caller.h"
 #include "sds/secret_resources.h"
+#include "sds/token_review.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string input(reinterpret_cast<const char*>(data), size);
@@ -31,5 +34,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   (void)nodeward::sds::ParseIdentityList(input);
   (void)nodeward::sds::ParseCaTokens(input);
+  (void)nodeward::sds::ParseTokenReview(input, {"istio-ca"});
+  (void)nodeward::sds::PodUidFromCgroups(input);
+  (void)nodeward::sds::Echo(input);
   return 0;
 }
