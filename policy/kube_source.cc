@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <utility>
 
@@ -21,9 +22,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/files.h"
+#include "common/port_number.h"
 #include "crypto/tls.h"
 #include "policy/directory_source.h"
 #include "policy/http_client.h"
+#include "policy/limits.h"
 #include "policy/object_parser.h"
 #include "yaml-cpp/yaml.h"
 
@@ -40,8 +43,8 @@ struct KubeSource::Kind {
 
 namespace {
 
+// One page of a list (page_size items, each at most ConfigLimits::max_api_object_bytes).
 constexpr size_t kMaxListBody = 256u << 20;
-constexpr size_t kMaxWatchLine = 32u << 20;
 
 bool IsIpv6Literal(absl::string_view host) { return host.find(':') != absl::string_view::npos; }
 
@@ -309,12 +312,12 @@ absl::StatusOr<KubeSourceOptions> KubeSourceOptions::InCluster() {
   }
   options.host = host;
   if (port != nullptr && *port != '\0') {
-    uint32_t value = 0;
-    if (!absl::SimpleAtoi(port, &value) || value == 0 || value > 65535) {
+    std::optional<uint16_t> value = ParsePortNumber(port);
+    if (!value.has_value()) {
       return absl::InvalidArgumentError(
           absl::StrCat("KUBERNETES_SERVICE_PORT \"", port, "\" is not a port"));
     }
-    options.port = static_cast<uint16_t>(value);
+    options.port = *value;
   }
   // The API server certificate names its service, not necessarily the service IP.
   options.server_names = {options.host, "kubernetes.default.svc",
@@ -348,6 +351,8 @@ absl::StatusOr<std::unique_ptr<KubeSource>> KubeSource::Start(KubeSourceOptions 
       {"security.istio.io/v1", "security.istio.io/v1beta1"});
   add("DestinationRule", "destinationrules",
       {"networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"});
+  add("AuthorizationPolicy", "authorizationpolicies",
+      {"security.istio.io/v1", "security.istio.io/v1beta1"});
   for (size_t i = 0; i < source->kinds_.size(); ++i) {
     source->threads_.emplace_back([raw = source.get(), i] { raw->RunKind(i); });
   }
@@ -472,6 +477,29 @@ void KubeSource::RunKind(size_t index) {
     return one;
   };
 
+  // What keeps the place of an object the API served that does not parse: its last good
+  // version, or, for an AuthorizationPolicy never seen valid, a stand-in that fails closed (a
+  // policy left out could turn "allow only these" into "allow everything"). Nothing for other
+  // kinds, which are left out as before.
+  auto stand_in = [&](const std::string& key, const YAML::Node& object,
+                      const absl::Status& error) -> std::optional<ResourceSet> {
+    {
+      absl::MutexLock lock(&mutex_);
+      auto previous = kind.objects.find(key);
+      if (previous != kind.objects.end()) return previous->second;
+    }
+    if (kind.name != "AuthorizationPolicy") return std::nullopt;
+    ResourceSet one;
+    one.authorization_policies.push_back(
+        internal::RejectedAuthorizationPolicy(object, std::string(error.message())));
+    return one;
+  };
+  const size_t max_objects = MaxObjectsOfKind(options_.snapshot.limits, kind.name);
+  auto too_many = [&](size_t count) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(kind.resource, ": more than ", max_objects, " objects (", count, " seen)"));
+  };
+
   // Lists every page; on success replaces the kind's objects and sets resource_version.
   auto list = [&]() -> absl::Status {
     std::map<std::string, ResourceSet> objects;
@@ -513,9 +541,14 @@ void KubeSource::RunKind(size_t index) {
             objects[key] = *std::move(one);
           } else {
             invalid[absl::StrCat(kind.name, " ", key)] = std::string(one.status().message());
+            if (std::optional<ResourceSet> kept = stand_in(key, item, one.status())) {
+              objects[key] = *std::move(kept);
+            }
           }
         }
       }
+      // Stop reading as soon as there are too many: the kind's last good objects stay.
+      if (objects.size() > max_objects) return too_many(objects.size());
       if (continue_token.empty()) break;
     }
     if (stopping_.load()) return absl::CancelledError("source stopping");
@@ -592,9 +625,16 @@ void KubeSource::RunKind(size_t index) {
         } else {
           absl::StatusOr<ResourceSet> one = parse(object);
           record_invalid(key, one.status());
-          // An object that stops parsing keeps its last good version.
+          // An object that stops parsing keeps its last good version (or a stand-in).
+          if (!one.ok()) {
+            std::optional<ResourceSet> kept = stand_in(key, object, one.status());
+            one = kept.has_value() ? absl::StatusOr<ResourceSet>(*std::move(kept)) : one.status();
+          }
           if (one.ok()) {
             absl::MutexLock lock(&mutex_);
+            if (!kind.objects.contains(key) && kind.objects.size() >= max_objects) {
+              return too_many(kind.objects.size() + 1);
+            }
             kind.objects[key] = *std::move(one);
             dirty_ = true;
           } else {
@@ -603,9 +643,10 @@ void KubeSource::RunKind(size_t index) {
         }
         if (!version_seen.empty()) resource_version = version_seen;
       }
-      if (pending.size() > kMaxWatchLine) {
+      if (pending.size() > options_.snapshot.limits.max_api_object_bytes) {
         return absl::ResourceExhaustedError(
-            absl::StrCat("watch ", base_path(), ": event over ", kMaxWatchLine, " bytes"));
+            absl::StrCat("watch ", base_path(), ": an event over ",
+                         options_.snapshot.limits.max_api_object_bytes, " bytes"));
       }
       if (!*more) return WatchEnd::kResume;
     }
@@ -675,17 +716,7 @@ void KubeSource::RunBuilder() {
       absl::MutexLock lock(&mutex_);
       dirty_ = false;
       for (const auto& kind : kinds_) {
-        for (const auto& [key, one] : kind->objects) {
-          auto append = [](auto& into, const auto& from) {
-            into.insert(into.end(), from.begin(), from.end());
-          };
-          append(resources.namespaces, one.namespaces);
-          append(resources.pods, one.pods);
-          append(resources.services, one.services);
-          append(resources.endpoint_slices, one.endpoint_slices);
-          append(resources.peer_authentications, one.peer_authentications);
-          append(resources.destination_rules, one.destination_rules);
-        }
+        for (const auto& [key, one] : kind->objects) resources.Append(ResourceSet(one));
       }
       for (const auto& [object, error] : invalid_objects_) {
         absl::StrAppend(&invalid, invalid.empty() ? "" : "; ", error);
@@ -700,8 +731,11 @@ void KubeSource::RunBuilder() {
     ++generation;
     publisher_.Publish(*std::move(snapshot));
     if (!invalid.empty()) {
-      ReportError(
-          absl::InvalidArgumentError(absl::StrCat("objects left out of the snapshot: ", invalid)));
+      ReportError(absl::InvalidArgumentError(
+          absl::StrCat("objects that do not parse (each keeps its last good version; an "
+                       "AuthorizationPolicy never seen valid stands in failing closed; others "
+                       "are left out): ",
+                       invalid)));
     }
   }
 }
