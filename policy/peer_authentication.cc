@@ -9,17 +9,22 @@ namespace nodeward::policy {
 namespace {
 
 // Notes the policies that lost to the first one of a level, and why it won: Istio picks the
-// oldest, and among policies of the same age (or none dated, as in hand-written files) the
-// first by name.
+// oldest, and among policies of the same age the first by name. Undated ones (hand-written
+// files) count as the newest (see ObjectMeta::creation_timestamp), and the trace says so.
 void NoteIgnored(const std::vector<const PeerAuthentication*>& candidates, absl::string_view level,
                  Trace& trace) {
   for (size_t i = 1; i < candidates.size(); ++i) {
     const PeerAuthentication& winner = *candidates[0];
     const PeerAuthentication& loser = *candidates[i];
     std::string why;
-    if (winner.meta.creation_timestamp != loser.meta.creation_timestamp) {
+    if (loser.meta.creation_timestamp == absl::InfiniteFuture() &&
+        winner.meta.creation_timestamp != absl::InfiniteFuture()) {
+      why = absl::StrCat("the older ", Describe(winner), " (", Describe(loser),
+                         " has no creationTimestamp, so it counts as created after every dated "
+                         "policy, as the API server would date it)");
+    } else if (winner.meta.creation_timestamp != loser.meta.creation_timestamp) {
       why = absl::StrCat("the older ", Describe(winner));
-    } else if (winner.meta.creation_timestamp == absl::InfinitePast()) {
+    } else if (winner.meta.creation_timestamp == absl::InfiniteFuture()) {
       why =
           absl::StrCat(Describe(winner), " (neither has a creationTimestamp, so the name decides)");
     } else {

@@ -237,7 +237,22 @@ INSTANTIATE_TEST_SUITE_P(
                  "PeerAuthentication shop/default",
                  "PeerAuthentication shop/permissive is ignored: namespace shop already has "
                  "PeerAuthentication shop/default (neither has a creationTimestamp, so the name "
-                 "decides)"}),
+                 "decides)"},
+        // A hand-written policy without creationTimestamp is dated as the API server would
+        // date it on apply: after the ones that state their age. So the dated PERMISSIVE
+        // policy is the oldest here, as it would be in a cluster where "default" was applied
+        // later.
+        ModeCase{"DatedPolicyIsOlderThanAnUndatedOne",
+                 Pa("default", "shop", "STRICT") +
+                     Pa("permissive", "shop", "PERMISSIVE", "", "2020-01-01T00:00:00Z"),
+                 "reviews-1",
+                 9080,
+                 P,
+                 {U, P, U, U},
+                 "PeerAuthentication shop/permissive",
+                 "PeerAuthentication shop/default is ignored: namespace shop already has the "
+                 "older PeerAuthentication shop/permissive (PeerAuthentication shop/default has "
+                 "no creationTimestamp"}),
     [](const ::testing::TestParamInfo<ModeCase>& info) { return info.param.name; });
 
 }  // namespace

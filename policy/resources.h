@@ -23,9 +23,10 @@ struct ObjectMeta {
   std::string name;
   std::string ns;  // empty for cluster-scoped kinds (Namespace)
   Labels labels;
-  // Absent in hand-written files: treated as the zero time, i.e. older than anything dated,
-  // which is how Istio orders objects that carry no timestamp.
-  absl::Time creation_timestamp = absl::InfinitePast();
+  // Absent in hand-written files. Such an object counts as created after every object that
+  // states its age, as the API server would date it when it is applied, so that "the oldest
+  // wins" picks what it picks in a cluster; objects without one tie, and the name decides.
+  absl::Time creation_timestamp = absl::InfiniteFuture();
   std::string resource_version;
   std::string uid;
   // Where the object came from, for error messages and traces: "file.yaml:12" or "api".
