@@ -259,6 +259,7 @@ absl::string_view AuthorizationOutcomeName(AuthorizationOutcome outcome) {
 AuthorizationResult Authorize(const Snapshot& snapshot, const Pod& destination,
                               const InboundConnection& connection) {
   AuthorizationResult result;
+  if (!snapshot.HasAuthorizationPolicies()) return result;
   Trace& trace = result.trace;
   for (const AuthorizationPolicy* waypoint : snapshot.WaypointAuthorizationPolicies(destination)) {
     trace.warnings.push_back(absl::StrCat(Describe(*waypoint),
@@ -267,10 +268,7 @@ AuthorizationResult Authorize(const Snapshot& snapshot, const Pod& destination,
   }
   const std::vector<const AuthorizationPolicy*> policies =
       snapshot.AuthorizationPoliciesFor(destination);
-  if (policies.empty()) {
-    result.reason = "no AuthorizationPolicy applies";
-    return result;
-  }
+  if (policies.empty()) return result;
   const Facts facts = FactsOf(connection);
   if (connection.source_ip.empty()) {
     trace.steps.push_back("source address unknown: conditions on it fail closed");

@@ -52,7 +52,7 @@ struct AuthorizationResult {
   // Matching AUDIT policies and dry-run policies that would have refused or allowed: the
   // connection is to be logged under their names.
   std::vector<const AuthorizationPolicy*> audit;
-  std::string reason;  // one line, for logs and the CLI
+  std::string reason;  // one line, for logs and the CLI; empty when no policy applies
   Trace trace;
 };
 

@@ -12,9 +12,16 @@ namespace {
 constexpr absl::string_view kNodewardModeLabel = "nodeward.io/dataplane-mode";
 constexpr absl::string_view kIstioModeLabel = "istio.io/dataplane-mode";
 
-std::string LabelValue(const Labels& labels, absl::string_view key) {
-  auto it = labels.find(std::string(key));
-  return it == labels.end() ? std::string() : it->second;
+// Looked up on every decision: the keys are made once, the value is not copied.
+const std::string& ModeKey(absl::string_view key) {
+  static const auto* nodeward = new std::string(kNodewardModeLabel);
+  static const auto* istio = new std::string(kIstioModeLabel);
+  return key == kNodewardModeLabel ? *nodeward : *istio;
+}
+
+absl::string_view LabelValue(const Labels& labels, absl::string_view key) {
+  auto it = labels.find(ModeKey(key));
+  return it == labels.end() ? absl::string_view() : absl::string_view(it->second);
 }
 
 }  // namespace

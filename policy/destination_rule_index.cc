@@ -94,11 +94,11 @@ void DestinationRuleIndex::HostGroup::Merge(const DestinationRule& rule, const s
     if (both_without || (both_with && selectors_match)) append_separately = false;
     entry.from.push_back(&rule);
     // The first present trafficPolicy is kept whole; a later one never fills in its gaps.
-    if (entry.traffic_policy == nullptr && rule.has_traffic_policy) entry.traffic_policy = &rule;
+    if (entry.traffic_policy == nullptr && rule.HasTrafficPolicy()) entry.traffic_policy = &rule;
   }
   if (entries.empty() || append_separately) {
     entries.push_back(
-        {&rule, rule.has_traffic_policy ? &rule : nullptr, {&rule}, std::move(export_to)});
+        {&rule, rule.HasTrafficPolicy() ? &rule : nullptr, {&rule}, std::move(export_to)});
   }
 }
 

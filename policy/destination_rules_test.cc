@@ -270,5 +270,24 @@ TEST(DestinationRuleTest, TraceSaysWhyTheNextNamespaceWasTried) {
   EXPECT_THAT(applied.trace.ToString(), HasSubstr("is exported only to legacy, not to shop"));
 }
 
+// Rules built in code rather than parsed carry their TLS without has_traffic_policy set.
+TEST(DestinationRuleTest, RuleBuiltInCodeKeepsItsTls) {
+  std::shared_ptr<const Snapshot> parsed = Load("");
+  ASSERT_NE(parsed, nullptr);
+  ResourceSet set = parsed->resources();
+  DestinationRule rule;
+  rule.meta.name = "p";
+  rule.meta.ns = "billing";
+  rule.host = "payments";
+  rule.tls = ClientTlsSettings{.mode = TlsMode::kSimple};
+  set.destination_rules.push_back(rule);
+  absl::StatusOr<std::shared_ptr<const Snapshot>> snapshot = Snapshot::Build(set, {});
+  ASSERT_TRUE(snapshot.ok());
+  AppliedDestinationRule applied = ResolveDestinationRule(
+      **snapshot, PodNamed(**snapshot, "shop", "client"), kPayments, "billing", 443);
+  ASSERT_TRUE(applied.tls.has_value());
+  EXPECT_EQ(applied.tls->mode, TlsMode::kSimple);
+}
+
 }  // namespace
 }  // namespace nodeward::policy

@@ -136,11 +136,16 @@ struct DestinationRule {
   // workloadSelector.matchLabels: the rule is for these clients of its own namespace only. Set
   // (possibly empty) whenever the field is present: Istio treats any selector as private.
   std::optional<Labels> workload_selector;
-  // Whether spec.trafficPolicy is present at all, even without tls: when rules for one host
-  // merge, Istio keeps the first present trafficPolicy whole.
+  // Whether spec.trafficPolicy is present even without tls or portLevelSettings (say, with
+  // only a loadBalancer): when rules for one host merge, Istio keeps the first present
+  // trafficPolicy whole. See HasTrafficPolicy.
   bool has_traffic_policy = false;
   std::optional<ClientTlsSettings> tls;
   std::vector<PortTrafficPolicy> port_level;
+
+  bool HasTrafficPolicy() const {
+    return has_traffic_policy || tls.has_value() || !port_level.empty();
+  }
 };
 
 // An address block of ipBlocks, notIpBlocks or an IP condition: an address (a /32 or /128) or

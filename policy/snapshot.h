@@ -90,6 +90,9 @@ class Snapshot {
   // Policies in scope of `pod` that bind to a waypoint instead: named in traces as not
   // enforced here.
   std::vector<const AuthorizationPolicy*> WaypointAuthorizationPolicies(const Pod& pod) const;
+  // Whether the configuration has any AuthorizationPolicy at all: the common case of none
+  // costs a decision nothing.
+  bool HasAuthorizationPolicies() const { return !resources_.authorization_policies.empty(); }
 
  private:
   Snapshot() = default;
