@@ -92,14 +92,16 @@ absl::string_view OutboundActionName(OutboundAction action) {
 
 namespace {
 
-OutboundDecision Finish(OutboundDecision decision, OutboundAction action, DecisionReason code,
+// Takes the decision by reference and moves it out only here: the reason is often built from
+// the decision's own fields, and argument evaluation order is unspecified.
+OutboundDecision Finish(OutboundDecision& decision, OutboundAction action, DecisionReason code,
                         std::string reason) {
   decision.action = action;
   decision.reason_code = code;
   decision.reason = std::move(reason);
   decision.trace.steps.push_back(
       absl::StrCat("decision: ", OutboundActionName(action), ": ", decision.reason));
-  return decision;
+  return std::move(decision);
 }
 
 // The server identities an HBONE connection accepts: the destination's own, or the
@@ -135,7 +137,7 @@ OutboundDecision DecideOutbound(const Snapshot& snapshot, const Pod& source,
   Trace& trace = decision.trace;
   absl::StatusOr<std::string> ip = NormalizeIp(destination_ip);
   if (!ip.ok()) {
-    return Finish(std::move(decision), OutboundAction::kRefuse, DecisionReason::kInvalidDestination,
+    return Finish(decision, OutboundAction::kRefuse, DecisionReason::kInvalidDestination,
                   absl::StrCat("destination ", ip.status().message()));
   }
   decision.address = *ip;
@@ -155,14 +157,14 @@ OutboundDecision DecideOutbound(const Snapshot& snapshot, const Pod& source,
       if (candidate.port == destination_port && candidate.protocol == "TCP") port = &candidate;
     }
     if (port == nullptr) {
-      return Finish(std::move(decision), OutboundAction::kRefuse, DecisionReason::kNoServicePort,
+      return Finish(decision, OutboundAction::kRefuse, DecisionReason::kNoServicePort,
                     absl::StrCat("service ", service->meta.ns, "/", service->meta.name,
                                  " has no TCP port ", destination_port));
     }
     service_port = port->port;
     const std::vector<EndpointTarget>& endpoints = snapshot.ServiceEndpoints(*service, port->port);
     if (endpoints.empty()) {
-      return Finish(std::move(decision), OutboundAction::kRefuse, DecisionReason::kNoReadyEndpoint,
+      return Finish(decision, OutboundAction::kRefuse, DecisionReason::kNoReadyEndpoint,
                     absl::StrCat("service ", service->meta.ns, "/", service->meta.name, " port ",
                                  port->port, " has no ready endpoint"));
     }
@@ -220,8 +222,7 @@ OutboundDecision DecideOutbound(const Snapshot& snapshot, const Pod& source,
     switch (tls.mode) {
       case TlsMode::kIstioMutual:
         if (!in_mesh) {
-          return Finish(std::move(decision), OutboundAction::kRefuse,
-                        DecisionReason::kDestinationRule,
+          return Finish(decision, OutboundAction::kRefuse, DecisionReason::kDestinationRule,
                         absl::StrCat(rule, " requires ISTIO_MUTUAL but ", host,
                                      " is not in the mesh (", mesh_reason, ")"));
         }
@@ -232,7 +233,7 @@ OutboundDecision DecideOutbound(const Snapshot& snapshot, const Pod& source,
                                                 "port ",
                                                 decision.port, ": the server will refuse it"));
         }
-        return Finish(std::move(decision), OutboundAction::kHbone, DecisionReason::kDestinationRule,
+        return Finish(decision, OutboundAction::kHbone, DecisionReason::kDestinationRule,
                       absl::StrCat("ISTIO_MUTUAL from ", rule, "; expecting ",
                                    absl::StrJoin(decision.expected_peer_identities, " or ")));
       case TlsMode::kSimple:
@@ -240,8 +241,7 @@ OutboundDecision DecideOutbound(const Snapshot& snapshot, const Pod& source,
         if (!tls.credential_name.empty()) {
           // The data plane reads certificates from files only; saying "TLS origination" here
           // while every connection then fails would make explain and the data plane disagree.
-          return Finish(std::move(decision), OutboundAction::kRefuse,
-                        DecisionReason::kDestinationRule,
+          return Finish(decision, OutboundAction::kRefuse, DecisionReason::kDestinationRule,
                         absl::StrCat(rule, " sets credentialName ", tls.credential_name,
                                      ": certificates from Kubernetes Secrets are not supported, "
                                      "give clientCertificate, privateKey and caCertificates "
@@ -254,8 +254,7 @@ OutboundDecision DecideOutbound(const Snapshot& snapshot, const Pod& source,
                            " is STRICT on port ", decision.port,
                            ": it accepts only mesh mTLS and will refuse this connection"));
         }
-        return Finish(std::move(decision), OutboundAction::kTlsOrigination,
-                      DecisionReason::kDestinationRule,
+        return Finish(decision, OutboundAction::kTlsOrigination, DecisionReason::kDestinationRule,
                       absl::StrCat(TlsModeName(tls.mode), " TLS origination from ", rule));
       case TlsMode::kDisable:
         if (server_mode == MtlsMode::kStrict) {
@@ -263,18 +262,18 @@ OutboundDecision DecideOutbound(const Snapshot& snapshot, const Pod& source,
               absl::StrCat(rule, " disables TLS but ", Describe(*pod), " is STRICT on port ",
                            decision.port, ": the server will refuse this plaintext connection"));
         }
-        return Finish(std::move(decision), OutboundAction::kPlaintext,
-                      DecisionReason::kDestinationRule, absl::StrCat("TLS disabled by ", rule));
+        return Finish(decision, OutboundAction::kPlaintext, DecisionReason::kDestinationRule,
+                      absl::StrCat("TLS disabled by ", rule));
     }
   }
 
   // Auto mTLS: the destination's own policy decides.
   if (!in_mesh) {
-    return Finish(std::move(decision), OutboundAction::kPlaintext, DecisionReason::kAutoMtls,
+    return Finish(decision, OutboundAction::kPlaintext, DecisionReason::kAutoMtls,
                   absl::StrCat("auto mTLS: destination outside the mesh (", mesh_reason, ")"));
   }
   if (server_mode == MtlsMode::kDisable) {
-    return Finish(std::move(decision), OutboundAction::kPlaintext, DecisionReason::kAutoMtls,
+    return Finish(decision, OutboundAction::kPlaintext, DecisionReason::kAutoMtls,
                   absl::StrCat("auto mTLS: ", Describe(*pod),
                                " has PeerAuthentication DISABLE on "
                                "port ",
@@ -282,21 +281,21 @@ OutboundDecision DecideOutbound(const Snapshot& snapshot, const Pod& source,
   }
   ExpectIdentities(snapshot, *pod, std::nullopt, "", decision);
   return Finish(
-      std::move(decision), OutboundAction::kHbone, DecisionReason::kAutoMtls,
+      decision, OutboundAction::kHbone, DecisionReason::kAutoMtls,
       absl::StrCat("auto mTLS: ", Describe(*pod), " is in the mesh and ", MtlsModeName(server_mode),
                    " on port ", decision.port, "; expecting ", decision.expected_peer_identity));
 }
 
 namespace {
 
-InboundDecision FinishInbound(InboundDecision decision, bool allow, DecisionReason code,
+InboundDecision FinishInbound(InboundDecision& decision, bool allow, DecisionReason code,
                               std::string reason) {
   decision.allow = allow;
   decision.reason_code = code;
   decision.reason = std::move(reason);
   decision.trace.steps.push_back(
       absl::StrCat("decision: ", allow ? "ALLOW: " : "REFUSE: ", decision.reason));
-  return decision;
+  return std::move(decision);
 }
 
 }  // namespace
@@ -315,7 +314,7 @@ InboundDecision DecideInbound(const Snapshot& snapshot, const Pod& destination,
       Describe(destination), " port ", connection.port));
   Enrollment enrollment = ResolveEnrollment(snapshot, destination);
   if (!enrollment.enrolled) {
-    return FinishInbound(std::move(decision), false, DecisionReason::kNotInMesh,
+    return FinishInbound(decision, false, DecisionReason::kNotInMesh,
                          absl::StrCat("not in the mesh: ", enrollment.reason));
   }
   decision.mtls = ResolveMtlsMode(snapshot, destination, connection.port);
@@ -338,7 +337,7 @@ InboundDecision DecideInbound(const Snapshot& snapshot, const Pod& destination,
       break;
   }
   if (!admitted) {
-    return FinishInbound(std::move(decision), false, DecisionReason::kPeerAuthentication,
+    return FinishInbound(decision, false, DecisionReason::kPeerAuthentication,
                          std::move(mode_reason));
   }
   AuthorizationResult authorization = Authorize(snapshot, destination, connection);
@@ -352,7 +351,7 @@ InboundDecision DecideInbound(const Snapshot& snapshot, const Pod& destination,
   decision.audit = !authorization.audit.empty();
   decision.authorization = std::move(authorization);
   return FinishInbound(
-      std::move(decision), allow,
+      decision, allow,
       decided_by_policy ? DecisionReason::kAuthorization : DecisionReason::kPeerAuthentication,
       std::move(reason));
 }

@@ -205,17 +205,17 @@ TEST_F(DirectorySourceTest, OversizedFilesAndTooManyObjectsAreRefusedKeepingTheL
               HasSubstr("over the limit of 1024 bytes for one configuration file"));
   EXPECT_EQ(source_->Current(), good);
 
-  // Files each within the limit, over it together.
-  Write("big.yaml", "# " + std::string(900, 'x') + "\n");
+  // Files each within the limit, over it together (never a valid state in between).
   Write("big2.yaml", "# " + std::string(900, 'x') + "\n");
+  Write("big.yaml", "# " + std::string(900, 'x') + "\n");
   ASSERT_TRUE(WaitFor(
       [&] { return absl::StrContains(source_->Status().last_error.message(), "bytes together"); }));
   EXPECT_EQ(source_->Current(), good);
 
-  // Small files, too many objects of one kind.
-  fs::remove(root_ / "big.yaml");
+  // Small files, too many objects of one kind (again no valid state in between).
+  Write("b.yaml", NamespaceYaml("b"));
+  Write("big.yaml", NamespaceYaml("c") + "---\n" + NamespaceYaml("d"));
   fs::remove(root_ / "big2.yaml");
-  Write("b.yaml", NamespaceYaml("b") + "---\n" + NamespaceYaml("c") + "---\n" + NamespaceYaml("d"));
   ASSERT_TRUE(WaitFor([&] {
     return absl::StrContains(source_->Status().last_error.message(),
                              "too many Namespaces: 4 (at most 3 are loaded)");
@@ -224,7 +224,7 @@ TEST_F(DirectorySourceTest, OversizedFilesAndTooManyObjectsAreRefusedKeepingTheL
   EXPECT_FALSE(HasNamespace("b"));
 
   // Back within the limits: loaded.
-  Write("b.yaml", NamespaceYaml("b"));
+  fs::remove(root_ / "big.yaml");
   ASSERT_TRUE(WaitFor([&] { return HasNamespace("b"); }));
   EXPECT_TRUE(source_->Status().last_error.ok());
 }
