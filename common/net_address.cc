@@ -9,6 +9,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/errno_status.h"
+#include "common/port_number.h"
 
 namespace nodeward {
 
@@ -90,16 +91,17 @@ absl::StatusOr<SocketAddress> SocketAddress::Parse(absl::string_view text) {
     host = text.substr(0, colon);
     port_text = text.substr(colon + 1);
   }
-  uint32_t port = 0;
-  if (!absl::SimpleAtoi(port_text, &port) || port == 0 || port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat("bad port in \"", text, "\""));
+  const std::optional<uint16_t> port = ParsePortNumber(port_text);
+  if (!port.has_value()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad port in \"", text, "\" (1-65535, no leading zeros)"));
   }
   absl::StatusOr<IpAddress> ip = IpAddress::Parse(host);
   if (!ip.ok()) return ip.status();
   if (ip->family == AF_INET6 && text.front() != '[') {
     return absl::InvalidArgumentError(absl::StrCat("IPv6 needs brackets: \"", text, "\""));
   }
-  return SocketAddress{*ip, static_cast<uint16_t>(port)};
+  return SocketAddress{*ip, *port};
 }
 
 SocketAddress SocketAddress::Loopback4(uint16_t port) {

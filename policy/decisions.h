@@ -1,16 +1,18 @@
-// Policy decisions: pure functions of a Snapshot and a question. Each answer carries a trace
-// naming the resources that decided it and why, in words an operator can act on.
+// Policy decisions: pure functions of a Snapshot and a question. Each answer carries a typed
+// reason, a line for people and a trace naming the resources that decided it and why.
 //
-// Semantics are Istio's (PeerAuthentication, DestinationRule, auto mTLS) as this data plane
-// applies them:
-//  - Inbound, the effective PeerAuthentication mode of the port decides: STRICT accepts only
-//    mesh mTLS (HBONE), PERMISSIVE accepts both, DISABLE accepts only plaintext. With DISABLE
-//    Istio's server side stops terminating mTLS; since this data plane has no way to hand an
-//    HBONE stream to the application without terminating it, an mTLS connection to a DISABLE
-//    port is refused here, with that reason, rather than silently unwrapped.
+// Semantics are Istio's (PeerAuthentication, DestinationRule, auto mTLS, L4
+// AuthorizationPolicy) as this data plane applies them:
+//  - Inbound, the effective PeerAuthentication mode of the port decides first: STRICT accepts
+//    only mesh mTLS (HBONE), PERMISSIVE accepts both, DISABLE accepts only plaintext. With
+//    DISABLE Istio's server side stops terminating mTLS; since this data plane has no way to
+//    hand an HBONE stream to the application without terminating it, an mTLS connection to a
+//    DISABLE port is refused here, with that reason, rather than silently unwrapped. Then the
+//    AuthorizationPolicies of the pod decide (authorization.h).
 //  - Outbound, an explicit DestinationRule TLS mode always wins, even when it cannot work;
 //    such a decision says so in its warnings (or refuses, for ISTIO_MUTUAL to a host outside
-//    the mesh) so the debug CLI can show why the connection fails.
+//    the mesh, or settings this data plane cannot apply) so the debug CLI shows the outcome
+//    the data plane will have.
 // Pointers in results point into the snapshot and live as long as it does.
 #pragma once
 
@@ -20,35 +22,30 @@
 #include <vector>
 
 #include "absl/strings/string_view.h"
+#include "policy/authorization.h"
+#include "policy/destination_rules.h"
+#include "policy/inbound_connection.h"
+#include "policy/peer_authentication.h"
 #include "policy/resources.h"
 #include "policy/snapshot.h"
+#include "policy/trace.h"
 
 namespace nodeward::policy {
 
-struct Trace {
-  std::vector<std::string> steps;     // what was looked at and concluded, in order
-  std::vector<std::string> warnings;  // misconfigurations this connection will run into
-  std::vector<std::string> deciding;  // "Kind namespace/name" of each resource that decided
-  std::string ToString() const;
+// What decided, for metric labels and the access log; `reason` stays the sentence for people.
+enum class DecisionReason {
+  kPeerAuthentication,  // the effective PeerAuthentication mode (STRICT, PERMISSIVE, DISABLE)
+  kAuthorization,       // AuthorizationPolicies: one allowed or denied, or none allowed
+  kDestinationRule,     // an explicit DestinationRule TLS mode
+  kAutoMtls,            // no DestinationRule TLS: the destination's enrollment and mode
+  kNotInMesh,           // inbound: the destination pod is not enrolled
+  kNoServicePort,       // outbound: the service has no such TCP port
+  kNoReadyEndpoint,     // outbound: the service has no ready endpoint on that port
+  kInvalidDestination,  // outbound: the destination is not an IP address
 };
-
-// Mode configured at each level for one workload and port; kUnset where no resource applies
-// or the one that applies leaves the mode unset (inherits).
-struct ModeByLevel {
-  MtlsMode mesh = MtlsMode::kUnset;
-  MtlsMode namespace_level = MtlsMode::kUnset;
-  MtlsMode workload = MtlsMode::kUnset;
-  MtlsMode port = MtlsMode::kUnset;
-};
-
-struct EffectiveMtls {
-  MtlsMode mode = MtlsMode::kPermissive;  // never kUnset
-  ModeByLevel levels;
-  Trace trace;
-};
-
-// The PeerAuthentication mode `workload` gets on its (target) port `port`.
-EffectiveMtls ResolveMtlsMode(const Snapshot& snapshot, const Pod& workload, uint32_t port);
+// "peer_authentication", "authorization", "destination_rule", "auto_mtls", "not_in_mesh",
+// "no_service_port", "no_ready_endpoint", "invalid_destination".
+absl::string_view DecisionReasonName(DecisionReason reason);
 
 struct Enrollment {
   bool enrolled = false;
@@ -63,34 +60,26 @@ Enrollment ResolveEnrollment(const Snapshot& snapshot, const Pod& pod);
 // spiffe://<trust domain>/ns/<namespace>/sa/<service account>
 std::string WorkloadSpiffeId(const Snapshot& snapshot, const Pod& pod);
 
-struct AppliedDestinationRule {
-  const DestinationRule* rule = nullptr;  // null when none applies
-  // TLS settings for the port; nullopt when the rule has none (auto mTLS applies).
-  std::optional<ClientTlsSettings> tls;
-  bool port_level = false;  // the settings came from portLevelSettings
-  Trace trace;
-};
-
-// The DestinationRule a client in `client_ns` uses for `host` (an FQDN) on `port` (the
-// service port): looked up in the client's namespace, then `service_ns`, then the root
-// namespace, keeping only rules exported to the client's namespace.
-AppliedDestinationRule ResolveDestinationRule(const Snapshot& snapshot, absl::string_view client_ns,
-                                              absl::string_view host, absl::string_view service_ns,
-                                              uint32_t port);
-
 enum class OutboundAction { kHbone, kTlsOrigination, kPlaintext, kRefuse };
 absl::string_view OutboundActionName(OutboundAction action);
 
 struct OutboundDecision {
   OutboundAction action = OutboundAction::kRefuse;
+  DecisionReason reason_code = DecisionReason::kAutoMtls;
   std::string reason;  // one line, for logs and the CLI
   // Where to connect: the chosen endpoint (pod IP and target port) for a service address,
   // the original destination otherwise.
   std::string address;
   uint32_t port = 0;
-  const Service* service = nullptr;               // when the destination was a service address
-  const Pod* destination_pod = nullptr;           // when the destination is a known pod
-  std::string expected_peer_identity;             // kHbone: the SPIFFE ID the server must present
+  const Service* service = nullptr;      // when the destination was a service address
+  const Pod* destination_pod = nullptr;  // when the destination is a known pod
+  // kHbone: the server identities accepted, any one of which the server's certificate must
+  // carry. The destination pod's SPIFFE ID, or, for ISTIO_MUTUAL with subjectAltNames, those
+  // names instead, as Istio's cluster builder verifies them (pilot/pkg/networking/core
+  // cluster_builder.go buildAutoMtlsSettings: the rule's names replace the service accounts).
+  std::vector<std::string> expected_peer_identities;
+  // The first of expected_peer_identities, for data planes that check a single identity.
+  std::string expected_peer_identity;
   std::optional<ClientTlsSettings> origination;   // kTlsOrigination: how to originate
   std::optional<EffectiveMtls> destination_mtls;  // when the destination is a known pod
   Trace trace;
@@ -103,17 +92,24 @@ OutboundDecision DecideOutbound(const Snapshot& snapshot, const Pod& source,
                                 absl::string_view destination_ip, uint32_t destination_port,
                                 uint64_t endpoint_hint = 0);
 
-enum class InboundTransport { kMtls, kPlaintext };
-
 struct InboundDecision {
   bool allow = false;
+  DecisionReason reason_code = DecisionReason::kNotInMesh;
   std::string reason;
   EffectiveMtls mtls;
+  // Reached when PeerAuthentication admits the connection.
+  std::optional<AuthorizationResult> authorization;
+  // An AUDIT or dry-run AuthorizationPolicy matched: log the connection under its name.
+  bool audit = false;
   Trace trace;
 };
 
-// Whether `destination` accepts a connection on its port `port` arriving over `transport`
-// (`peer_identity` is the verified client SPIFFE ID for kMtls, shown in the trace).
+// Whether `destination` accepts `connection`.
+InboundDecision DecideInbound(const Snapshot& snapshot, const Pod& destination,
+                              const InboundConnection& connection);
+
+// The same without the connection's addresses and SNI, which AuthorizationPolicy conditions
+// then treat as unknown (failing closed). Kept for callers that do not pass them yet.
 InboundDecision DecideInbound(const Snapshot& snapshot, const Pod& destination, uint32_t port,
                               InboundTransport transport, absl::string_view peer_identity = {});
 

@@ -9,6 +9,7 @@
 #include "absl/strings/substitute.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "policy/decision_test_cluster.h"
 #include "policy/resources.h"
 #include "policy/snapshot.h"
 
@@ -19,392 +20,12 @@ using ::testing::Contains;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 
-// A small cluster: "shop" and "billing" are enrolled (two label spellings), "legacy" is not.
-constexpr char kCluster[] = R"yaml(
-apiVersion: v1
-kind: Namespace
-metadata: {name: istio-system}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: shop, labels: {nodeward.io/dataplane-mode: enabled}}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: billing, labels: {istio.io/dataplane-mode: ambient}}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: legacy}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: client, namespace: shop, labels: {app: client}}
-spec: {serviceAccountName: client}
-status: {podIP: 10.0.1.1, conditions: [{type: Ready, status: "True"}]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: reviews-1, namespace: shop, labels: {app: reviews, version: v1}}
-spec:
-  serviceAccountName: reviews
-  containers:
-  - name: app
-    ports: [{name: http, containerPort: 9080}, {name: metrics, containerPort: 15090}]
-status: {podIP: 10.0.1.2, conditions: [{type: Ready, status: "True"}]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: reviews-unready, namespace: shop, labels: {app: reviews, version: v2}}
-spec:
-  serviceAccountName: reviews
-  containers:
-  - name: app
-    ports: [{name: http, containerPort: 9080}]
-status: {podIP: 10.0.1.4, conditions: [{type: Ready, status: "False"}]}
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: optout
-  namespace: shop
-  labels: {app: optout, nodeward.io/dataplane-mode: none}
-status: {podIP: 10.0.1.3, conditions: [{type: Ready, status: "True"}]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: hostnet, namespace: shop, labels: {app: hostnet}}
-spec: {hostNetwork: true}
-status: {podIP: 192.168.0.10, conditions: [{type: Ready, status: "True"}]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: payments-1, namespace: billing, labels: {app: payments}}
-spec:
-  serviceAccountName: payments
-  containers:
-  - name: app
-    ports: [{name: grpc, containerPort: 8443}]
-status: {podIP: 10.0.2.1, conditions: [{type: Ready, status: "True"}]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: payments-2, namespace: billing, labels: {app: payments}}
-spec:
-  serviceAccountName: payments
-  containers:
-  - name: app
-    ports: [{name: grpc, containerPort: 8443}]
-status: {podIP: 10.0.2.2, conditions: [{type: Ready, status: "True"}]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: old-1, namespace: legacy, labels: {app: old}}
-status: {podIP: 10.0.3.1, conditions: [{type: Ready, status: "True"}]}
----
-apiVersion: v1
-kind: Service
-metadata: {name: reviews, namespace: shop}
-spec:
-  clusterIP: 10.96.1.1
-  selector: {app: reviews}
-  ports:
-  - {name: http, port: 80, targetPort: http}
-  - {name: metrics, port: 15090}
----
-apiVersion: v1
-kind: Service
-metadata: {name: optout, namespace: shop}
-spec: {clusterIP: 10.96.1.3, selector: {app: optout}, ports: [{port: 80}]}
----
-apiVersion: v1
-kind: Service
-metadata: {name: empty, namespace: shop}
-spec: {clusterIP: 10.96.1.9, selector: {app: nothing}, ports: [{port: 80}]}
----
-apiVersion: v1
-kind: Service
-metadata: {name: payments, namespace: billing}
-spec:
-  clusterIP: 10.96.2.1
-  selector: {app: payments}
-  ports: [{name: grpc, port: 443, targetPort: grpc}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: old, namespace: legacy}
-spec: {clusterIP: 10.96.3.1, selector: {app: old}, ports: [{port: 80, targetPort: 8080}]}
----
-apiVersion: v1
-kind: Service
-metadata: {name: sliced, namespace: billing}
-spec: {clusterIP: 10.96.2.9, ports: [{name: web, port: 80, targetPort: 8080}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: sliced-x
-  namespace: billing
-  labels: {kubernetes.io/service-name: sliced}
-addressType: IPv4
-ports: [{name: web, port: 8081}]
-endpoints:
-- addresses: [10.0.2.2]
-  targetRef: {kind: Pod, name: payments-2, namespace: billing}
-- addresses: [10.0.2.1]
-  conditions: {ready: false}
-)yaml";
-
-// A PeerAuthentication. `selector` is an app label ("" for none), `ports` a flow map body
-// such as "9080: {mode: DISABLE}".
-std::string Pa(absl::string_view name, absl::string_view ns, absl::string_view mode,
-               absl::string_view selector = "", absl::string_view created = "",
-               absl::string_view ports = "") {
-  std::string yaml = absl::Substitute(
-      "---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\n"
-      "metadata: {name: $0, namespace: $1$2}\nspec:\n  mtls: {$3}\n",
-      name, ns, created.empty() ? "" : absl::StrCat(", creationTimestamp: \"", created, "\""),
-      mode.empty() ? "" : absl::StrCat("mode: ", mode));
-  if (!selector.empty())
-    absl::StrAppend(&yaml, "  selector: {matchLabels: {app: ", selector, "}}\n");
-  if (!ports.empty()) absl::StrAppend(&yaml, "  portLevelMtls: {", ports, "}\n");
-  return yaml;
-}
-
-// A DestinationRule; `tls` and `extra_spec` are YAML fragments.
-std::string Dr(absl::string_view name, absl::string_view ns, absl::string_view host,
-               absl::string_view tls, absl::string_view export_to = "",
-               absl::string_view created = "", absl::string_view port_level = "") {
-  std::string yaml = absl::Substitute(
-      "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
-      "metadata: {name: $0, namespace: $1$2}\nspec:\n  host: \"$3\"\n",
-      name, ns, created.empty() ? "" : absl::StrCat(", creationTimestamp: \"", created, "\""),
-      host);
-  if (!export_to.empty()) absl::StrAppend(&yaml, "  exportTo: [", export_to, "]\n");
-  absl::StrAppend(&yaml, "  trafficPolicy:\n");
-  if (!tls.empty()) absl::StrAppend(&yaml, "    tls: {", tls, "}\n");
-  if (!port_level.empty()) absl::StrAppend(&yaml, "    portLevelSettings: [", port_level, "]\n");
-  return yaml;
-}
-
-std::shared_ptr<const Snapshot> Load(const std::string& extra, SnapshotOptions options = {}) {
-  ResourceSet set;
-  absl::Status status = AppendYamlResources(kCluster, "cluster.yaml", set);
-  EXPECT_TRUE(status.ok()) << status;
-  status = AppendYamlResources(extra, "extra.yaml", set);
-  EXPECT_TRUE(status.ok()) << status;
-  absl::StatusOr<std::shared_ptr<const Snapshot>> snapshot =
-      Snapshot::Build(std::move(set), std::move(options));
-  EXPECT_TRUE(snapshot.ok()) << snapshot.status();
-  return snapshot.ok() ? *snapshot : nullptr;
-}
-
-const Pod& PodNamed(const Snapshot& snapshot, absl::string_view ns, absl::string_view name) {
-  const Pod* pod = snapshot.FindPod(ns, name);
-  EXPECT_NE(pod, nullptr) << ns << "/" << name;
-  static const Pod* missing = new Pod();
-  return pod != nullptr ? *pod : *missing;
-}
-
-std::string AllWarnings(const Trace& trace) { return absl::StrJoin(trace.warnings, "\n"); }
-
-// ---------------------------------------------------------------------------------------
-// Effective PeerAuthentication mode.
-
-struct ModeCase {
-  std::string name;
-  std::string config;
-  std::string pod;  // in "shop" unless "ns/name"
-  uint32_t port;
-  MtlsMode expected;
-  ModeByLevel levels;
-  std::string decided_by;  // "" when nothing decides (default PERMISSIVE)
-  std::string warning;     // a substring expected among the warnings, if any
-  std::string root_namespace = "istio-system";
-};
-
-class EffectiveModeTest : public ::testing::TestWithParam<ModeCase> {};
-
-TEST_P(EffectiveModeTest, Resolves) {
-  const ModeCase& c = GetParam();
-  SnapshotOptions options;
-  options.root_namespace = c.root_namespace;
-  std::shared_ptr<const Snapshot> snapshot = Load(c.config, options);
-  ASSERT_NE(snapshot, nullptr);
-  std::string ns = "shop", name = c.pod;
-  if (size_t slash = c.pod.find('/'); slash != std::string::npos) {
-    ns = c.pod.substr(0, slash);
-    name = c.pod.substr(slash + 1);
-  }
-  EffectiveMtls result = ResolveMtlsMode(*snapshot, PodNamed(*snapshot, ns, name), c.port);
-  SCOPED_TRACE(result.trace.ToString());
-  EXPECT_EQ(result.mode, c.expected);
-  EXPECT_EQ(result.levels.mesh, c.levels.mesh);
-  EXPECT_EQ(result.levels.namespace_level, c.levels.namespace_level);
-  EXPECT_EQ(result.levels.workload, c.levels.workload);
-  EXPECT_EQ(result.levels.port, c.levels.port);
-  if (c.decided_by.empty()) {
-    EXPECT_THAT(result.trace.deciding, IsEmpty());
-  } else {
-    EXPECT_THAT(result.trace.deciding, Contains(c.decided_by));
-  }
-  if (c.warning.empty()) {
-    EXPECT_THAT(result.trace.warnings, IsEmpty());
-  } else {
-    EXPECT_THAT(AllWarnings(result.trace), HasSubstr(c.warning));
-  }
-}
-
-constexpr MtlsMode U = MtlsMode::kUnset, D = MtlsMode::kDisable, P = MtlsMode::kPermissive,
-                   S = MtlsMode::kStrict;
-
-INSTANTIATE_TEST_SUITE_P(
-    Levels, EffectiveModeTest,
-    ::testing::Values(
-        ModeCase{"NothingIsPermissive", "", "reviews-1", 9080, P, {U, U, U, U}, ""},
-        ModeCase{"MeshWide",
-                 Pa("mesh", "istio-system", "STRICT"),
-                 "reviews-1",
-                 9080,
-                 S,
-                 {S, U, U, U},
-                 "PeerAuthentication istio-system/mesh"},
-        ModeCase{"NamespaceOverridesMesh",
-                 Pa("mesh", "istio-system", "STRICT") + Pa("ns", "shop", "DISABLE"),
-                 "reviews-1",
-                 9080,
-                 D,
-                 {S, D, U, U},
-                 "PeerAuthentication shop/ns"},
-        ModeCase{"NamespaceUnsetInheritsMesh",
-                 Pa("mesh", "istio-system", "STRICT") + Pa("ns", "shop", ""),
-                 "reviews-1",
-                 9080,
-                 S,
-                 {S, U, U, U},
-                 "PeerAuthentication istio-system/mesh"},
-        ModeCase{"OtherNamespacePolicyDoesNotApply",
-                 Pa("ns", "billing", "STRICT"),
-                 "reviews-1",
-                 9080,
-                 P,
-                 {U, U, U, U},
-                 ""},
-        ModeCase{"WorkloadOverridesNamespace",
-                 Pa("ns", "shop", "STRICT") + Pa("w", "shop", "PERMISSIVE", "reviews"),
-                 "reviews-1",
-                 9080,
-                 P,
-                 {U, S, P, U},
-                 "PeerAuthentication shop/w"},
-        ModeCase{"SelectorNotMatching",
-                 Pa("w", "shop", "STRICT", "ratings"),
-                 "reviews-1",
-                 9080,
-                 P,
-                 {U, U, U, U},
-                 ""},
-        ModeCase{"PortLevelOverridesWorkload",
-                 Pa("w", "shop", "STRICT", "reviews", "", "9080: {mode: DISABLE}"),
-                 "reviews-1",
-                 9080,
-                 D,
-                 {U, U, S, D},
-                 "PeerAuthentication shop/w"},
-        ModeCase{"PortLevelOnlyForItsPort",
-                 Pa("w", "shop", "STRICT", "reviews", "", "9080: {mode: DISABLE}"),
-                 "reviews-1",
-                 15090,
-                 S,
-                 {U, U, S, U},
-                 "PeerAuthentication shop/w"},
-        ModeCase{"PortLevelUnsetInheritsWorkload",
-                 Pa("w", "shop", "STRICT", "reviews", "", "9080: {mode: UNSET}"),
-                 "reviews-1",
-                 9080,
-                 S,
-                 {U, U, S, U},
-                 "PeerAuthentication shop/w"},
-        ModeCase{"WorkloadUnsetPortSetFallsBackToNamespaceElsewhere",
-                 Pa("ns", "shop", "STRICT") +
-                     Pa("w", "shop", "", "reviews", "", "9080: {mode: PERMISSIVE}"),
-                 "reviews-1",
-                 15090,
-                 S,
-                 {U, S, U, U},
-                 "PeerAuthentication shop/ns"},
-        ModeCase{"PortLevelIgnoredWithoutSelector",
-                 Pa("ns", "shop", "STRICT", "", "", "9080: {mode: DISABLE}"),
-                 "reviews-1",
-                 9080,
-                 S,
-                 {U, S, U, U},
-                 "PeerAuthentication shop/ns",
-                 "portLevelMtls is ignored because the policy has no selector"},
-        ModeCase{"OlderNamespacePolicyWins",
-                 // Listed newest first: order in files must not matter.
-                 Pa("newer", "shop", "DISABLE", "", "2024-06-01T00:00:00Z") +
-                     Pa("older", "shop", "STRICT", "", "2023-01-01T00:00:00Z"),
-                 "reviews-1",
-                 9080,
-                 S,
-                 {U, S, U, U},
-                 "PeerAuthentication shop/older",
-                 "PeerAuthentication shop/newer is ignored: namespace shop already has the older "
-                 "PeerAuthentication shop/older"},
-        ModeCase{"SameAgeNameBreaksTie",
-                 Pa("b-policy", "shop", "STRICT", "", "2024-01-01T00:00:00Z") +
-                     Pa("a-policy", "shop", "DISABLE", "", "2024-01-01T00:00:00Z"),
-                 "reviews-1",
-                 9080,
-                 D,
-                 {U, D, U, U},
-                 "PeerAuthentication shop/a-policy",
-                 "shop/b-policy is ignored"},
-        ModeCase{"OlderWorkloadPolicyWins",
-                 Pa("w-new", "shop", "DISABLE", "reviews", "2024-06-01T00:00:00Z") +
-                     Pa("w-old", "shop", "STRICT", "reviews", "2022-06-01T00:00:00Z"),
-                 "reviews-1",
-                 9080,
-                 S,
-                 {U, U, S, U},
-                 "PeerAuthentication shop/w-old",
-                 "shop/w-new is ignored"},
-        ModeCase{"OlderMeshPolicyWins",
-                 Pa("m2", "istio-system", "DISABLE", "", "2024-06-01T00:00:00Z") +
-                     Pa("m1", "istio-system", "STRICT", "", "2021-06-01T00:00:00Z"),
-                 "reviews-1",
-                 9080,
-                 S,
-                 {S, U, U, U},
-                 "PeerAuthentication istio-system/m1",
-                 "istio-system/m2 is ignored"},
-        ModeCase{"RootNamespaceSelectorIsNotMeshWide",
-                 Pa("root-w", "istio-system", "STRICT", "reviews"),
-                 "reviews-1",
-                 9080,
-                 P,
-                 {U, U, U, U},
-                 ""},
-        ModeCase{"ConfigurableRootNamespace",
-                 Pa("istio-ns", "istio-system", "DISABLE") + Pa("mesh", "billing", "STRICT"),
-                 "reviews-1",
-                 9080,
-                 S,
-                 {S, U, U, U},
-                 "PeerAuthentication billing/mesh",
-                 "",
-                 "billing"},
-        ModeCase{"WorkloadInRootNamespaceSeesMeshAsItsOnlyLevel",
-                 Pa("mesh", "billing", "STRICT"),
-                 "billing/payments-1",
-                 8443,
-                 S,
-                 {S, U, U, U},
-                 "PeerAuthentication billing/mesh",
-                 "",
-                 "billing"}),
-    [](const ::testing::TestParamInfo<ModeCase>& info) { return info.param.name; });
+using testing_cluster::AllWarnings;
+using testing_cluster::Dr;
+using testing_cluster::Load;
+using testing_cluster::Pa;
+using testing_cluster::PodNamed;
+using testing_cluster::PodRef;
 
 // ---------------------------------------------------------------------------------------
 // Enrollment and identity.
@@ -447,116 +68,6 @@ TEST(IdentityTest, SpiffeIdUsesTrustDomainNamespaceAndServiceAccount) {
   EXPECT_EQ(WorkloadSpiffeId(*snapshot, PodNamed(*snapshot, "legacy", "old-1")),
             "spiffe://example.org/ns/legacy/sa/default");
 }
-
-// ---------------------------------------------------------------------------------------
-// Which DestinationRule applies.
-
-struct RuleCase {
-  std::string name;
-  std::string config;
-  std::string client_ns;
-  std::string host;
-  std::string service_ns;
-  uint32_t port;
-  std::string expected_rule;  // "" for none
-  std::optional<TlsMode> expected_tls;
-  bool port_level = false;
-};
-
-class DestinationRuleTest : public ::testing::TestWithParam<RuleCase> {};
-
-TEST_P(DestinationRuleTest, Selects) {
-  const RuleCase& c = GetParam();
-  std::shared_ptr<const Snapshot> snapshot = Load(c.config);
-  ASSERT_NE(snapshot, nullptr);
-  AppliedDestinationRule applied =
-      ResolveDestinationRule(*snapshot, c.client_ns, c.host, c.service_ns, c.port);
-  SCOPED_TRACE(applied.trace.ToString());
-  if (c.expected_rule.empty()) {
-    EXPECT_EQ(applied.rule, nullptr);
-  } else {
-    ASSERT_NE(applied.rule, nullptr);
-    EXPECT_EQ(DescribeObject("DestinationRule", applied.rule->meta), c.expected_rule);
-  }
-  ASSERT_EQ(applied.tls.has_value(), c.expected_tls.has_value());
-  if (c.expected_tls.has_value()) {
-    EXPECT_EQ(applied.tls->mode, *c.expected_tls);
-  }
-  EXPECT_EQ(applied.port_level, c.port_level);
-}
-
-constexpr char kPayments[] = "payments.billing.svc.cluster.local";
-
-INSTANTIATE_TEST_SUITE_P(
-    Lookup, DestinationRuleTest,
-    ::testing::Values(
-        RuleCase{"None", "", "shop", kPayments, "billing", 443, "", std::nullopt},
-        RuleCase{"ServiceNamespaceDefaultExportsEverywhere",
-                 Dr("p", "billing", "payments", "mode: ISTIO_MUTUAL"), "shop", kPayments, "billing",
-                 443, "DestinationRule billing/p", TlsMode::kIstioMutual},
-        RuleCase{"ClientNamespaceBeforeServiceNamespace",
-                 Dr("p", "billing", "payments", "mode: ISTIO_MUTUAL") +
-                     Dr("mine", "shop", kPayments, "mode: DISABLE", "\".\""),
-                 "shop", kPayments, "billing", 443, "DestinationRule shop/mine", TlsMode::kDisable},
-        RuleCase{"ClientNamespaceRuleNotExportedToItself",
-                 Dr("p", "billing", "payments", "mode: ISTIO_MUTUAL") +
-                     Dr("mine", "shop", kPayments, "mode: DISABLE", "\"legacy\""),
-                 "shop", kPayments, "billing", 443, "DestinationRule billing/p",
-                 TlsMode::kIstioMutual},
-        RuleCase{"PrivateRuleInvisibleToOtherNamespaces",
-                 Dr("p", "billing", "payments", "mode: ISTIO_MUTUAL", "\".\""), "shop", kPayments,
-                 "billing", 443, "", std::nullopt},
-        RuleCase{"PrivateRuleVisibleInItsNamespace",
-                 Dr("p", "billing", "payments", "mode: ISTIO_MUTUAL", "\".\""), "billing",
-                 kPayments, "billing", 443, "DestinationRule billing/p", TlsMode::kIstioMutual},
-        RuleCase{"ExplicitExportToClientNamespace",
-                 Dr("p", "billing", "payments", "mode: SIMPLE", "\"shop\""), "shop", kPayments,
-                 "billing", 443, "DestinationRule billing/p", TlsMode::kSimple},
-        RuleCase{"RootNamespaceLast",
-                 Dr("root", "istio-system", "*.billing.svc.cluster.local", "mode: SIMPLE") +
-                     Dr("p", "billing", "payments", "mode: ISTIO_MUTUAL", "\".\""),
-                 "shop", kPayments, "billing", 443, "DestinationRule istio-system/root",
-                 TlsMode::kSimple},
-        RuleCase{"ShortHostIsRelativeToTheRuleNamespace",
-                 Dr("p", "shop", "payments", "mode: SIMPLE"), "shop", kPayments, "billing", 443, "",
-                 std::nullopt},
-        RuleCase{
-            "ExactHostBeatsOlderWildcard",
-            Dr("wild", "billing", "*.billing.svc.cluster.local", "mode: SIMPLE", "",
-               "2020-01-01T00:00:00Z") +
-                Dr("exact", "billing", kPayments, "mode: ISTIO_MUTUAL", "", "2024-01-01T00:00:00Z"),
-            "shop", kPayments, "billing", 443, "DestinationRule billing/exact",
-            TlsMode::kIstioMutual},
-        RuleCase{"LongerWildcardWins",
-                 Dr("any", "billing", "*", "mode: DISABLE") +
-                     Dr("svc", "billing", "*.svc.cluster.local", "mode: SIMPLE") +
-                     Dr("ns", "billing", "*.billing.svc.cluster.local", "mode: ISTIO_MUTUAL"),
-                 "shop", kPayments, "billing", 443, "DestinationRule billing/ns",
-                 TlsMode::kIstioMutual},
-        RuleCase{"CatchAllHost", Dr("any", "billing", "*", "mode: DISABLE"), "shop", kPayments,
-                 "billing", 443, "DestinationRule billing/any", TlsMode::kDisable},
-        RuleCase{"SameHostOldestWins",
-                 Dr("b-new", "billing", "payments", "mode: DISABLE", "", "2024-01-01T00:00:00Z") +
-                     Dr("a-old", "billing", "payments", "mode: SIMPLE", "", "2023-01-01T00:00:00Z"),
-                 "shop", kPayments, "billing", 443, "DestinationRule billing/a-old",
-                 TlsMode::kSimple},
-        RuleCase{"PortLevelWinsForItsPort",
-                 Dr("p", "billing", "payments", "mode: ISTIO_MUTUAL", "", "",
-                    "{port: {number: 443}, tls: {mode: SIMPLE, sni: pay.example}}"),
-                 "shop", kPayments, "billing", 443, "DestinationRule billing/p", TlsMode::kSimple,
-                 true},
-        RuleCase{"PortLevelOnlyForItsPort",
-                 Dr("p", "billing", "payments", "mode: ISTIO_MUTUAL", "", "",
-                    "{port: {number: 8443}, tls: {mode: SIMPLE}}"),
-                 "shop", kPayments, "billing", 443, "DestinationRule billing/p",
-                 TlsMode::kIstioMutual},
-        RuleCase{
-            "PortLevelWithoutTlsReplacesRuleTls",
-            Dr("p", "billing", "payments", "mode: ISTIO_MUTUAL", "", "", "{port: {number: 443}}"),
-            "shop", kPayments, "billing", 443, "DestinationRule billing/p", std::nullopt, true},
-        RuleCase{"RuleWithoutTls", Dr("p", "billing", "payments", ""), "shop", kPayments, "billing",
-                 443, "DestinationRule billing/p", std::nullopt}),
-    [](const ::testing::TestParamInfo<RuleCase>& info) { return info.param.name; });
 
 // ---------------------------------------------------------------------------------------
 // Outbound decisions.
@@ -691,6 +202,86 @@ TEST(OutboundTest, OriginationCarriesTheRuleSettings) {
   EXPECT_THAT(decision.trace.deciding, Contains("DestinationRule legacy/old"));
 }
 
+// pilot/pkg/networking/core/cluster_builder.go buildAutoMtlsSettings: an ISTIO_MUTUAL rule's
+// subjectAltNames replace the service accounts as the names the server must present.
+TEST(OutboundTest, IstioMutualSubjectAltNamesReplaceThePodIdentity) {
+  std::shared_ptr<const Snapshot> snapshot =
+      Load(Dr("r", "shop", "reviews",
+              "mode: ISTIO_MUTUAL, subjectAltNames: [spiffe://cluster.local/ns/shop/sa/reviews-v2, "
+              "spiffe://cluster.local/ns/shop/sa/canary]"));
+  ASSERT_NE(snapshot, nullptr);
+  OutboundDecision decision =
+      DecideOutbound(*snapshot, PodNamed(*snapshot, "shop", "client"), "10.96.1.1", 80);
+  SCOPED_TRACE(decision.trace.ToString());
+  ASSERT_EQ(decision.action, OutboundAction::kHbone);
+  EXPECT_THAT(decision.expected_peer_identities,
+              ::testing::ElementsAre("spiffe://cluster.local/ns/shop/sa/reviews-v2",
+                                     "spiffe://cluster.local/ns/shop/sa/canary"));
+  EXPECT_EQ(decision.expected_peer_identity, "spiffe://cluster.local/ns/shop/sa/reviews-v2");
+  EXPECT_THAT(decision.reason, HasSubstr("reviews-v2 or spiffe://cluster.local/ns/shop/sa/canary"));
+  EXPECT_EQ(decision.reason_code, DecisionReason::kDestinationRule);
+}
+
+TEST(OutboundTest, SubjectAltNameThatIsNoSpiffeIdWarns) {
+  std::shared_ptr<const Snapshot> snapshot =
+      Load(Dr("r", "shop", "reviews", "mode: ISTIO_MUTUAL, subjectAltNames: [reviews.example]"));
+  ASSERT_NE(snapshot, nullptr);
+  OutboundDecision decision =
+      DecideOutbound(*snapshot, PodNamed(*snapshot, "shop", "client"), "10.96.1.1", 80);
+  EXPECT_THAT(decision.expected_peer_identities, ::testing::ElementsAre("reviews.example"));
+  EXPECT_THAT(AllWarnings(decision.trace), HasSubstr("is not a SPIFFE ID"));
+}
+
+TEST(OutboundTest, AutoMtlsExpectsTheDestinationIdentity) {
+  std::shared_ptr<const Snapshot> snapshot = Load("");
+  ASSERT_NE(snapshot, nullptr);
+  OutboundDecision decision =
+      DecideOutbound(*snapshot, PodNamed(*snapshot, "shop", "client"), "10.96.1.1", 80);
+  EXPECT_THAT(decision.expected_peer_identities, ::testing::ElementsAre(kReviewsId));
+}
+
+// The data plane cannot fetch Secrets: explain must say what the connection will meet.
+TEST(OutboundTest, CredentialNameIsRefusedAsTheDataPlaneRefusesIt) {
+  for (absl::string_view mode : {"SIMPLE", "MUTUAL"}) {
+    std::shared_ptr<const Snapshot> snapshot =
+        Load(Dr("old", "legacy", "old", absl::StrCat("mode: ", mode, ", credentialName: old-tls")));
+    ASSERT_NE(snapshot, nullptr);
+    OutboundDecision decision =
+        DecideOutbound(*snapshot, PodNamed(*snapshot, "shop", "client"), "10.96.3.1", 80);
+    EXPECT_EQ(decision.action, OutboundAction::kRefuse) << mode;
+    EXPECT_EQ(decision.reason_code, DecisionReason::kDestinationRule);
+    EXPECT_THAT(decision.reason, HasSubstr("credentialName old-tls"));
+    EXPECT_FALSE(decision.origination.has_value());
+  }
+}
+
+TEST(OutboundTest, ReasonCodesNameWhatDecided) {
+  struct Case {
+    std::string config, destination;
+    uint32_t port;
+    DecisionReason code;
+  };
+  for (const Case& c :
+       std::vector<Case>{{"", "10.96.1.1", 80, DecisionReason::kAutoMtls},
+                         {"", "10.96.3.1", 80, DecisionReason::kAutoMtls},
+                         {Dr("old", "legacy", "old", "mode: ISTIO_MUTUAL"), "10.96.3.1", 80,
+                          DecisionReason::kDestinationRule},
+                         {Dr("r", "shop", "reviews", "mode: DISABLE"), "10.96.1.1", 80,
+                          DecisionReason::kDestinationRule},
+                         {"", "10.96.1.1", 81, DecisionReason::kNoServicePort},
+                         {"", "10.96.1.9", 80, DecisionReason::kNoReadyEndpoint},
+                         {"", "nonsense", 80, DecisionReason::kInvalidDestination}}) {
+    std::shared_ptr<const Snapshot> snapshot = Load(c.config);
+    ASSERT_NE(snapshot, nullptr);
+    OutboundDecision decision =
+        DecideOutbound(*snapshot, PodNamed(*snapshot, "shop", "client"), c.destination, c.port);
+    EXPECT_EQ(decision.reason_code, c.code)
+        << c.destination << ":" << c.port << " got " << DecisionReasonName(decision.reason_code);
+  }
+  EXPECT_EQ(DecisionReasonName(DecisionReason::kAuthorization), "authorization");
+  EXPECT_EQ(DecisionReasonName(DecisionReason::kPeerAuthentication), "peer_authentication");
+}
+
 TEST(OutboundTest, TraceNamesEveryLevel) {
   std::shared_ptr<const Snapshot> snapshot =
       Load(Pa("mesh", "istio-system", "PERMISSIVE") + Pa("ns", "shop", "STRICT"));
@@ -726,13 +317,8 @@ TEST_P(InboundTest, Decides) {
   const InboundCase& c = GetParam();
   std::shared_ptr<const Snapshot> snapshot = Load(c.config);
   ASSERT_NE(snapshot, nullptr);
-  std::string ns = "shop", name = c.pod;
-  if (size_t slash = c.pod.find('/'); slash != std::string::npos) {
-    ns = c.pod.substr(0, slash);
-    name = c.pod.substr(slash + 1);
-  }
-  InboundDecision decision = DecideInbound(*snapshot, PodNamed(*snapshot, ns, name), 9080,
-                                           c.transport, "spiffe://cluster.local/ns/shop/sa/client");
+  InboundDecision decision = DecideInbound(*snapshot, PodRef(*snapshot, c.pod), 9080, c.transport,
+                                           "spiffe://cluster.local/ns/shop/sa/client");
   SCOPED_TRACE(decision.trace.ToString());
   EXPECT_EQ(decision.allow, c.allow);
   EXPECT_THAT(decision.reason, HasSubstr(c.reason));
@@ -760,6 +346,42 @@ INSTANTIATE_TEST_SUITE_P(
                     "reviews-1", kPlain, false, "STRICT refuses plaintext"},
         InboundCase{"NotEnrolledRefused", "", "legacy/old-1", kPlain, false, "not in the mesh"}),
     [](const ::testing::TestParamInfo<InboundCase>& info) { return info.param.name; });
+
+TEST(InboundTest, ReasonCodesNameWhatDecided) {
+  struct Case {
+    std::string config, pod;
+    InboundTransport transport;
+    bool allow;
+    DecisionReason code;
+  };
+  constexpr char kDenyAll[] = R"(---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-all, namespace: shop}
+spec: {action: DENY, rules: [{}]}
+)";
+  for (const Case& c : std::vector<Case>{
+           {"", "reviews-1", kMtls, true, DecisionReason::kPeerAuthentication},
+           {Pa("ns", "shop", "STRICT"), "reviews-1", kPlain, false,
+            DecisionReason::kPeerAuthentication},
+           {kDenyAll, "reviews-1", kMtls, false, DecisionReason::kAuthorization},
+           // STRICT decides first: the AuthorizationPolicy never sees the plaintext connection.
+           {Pa("ns", "shop", "STRICT") + kDenyAll, "reviews-1", kPlain, false,
+            DecisionReason::kPeerAuthentication},
+           {"", "legacy/old-1", kPlain, false, DecisionReason::kNotInMesh}}) {
+    std::shared_ptr<const Snapshot> snapshot = Load(c.config);
+    ASSERT_NE(snapshot, nullptr);
+    InboundConnection connection;
+    connection.transport = c.transport;
+    connection.peer_identity = "spiffe://cluster.local/ns/shop/sa/client";
+    connection.source_ip = "10.0.1.1";
+    connection.port = 9080;
+    InboundDecision decision = DecideInbound(*snapshot, PodRef(*snapshot, c.pod), connection);
+    SCOPED_TRACE(decision.trace.ToString());
+    EXPECT_EQ(decision.allow, c.allow);
+    EXPECT_EQ(decision.reason_code, c.code) << DecisionReasonName(decision.reason_code);
+  }
+}
 
 TEST(SnapshotTest, IndexesAndSkipsNonOwners) {
   std::shared_ptr<const Snapshot> snapshot = Load("");

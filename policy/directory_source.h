@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "policy/limits.h"
 #include "policy/resources.h"
 #include "policy/snapshot.h"
 #include "policy/source.h"
@@ -18,7 +19,10 @@
 namespace nodeward::policy {
 
 // Parses every configuration file under `directory`, all or nothing. Errors name file:line.
-absl::StatusOr<ResourceSet> LoadDirectory(const std::string& directory);
+// A file over limits.max_file_bytes, files over max_directory_bytes together, or a kind over
+// its count is refused before (or as soon as) it would be parsed.
+absl::StatusOr<ResourceSet> LoadDirectory(const std::string& directory,
+                                          const ConfigLimits& limits = {});
 
 class DirectorySource : public ConfigSource {
  public:

@@ -50,9 +50,10 @@ class DirectorySourceTest : public ::testing::Test {
     fs::rename(temporary, path);
   }
 
-  absl::Status StartSource() {
+  absl::Status StartSource(ConfigLimits limits = {}) {
     DirectorySource::Options options;
     options.directory = root_.string();
+    options.snapshot.limits = limits;
     options.debounce = absl::Milliseconds(50);
     absl::StatusOr<std::unique_ptr<DirectorySource>> source = DirectorySource::Start(options);
     if (!source.ok()) return source.status();
@@ -184,6 +185,58 @@ TEST_F(DirectorySourceTest, ReloadReportsTheOutcome) {
   EXPECT_FALSE(status.ok());
   EXPECT_THAT(std::string(status.message()), HasSubstr("broken.yaml:1: invalid YAML"));
   EXPECT_TRUE(HasNamespace("first"));
+}
+
+TEST_F(DirectorySourceTest, OversizedFilesAndTooManyObjectsAreRefusedKeepingTheLastGood) {
+  ConfigLimits limits;
+  limits.max_file_bytes = 1024;
+  limits.max_directory_bytes = 1536;
+  limits.max_namespaces = 3;
+  Write("a.yaml", NamespaceYaml("first"));
+  ASSERT_TRUE(StartSource(limits).ok());
+  std::shared_ptr<const Snapshot> good = source_->Current();
+
+  // One file over the limit: refused before it is parsed.
+  Write("big.yaml", "# " + std::string(2000, 'x') + "\n" + NamespaceYaml("big"));
+  ASSERT_TRUE(WaitFor([&] { return !source_->Status().last_error.ok(); }));
+  EXPECT_EQ(source_->Status().last_error.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(source_->Status().last_error.message()), HasSubstr("big.yaml: 2"));
+  EXPECT_THAT(std::string(source_->Status().last_error.message()),
+              HasSubstr("over the limit of 1024 bytes for one configuration file"));
+  EXPECT_EQ(source_->Current(), good);
+
+  // Files each within the limit, over it together (never a valid state in between).
+  Write("big2.yaml", "# " + std::string(900, 'x') + "\n");
+  Write("big.yaml", "# " + std::string(900, 'x') + "\n");
+  ASSERT_TRUE(WaitFor(
+      [&] { return absl::StrContains(source_->Status().last_error.message(), "bytes together"); }));
+  EXPECT_EQ(source_->Current(), good);
+
+  // Small files, too many objects of one kind (again no valid state in between).
+  Write("b.yaml", NamespaceYaml("b"));
+  Write("big.yaml", NamespaceYaml("c") + "---\n" + NamespaceYaml("d"));
+  fs::remove(root_ / "big2.yaml");
+  ASSERT_TRUE(WaitFor([&] {
+    return absl::StrContains(source_->Status().last_error.message(),
+                             "too many Namespaces: 4 (at most 3 are loaded)");
+  }));
+  EXPECT_EQ(source_->Current(), good);
+  EXPECT_FALSE(HasNamespace("b"));
+
+  // Back within the limits: loaded.
+  fs::remove(root_ / "big.yaml");
+  ASSERT_TRUE(WaitFor([&] { return HasNamespace("b"); }));
+  EXPECT_TRUE(source_->Status().last_error.ok());
+}
+
+TEST_F(DirectorySourceTest, LoadDirectoryRefusesAnOversizedFileAtOnce) {
+  Write("huge.yaml", std::string(5000, '#'));
+  ConfigLimits limits;
+  limits.max_file_bytes = 4096;
+  absl::StatusOr<ResourceSet> loaded = LoadDirectory(root_.string(), limits);
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(loaded.status().message()), HasSubstr("huge.yaml: 5000 bytes"));
 }
 
 }  // namespace

@@ -1,17 +1,11 @@
 #include "policy/kube_source.h"
 
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netdb.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <utility>
 
@@ -21,9 +15,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/files.h"
+#include "common/port_number.h"
 #include "crypto/tls.h"
 #include "policy/directory_source.h"
 #include "policy/http_client.h"
+#include "policy/kube_stream.h"
+#include "policy/limits.h"
 #include "policy/object_parser.h"
 #include "yaml-cpp/yaml.h"
 
@@ -38,243 +35,16 @@ struct KubeSource::Kind {
   bool synced = false;
 };
 
+using internal::Connect;
+using internal::HostHeader;
+using internal::PlainStream;
+using internal::Socket;
+using internal::TlsStream;
+
 namespace {
 
+// One page of a list (page_size items, each at most ConfigLimits::max_api_object_bytes).
 constexpr size_t kMaxListBody = 256u << 20;
-constexpr size_t kMaxWatchLine = 32u << 20;
-
-bool IsIpv6Literal(absl::string_view host) { return host.find(':') != absl::string_view::npos; }
-
-std::string HostHeader(const KubeSourceOptions& options) {
-  std::string host =
-      IsIpv6Literal(options.host) ? absl::StrCat("[", options.host, "]") : options.host;
-  return absl::StrCat(host, ":", options.port);
-}
-
-// A connected TCP socket whose waits give up when the source stops or the peer stalls.
-class Socket {
- public:
-  Socket(int fd, const std::atomic<bool>& stopping) : fd_(fd), stopping_(stopping) {}
-  ~Socket() {
-    if (fd_ >= 0) close(fd_);
-  }
-  Socket(const Socket&) = delete;
-  Socket& operator=(const Socket&) = delete;
-
-  // Waits for `events`; the idle limit counts from the last progress.
-  absl::Status Wait(short events, absl::Duration idle_limit) {
-    absl::Time deadline = absl::Now() + idle_limit;
-    while (true) {
-      if (stopping_.load()) return absl::CancelledError("source stopping");
-      absl::Duration left = deadline - absl::Now();
-      if (left <= absl::ZeroDuration()) {
-        return absl::DeadlineExceededError(
-            absl::StrCat("no progress from the API server in ", absl::FormatDuration(idle_limit)));
-      }
-      pollfd fd = {fd_, events, 0};
-      int slice = static_cast<int>(std::min<int64_t>(absl::ToInt64Milliseconds(left) + 1, 200));
-      int ready = poll(&fd, 1, slice);
-      if (ready < 0 && errno != EINTR) {
-        return absl::UnavailableError(absl::StrCat("poll: ", std::strerror(errno)));
-      }
-      if (ready > 0) return absl::OkStatus();
-    }
-  }
-
-  absl::Status SendAll(absl::string_view data, absl::Duration idle_limit) {
-    while (!data.empty()) {
-      ssize_t sent = send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
-      if (sent > 0) {
-        data.remove_prefix(static_cast<size_t>(sent));
-      } else if (sent < 0 && (errno == EAGAIN || errno == EINTR)) {
-        if (absl::Status status = Wait(POLLOUT, idle_limit); !status.ok()) return status;
-      } else {
-        return absl::UnavailableError(absl::StrCat("send: ", std::strerror(errno)));
-      }
-    }
-    return absl::OkStatus();
-  }
-
-  // 0 at end of stream.
-  absl::StatusOr<size_t> Receive(char* buffer, size_t size, absl::Duration idle_limit) {
-    while (true) {
-      ssize_t received = recv(fd_, buffer, size, 0);
-      if (received >= 0) return static_cast<size_t>(received);
-      if (errno != EAGAIN && errno != EINTR) {
-        return absl::UnavailableError(absl::StrCat("recv: ", std::strerror(errno)));
-      }
-      if (absl::Status status = Wait(POLLIN, idle_limit); !status.ok()) return status;
-    }
-  }
-
- private:
-  int fd_;
-  const std::atomic<bool>& stopping_;
-};
-
-absl::StatusOr<std::unique_ptr<Socket>> Connect(const KubeSourceOptions& options,
-                                                const std::atomic<bool>& stopping) {
-  addrinfo hints = {};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV;
-  addrinfo* addresses = nullptr;
-  std::string port = absl::StrCat(options.port);
-  if (int error = getaddrinfo(options.host.c_str(), port.c_str(), &hints, &addresses); error != 0) {
-    return absl::UnavailableError(
-        absl::StrCat("resolving ", options.host, ": ", gai_strerror(error)));
-  }
-  absl::Status last = absl::UnavailableError(absl::StrCat("no address for ", options.host));
-  for (addrinfo* address = addresses; address != nullptr; address = address->ai_next) {
-    int fd = socket(address->ai_family, address->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                    address->ai_protocol);
-    if (fd < 0) {
-      last = absl::UnavailableError(absl::StrCat("socket: ", std::strerror(errno)));
-      continue;
-    }
-    auto connection = std::make_unique<Socket>(fd, stopping);
-    if (connect(fd, address->ai_addr, address->ai_addrlen) != 0 && errno != EINPROGRESS) {
-      last = absl::UnavailableError(
-          absl::StrCat("connect to ", HostHeader(options), ": ", std::strerror(errno)));
-      continue;
-    }
-    if (absl::Status status = connection->Wait(POLLOUT, options.io_timeout); !status.ok()) {
-      last = status;
-      continue;
-    }
-    int error = 0;
-    socklen_t length = sizeof(error);
-    getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length);
-    if (error != 0) {
-      last = absl::UnavailableError(
-          absl::StrCat("connect to ", HostHeader(options), ": ", std::strerror(error)));
-      continue;
-    }
-    freeaddrinfo(addresses);
-    return connection;
-  }
-  freeaddrinfo(addresses);
-  return last;
-}
-
-class PlainStream : public http::Stream {
- public:
-  PlainStream(std::unique_ptr<Socket> socket, absl::Duration idle_limit)
-      : socket_(std::move(socket)), idle_limit_(idle_limit) {}
-  absl::Status WriteAll(absl::string_view data) override {
-    return socket_->SendAll(data, idle_limit_);
-  }
-  absl::StatusOr<size_t> Read(char* buffer, size_t size) override {
-    return socket_->Receive(buffer, size, idle_limit_);
-  }
-  void set_idle_limit(absl::Duration limit) { idle_limit_ = limit; }
-
- private:
-  std::unique_ptr<Socket> socket_;
-  absl::Duration idle_limit_;
-};
-
-// TLS over the blocking socket, driving the memory-BIO engine by hand.
-class TlsStream : public http::Stream {
- public:
-  TlsStream(std::unique_ptr<Socket> socket, std::unique_ptr<crypto::TlsEngine> engine,
-            absl::Duration idle_limit)
-      : socket_(std::move(socket)), engine_(std::move(engine)), idle_limit_(idle_limit) {}
-
-  absl::Status Handshake() {
-    while (engine_->state() == crypto::TlsEngine::State::kHandshaking) {
-      if (absl::Status status = engine_->Advance(); !status.ok()) {
-        return absl::UnavailableError(absl::StrCat("TLS handshake: ", status.message()));
-      }
-      if (absl::Status status = Flush(); !status.ok()) return status;
-      if (engine_->state() != crypto::TlsEngine::State::kHandshaking) break;
-      if (absl::StatusOr<bool> more = Pull(); !more.ok()) {
-        return absl::Status(more.status().code(),
-                            absl::StrCat("TLS handshake: ", more.status().message()));
-      } else if (!*more) {
-        return absl::UnavailableError("connection closed during the TLS handshake");
-      }
-    }
-    if (engine_->state() != crypto::TlsEngine::State::kEstablished) {
-      return absl::UnavailableError(absl::StrCat("TLS handshake: ", engine_->error().message()));
-    }
-    return absl::OkStatus();
-  }
-
-  absl::Status WriteAll(absl::string_view data) override {
-    while (!data.empty()) {
-      absl::StatusOr<size_t> written = engine_->WritePlaintext(
-          absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(data.data()), data.size()));
-      if (!written.ok()) return written.status();
-      data.remove_prefix(*written);
-      if (absl::Status status = Flush(); !status.ok()) return status;
-      if (*written == 0) return absl::UnavailableError("TLS connection not writable");
-    }
-    return absl::OkStatus();
-  }
-
-  absl::StatusOr<size_t> Read(char* buffer, size_t size) override {
-    while (true) {
-      absl::StatusOr<size_t> n =
-          engine_->ReadPlaintext(absl::MakeSpan(reinterpret_cast<uint8_t*>(buffer), size));
-      if (!n.ok()) return n.status();
-      if (*n > 0) return *n;
-      if (engine_->PeerClosed() || engine_->state() == crypto::TlsEngine::State::kClosed) {
-        return 0;
-      }
-      if (engine_->state() == crypto::TlsEngine::State::kFailed) return engine_->error();
-      if (absl::Status status = Flush(); !status.ok()) return status;
-      absl::StatusOr<bool> more = Pull();
-      if (!more.ok()) return more.status();
-      if (!*more) {
-        // The server closed TCP without close_notify: treat what was framed as the end.
-        return 0;
-      }
-      if (absl::Status status = engine_->Advance(); !status.ok()) return status;
-    }
-  }
-
-  void set_idle_limit(absl::Duration limit) { idle_limit_ = limit; }
-
- private:
-  absl::Status Flush() {
-    uint8_t buffer[16 * 1024];
-    while (engine_->PendingWire() > 0) {
-      size_t n = engine_->ReadWire(absl::MakeSpan(buffer));
-      if (absl::Status status = socket_->SendAll(
-              absl::string_view(reinterpret_cast<const char*>(buffer), n), idle_limit_);
-          !status.ok()) {
-        return status;
-      }
-    }
-    return absl::OkStatus();
-  }
-
-  // Feeds received ciphertext to the engine; false at end of stream.
-  absl::StatusOr<bool> Pull() {
-    char buffer[16 * 1024];
-    absl::StatusOr<size_t> n = socket_->Receive(buffer, sizeof(buffer), idle_limit_);
-    if (!n.ok()) return n.status();
-    if (*n == 0) {
-      engine_->FeedWireEof();
-      return false;
-    }
-    absl::Span<const uint8_t> data(reinterpret_cast<const uint8_t*>(buffer), *n);
-    while (!data.empty()) {
-      size_t consumed = engine_->FeedWire(data);
-      data.remove_prefix(consumed);
-      if (absl::Status status = engine_->Advance(); !status.ok()) return status;
-      if (consumed == 0 && !data.empty()) {
-        return absl::InternalError("TLS engine accepts no more input");
-      }
-    }
-    return true;
-  }
-
-  std::unique_ptr<Socket> socket_;
-  std::unique_ptr<crypto::TlsEngine> engine_;
-  absl::Duration idle_limit_;
-};
 
 struct Connection {
   std::unique_ptr<http::Stream> stream;
@@ -352,12 +122,12 @@ absl::StatusOr<KubeSourceOptions> KubeSourceOptions::InCluster() {
   }
   options.host = host;
   if (port != nullptr && *port != '\0') {
-    uint32_t value = 0;
-    if (!absl::SimpleAtoi(port, &value) || value == 0 || value > 65535) {
+    std::optional<uint16_t> value = ParsePortNumber(port);
+    if (!value.has_value()) {
       return absl::InvalidArgumentError(
           absl::StrCat("KUBERNETES_SERVICE_PORT \"", port, "\" is not a port"));
     }
-    options.port = static_cast<uint16_t>(value);
+    options.port = *value;
   }
   // The API server certificate names its service, not necessarily the service IP.
   options.server_names = {options.host, "kubernetes.default.svc",
@@ -391,6 +161,8 @@ absl::StatusOr<std::unique_ptr<KubeSource>> KubeSource::Start(KubeSourceOptions 
       {"security.istio.io/v1", "security.istio.io/v1beta1"});
   add("DestinationRule", "destinationrules",
       {"networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"});
+  add("AuthorizationPolicy", "authorizationpolicies",
+      {"security.istio.io/v1", "security.istio.io/v1beta1"});
   for (size_t i = 0; i < source->kinds_.size(); ++i) {
     source->threads_.emplace_back([raw = source.get(), i] { raw->RunKind(i); });
   }
@@ -482,6 +254,29 @@ void KubeSource::RunKind(size_t index) {
     return one;
   };
 
+  // What keeps the place of an object the API served that does not parse: its last good
+  // version, or, for an AuthorizationPolicy never seen valid, a stand-in that fails closed (a
+  // policy left out could turn "allow only these" into "allow everything"). Nothing for other
+  // kinds, which are left out as before.
+  auto stand_in = [&](const std::string& key, const YAML::Node& object,
+                      const absl::Status& error) -> std::optional<ResourceSet> {
+    {
+      absl::MutexLock lock(&mutex_);
+      auto previous = kind.objects.find(key);
+      if (previous != kind.objects.end()) return previous->second;
+    }
+    if (kind.name != "AuthorizationPolicy") return std::nullopt;
+    ResourceSet one;
+    one.authorization_policies.push_back(
+        internal::RejectedAuthorizationPolicy(object, std::string(error.message())));
+    return one;
+  };
+  const size_t max_objects = MaxObjectsOfKind(options_.snapshot.limits, kind.name);
+  auto too_many = [&](size_t count) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(kind.resource, ": more than ", max_objects, " objects (", count, " seen)"));
+  };
+
   // Lists every page; on success replaces the kind's objects and sets resource_version.
   auto list = [&]() -> absl::Status {
     std::map<std::string, ResourceSet> objects;
@@ -523,9 +318,14 @@ void KubeSource::RunKind(size_t index) {
             objects[key] = *std::move(one);
           } else {
             invalid[absl::StrCat(kind.name, " ", key)] = std::string(one.status().message());
+            if (std::optional<ResourceSet> kept = stand_in(key, item, one.status())) {
+              objects[key] = *std::move(kept);
+            }
           }
         }
       }
+      // Stop reading as soon as there are too many: the kind's last good objects stay.
+      if (objects.size() > max_objects) return too_many(objects.size());
       if (continue_token.empty()) break;
     }
     if (stopping_.load()) return absl::CancelledError("source stopping");
@@ -602,9 +402,16 @@ void KubeSource::RunKind(size_t index) {
         } else {
           absl::StatusOr<ResourceSet> one = parse(object);
           record_invalid(key, one.status());
-          // An object that stops parsing keeps its last good version.
+          // An object that stops parsing keeps its last good version (or a stand-in).
+          if (!one.ok()) {
+            std::optional<ResourceSet> kept = stand_in(key, object, one.status());
+            one = kept.has_value() ? absl::StatusOr<ResourceSet>(*std::move(kept)) : one.status();
+          }
           if (one.ok()) {
             absl::MutexLock lock(&mutex_);
+            if (!kind.objects.contains(key) && kind.objects.size() >= max_objects) {
+              return too_many(kind.objects.size() + 1);
+            }
             kind.objects[key] = *std::move(one);
             dirty_ = true;
           } else {
@@ -613,9 +420,10 @@ void KubeSource::RunKind(size_t index) {
         }
         if (!version_seen.empty()) resource_version = version_seen;
       }
-      if (pending.size() > kMaxWatchLine) {
+      if (pending.size() > options_.snapshot.limits.max_api_object_bytes) {
         return absl::ResourceExhaustedError(
-            absl::StrCat("watch ", base_path(), ": event over ", kMaxWatchLine, " bytes"));
+            absl::StrCat("watch ", base_path(), ": an event over ",
+                         options_.snapshot.limits.max_api_object_bytes, " bytes"));
       }
       if (!*more) return WatchEnd::kResume;
     }
@@ -685,17 +493,7 @@ void KubeSource::RunBuilder() {
       absl::MutexLock lock(&mutex_);
       dirty_ = false;
       for (const auto& kind : kinds_) {
-        for (const auto& [key, one] : kind->objects) {
-          auto append = [](auto& into, const auto& from) {
-            into.insert(into.end(), from.begin(), from.end());
-          };
-          append(resources.namespaces, one.namespaces);
-          append(resources.pods, one.pods);
-          append(resources.services, one.services);
-          append(resources.endpoint_slices, one.endpoint_slices);
-          append(resources.peer_authentications, one.peer_authentications);
-          append(resources.destination_rules, one.destination_rules);
-        }
+        for (const auto& [key, one] : kind->objects) resources.Append(ResourceSet(one));
       }
       for (const auto& [object, error] : invalid_objects_) {
         absl::StrAppend(&invalid, invalid.empty() ? "" : "; ", error);
@@ -710,8 +508,11 @@ void KubeSource::RunBuilder() {
     ++generation;
     publisher_.Publish(*std::move(snapshot));
     if (!invalid.empty()) {
-      ReportError(
-          absl::InvalidArgumentError(absl::StrCat("objects left out of the snapshot: ", invalid)));
+      ReportError(absl::InvalidArgumentError(
+          absl::StrCat("objects that do not parse (each keeps its last good version; an "
+                       "AuthorizationPolicy never seen valid stands in failing closed; others "
+                       "are left out): ",
+                       invalid)));
     }
   }
 }

@@ -1,8 +1,9 @@
 // Configuration from the Kubernetes API: list + watch of namespaces, pods, services,
-// endpointslices, peerauthentications and destinationrules over HTTPS with the pod's service
-// account token. Follows resourceVersions and bookmarks, relists on "410 Gone", reconnects
-// with exponential backoff, and publishes a new snapshot (debounced) once every kind has been
-// listed and after each change.
+// endpointslices, peerauthentications, destinationrules and authorizationpolicies over HTTPS
+// with the pod's service account token. Follows resourceVersions and bookmarks, relists on
+// "410 Gone", reconnects with exponential backoff, and publishes a new snapshot (debounced)
+// once every kind has been listed and after each change. An object that stops parsing keeps
+// its last good version; an AuthorizationPolicy that never parsed stands in failing closed.
 #pragma once
 
 #include <atomic>

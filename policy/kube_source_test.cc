@@ -39,6 +39,15 @@ constexpr char kServices[] = "/api/v1/services";
 constexpr char kSlices[] = "/apis/discovery.k8s.io/v1/endpointslices";
 constexpr char kPeerAuthV1beta1[] = "/apis/security.istio.io/v1beta1/peerauthentications";
 constexpr char kRules[] = "/apis/networking.istio.io/v1/destinationrules";
+constexpr char kAuthz[] = "/apis/security.istio.io/v1/authorizationpolicies";
+
+// An AuthorizationPolicy in shop; `spec` is its JSON spec.
+std::string AuthzJson(const std::string& name, const std::string& spec, const std::string& rv) {
+  return absl::StrCat(
+      R"({"apiVersion":"security.istio.io/v1","kind":"AuthorizationPolicy","metadata":{"name":")",
+      name, R"(","namespace":"shop","resourceVersion":")", rv,
+      R"(","creationTimestamp":"2024-05-01T10:00:00Z"},"spec":)", spec, "}");
+}
 
 std::string PodJson(const std::string& name, const std::string& ip, const std::string& rv,
                     const std::string& app) {
@@ -257,6 +266,117 @@ TEST_F(KubeSourceTest, KubeRequestPostsWithTheTokenAndReturnsTheAnswer) {
                    .ok());
 }
 
+// Connections to shop's pods, as the data plane would describe them.
+InboundDecision Inbound(const Snapshot& snapshot, const std::string& pod,
+                        absl::string_view peer = "spiffe://cluster.local/ns/shop/sa/client") {
+  InboundConnection connection;
+  connection.transport = InboundTransport::kMtls;
+  connection.peer_identity = peer;
+  connection.source_ip = "10.0.1.1";
+  connection.port = 9080;
+  return DecideInbound(snapshot, *snapshot.FindPod("shop", pod), connection);
+}
+
+TEST_F(KubeSourceTest, AuthorizationPoliciesAreListedWatchedAndFailClosedWhenBroken) {
+  // One valid ALLOW for reviews, and one ALLOW for client that no validation would accept.
+  server_->SetList(
+      kAuthz, "10",
+      {AuthzJson(
+           "allow-shop",
+           R"({"selector":{"matchLabels":{"app":"reviews"}},"rules":[{"from":[{"source":{"namespaces":["shop"]}}]}]})",
+           "7"),
+       AuthzJson(
+           "broken",
+           R"({"selector":{"matchLabels":{"app":"client"}},"rules":[{"to":[{"operation":{"ports":["08080"]}}]}]})",
+           "8")});
+  absl::StatusOr<std::unique_ptr<KubeSource>> source = KubeSource::Start(Options());
+  ASSERT_TRUE(source.ok()) << source.status();
+  source_ = *std::move(source);
+  ASSERT_TRUE(source_->WaitForSync(absl::Seconds(15))) << source_->Status().last_error;
+  std::shared_ptr<const Snapshot> snapshot = source_->Current();
+  ASSERT_EQ(snapshot->resources().authorization_policies.size(), 2u);
+  EXPECT_TRUE(Inbound(*snapshot, "reviews-1").allow);
+  EXPECT_FALSE(Inbound(*snapshot, "reviews-1", "spiffe://cluster.local/ns/other/sa/x").allow);
+  // The broken ALLOW stands in: it allows nothing, rather than vanishing and allowing all.
+  InboundDecision refused = Inbound(*snapshot, "client");
+  EXPECT_FALSE(refused.allow) << refused.trace.ToString();
+  EXPECT_EQ(refused.reason_code, DecisionReason::kAuthorization);
+  EXPECT_THAT(refused.trace.ToString(), HasSubstr("AuthorizationPolicy shop/broken was rejected"));
+  EXPECT_THAT(std::string(source_->Status().last_error.message()), HasSubstr("\"08080\""));
+
+  // A DENY whose action cannot be read denies everything in its namespace.
+  ASSERT_TRUE(WaitFor([&] { return server_->Count(absl::StrCat(kAuthz, "?watch=1")) > 0; }));
+  server_->PushEvent(kAuthz, "ADDED",
+                     AuthzJson("deny-typo", R"({"action":"DENNY","rules":[{}]})", "20"));
+  ASSERT_TRUE(
+      WaitFor([&] { return source_->Current()->resources().authorization_policies.size() == 3; }));
+  InboundDecision denied = Inbound(*source_->Current(), "reviews-1");
+  EXPECT_FALSE(denied.allow);
+  ASSERT_TRUE(denied.authorization.has_value());
+  EXPECT_EQ(denied.authorization->outcome, AuthorizationOutcome::kDenied);
+  server_->PushEvent(kAuthz, "DELETED", AuthzJson("deny-typo", "{}", "21"));
+
+  // Fixed: the stand-in goes.
+  server_->PushEvent(
+      kAuthz, "MODIFIED",
+      AuthzJson(
+          "broken",
+          R"({"selector":{"matchLabels":{"app":"client"}},"rules":[{"to":[{"operation":{"ports":["9080"]}}]}]})",
+          "22"));
+  ASSERT_TRUE(WaitFor([&] { return Inbound(*source_->Current(), "client").allow; }));
+
+  // Broken again after being valid: its last good version stays in force.
+  server_->PushEvent(kAuthz, "MODIFIED",
+                     AuthzJson("broken", R"({"rules":[{"from":[{"source":{}}]}]})", "23"));
+  ASSERT_TRUE(WaitFor([&] {
+    return absl::StrContains(source_->Status().last_error.message(), "must not be empty");
+  }));
+  EXPECT_TRUE(Inbound(*source_->Current(), "client").allow);
+  for (const AuthorizationPolicy& policy : source_->Current()->resources().authorization_policies) {
+    EXPECT_TRUE(policy.rejected.empty()) << policy.meta.name;
+  }
+}
+
+TEST_F(KubeSourceTest, RelistKeepsTheLastGoodVersionOfAnObjectThatStoppedParsing) {
+  server_->SetList(
+      kAuthz, "10",
+      {AuthzJson("allow-shop", R"({"rules":[{"from":[{"source":{"namespaces":["shop"]}}]}]})",
+                 "7")});
+  absl::StatusOr<std::unique_ptr<KubeSource>> source = KubeSource::Start(Options());
+  ASSERT_TRUE(source.ok()) << source.status();
+  source_ = *std::move(source);
+  ASSERT_TRUE(source_->WaitForSync(absl::Seconds(15))) << source_->Status().last_error;
+  ASSERT_TRUE(WaitFor([&] { return server_->Count(absl::StrCat(kAuthz, "?watch=1")) > 0; }));
+  server_->SetList(kAuthz, "30", {AuthzJson("allow-shop", R"({"action":"NOPE"})", "29")});
+  server_->PushEvent(kAuthz, "ERROR", R"({"kind":"Status","code":410})");
+  ASSERT_TRUE(WaitFor([&] { return server_->Count(absl::StrCat(kAuthz, "?limit=")) >= 2; }));
+  ASSERT_TRUE(WaitFor([&] {
+    return absl::StrContains(source_->Status().last_error.message(), "unknown action \"NOPE\"");
+  }));
+  const std::vector<AuthorizationPolicy>& policies =
+      source_->Current()->resources().authorization_policies;
+  ASSERT_EQ(policies.size(), 1u);
+  EXPECT_EQ(policies[0].action, AuthorizationAction::kAllow);
+  ASSERT_EQ(policies[0].rules.size(), 1u);
+  EXPECT_TRUE(policies[0].rejected.empty());
+}
+
+TEST_F(KubeSourceTest, TooManyObjectsOfAKindAreRefused) {
+  server_->SetList(
+      kAuthz, "10",
+      {AuthzJson("a", "{}", "1"), AuthzJson("b", "{}", "2"), AuthzJson("c", "{}", "3")});
+  KubeSourceOptions options = Options();
+  options.snapshot.limits.max_policies = 2;
+  absl::StatusOr<std::unique_ptr<KubeSource>> source = KubeSource::Start(options);
+  ASSERT_TRUE(source.ok()) << source.status();
+  source_ = *std::move(source);
+  ASSERT_TRUE(WaitFor([&] {
+    return absl::StrContains(source_->Status().last_error.message(),
+                             "authorizationpolicies: more than 2 objects");
+  }));
+  EXPECT_EQ(source_->Current(), nullptr);  // nothing partial is ever published
+}
+
 TEST_F(KubeSourceTest, MissingIstioResourcesMeanNone) {
   // Without Istio's CRDs every version answers 404: the source still syncs, with no policies.
   server_->RemoveList(kRules);
@@ -313,8 +433,10 @@ TEST(KubeSourceOptionsTest, InClusterReadsTheEnvironment) {
   ASSERT_TRUE(options.ok());
   EXPECT_EQ(options->host, "10.96.0.1");
   EXPECT_EQ(options->port, 6443);
-  setenv("KUBERNETES_SERVICE_PORT", "http", 1);
-  EXPECT_FALSE(KubeSourceOptions::InCluster().ok());
+  for (const char* bad : {"http", "06443", "+6443"}) {
+    setenv("KUBERNETES_SERVICE_PORT", bad, 1);
+    EXPECT_FALSE(KubeSourceOptions::InCluster().ok()) << bad;
+  }
   unsetenv("KUBERNETES_SERVICE_HOST");
   unsetenv("KUBERNETES_SERVICE_PORT");
 }

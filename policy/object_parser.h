@@ -21,4 +21,10 @@ absl::Status AppendObject(const YAML::Node& object, absl::string_view kind,
 // The kind and apiVersion an object declares ("" when absent or not text).
 std::string ScalarField(const YAML::Node& map, const char* key);
 
+// An AuthorizationPolicy standing in for an API object that does not parse, so that a broken
+// policy fails closed instead of vanishing: an ALLOW one allows nothing, any other denies
+// every connection to the workloads it selects (all of its namespace, or of the mesh in the
+// root namespace, when even the selector is unreadable). `why` is the parse error.
+AuthorizationPolicy RejectedAuthorizationPolicy(const YAML::Node& object, std::string why);
+
 }  // namespace nodeward::policy::internal

@@ -2,7 +2,10 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <cstring>
+#include <iterator>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -11,7 +14,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "policy/kind_parsers.h"
 #include "policy/object_parser.h"
+#include "policy/yaml_fields.h"
 #include "yaml-cpp/yaml.h"
 
 namespace nodeward::policy {
@@ -70,182 +75,100 @@ absl::StatusOr<std::string> NormalizeIp(absl::string_view text) {
   return absl::InvalidArgumentError(absl::StrCat("\"", text, "\" is not an IP address"));
 }
 
+absl::StatusOr<IpBlock> ParseIpBlock(absl::string_view text) {
+  IpBlock block;
+  block.text = std::string(text);
+  absl::string_view address = text;
+  std::optional<uint32_t> length;
+  if (size_t slash = text.find('/'); slash != absl::string_view::npos) {
+    address = text.substr(0, slash);
+    absl::string_view bits = text.substr(slash + 1);
+    uint32_t value = 0;
+    // Canonical digits only, as for ports: "/08" is not a prefix length.
+    if (bits.empty() || bits.size() > 3 || (bits.size() > 1 && bits.front() == '0') ||
+        !std::all_of(bits.begin(), bits.end(), absl::ascii_isdigit) ||
+        !absl::SimpleAtoi(bits, &value)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("\"", text, "\" is not an IP address or CIDR block"));
+    }
+    length = value;
+  }
+  char buffer[INET6_ADDRSTRLEN + 1];
+  if (address.empty() || address.size() >= sizeof(buffer)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("\"", text, "\" is not an IP address or CIDR block"));
+  }
+  std::memcpy(buffer, address.data(), address.size());
+  buffer[address.size()] = '\0';
+  if (inet_pton(AF_INET, buffer, block.address.data()) == 1) {
+    block.v6 = false;
+  } else if (inet_pton(AF_INET6, buffer, block.address.data()) == 1) {
+    block.v6 = true;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("\"", text, "\" is not an IP address or CIDR block"));
+  }
+  const uint32_t max = block.v6 ? 128 : 32;
+  if (length.value_or(max) > max) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("\"", text, "\": the prefix length is over ", max));
+  }
+  block.prefix_length = static_cast<uint8_t>(length.value_or(max));
+  for (uint32_t bit = block.prefix_length; bit < max; ++bit) {
+    block.address[bit / 8] &= static_cast<uint8_t>(~(0x80u >> (bit % 8)));
+  }
+  return block;
+}
+
+StringMatcher ParseStringMatcher(absl::string_view text) {
+  // The order is Istio's (pilot/pkg/serviceregistry/kube/controller/ambient/authorization.go
+  // stringToMatch): "*" alone, then a leading "*", then a trailing one.
+  StringMatcher matcher;
+  matcher.text = std::string(text);
+  if (text == "*") {
+    matcher.kind = StringMatcher::Kind::kPresence;
+  } else if (absl::StartsWith(text, "*")) {
+    matcher.kind = StringMatcher::Kind::kSuffix;
+    matcher.value = std::string(text.substr(1));
+  } else if (absl::EndsWith(text, "*")) {
+    matcher.kind = StringMatcher::Kind::kPrefix;
+    matcher.value = std::string(text.substr(0, text.size() - 1));
+  } else {
+    matcher.value = std::string(text);
+  }
+  return matcher;
+}
+
+absl::string_view AuthorizationActionName(AuthorizationAction action) {
+  switch (action) {
+    case AuthorizationAction::kAllow:
+      return "ALLOW";
+    case AuthorizationAction::kDeny:
+      return "DENY";
+    case AuthorizationAction::kAudit:
+      return "AUDIT";
+    case AuthorizationAction::kCustom:
+      return "CUSTOM";
+  }
+  return "UNKNOWN";
+}
+
+void ResourceSet::Append(ResourceSet&& other) {
+  auto move_all = [](auto& into, auto& from) {
+    into.insert(into.end(), std::make_move_iterator(from.begin()),
+                std::make_move_iterator(from.end()));
+  };
+  move_all(namespaces, other.namespaces);
+  move_all(pods, other.pods);
+  move_all(services, other.services);
+  move_all(endpoint_slices, other.endpoint_slices);
+  move_all(peer_authentications, other.peer_authentications);
+  move_all(destination_rules, other.destination_rules);
+  move_all(authorization_policies, other.authorization_policies);
+}
+
 namespace internal {
 namespace {
-
-// Where errors point: the source, and the resource once its metadata is known.
-class Context {
- public:
-  Context(absl::string_view source_name, int first_line, absl::string_view kind)
-      : source_name_(source_name), first_line_(first_line), kind_(kind) {}
-
-  void set_object(std::string description) { object_ = std::move(description); }
-
-  absl::Status Error(const YAML::Node& at, absl::string_view field,
-                     absl::string_view problem) const {
-    std::string where(source_name_);
-    if (first_line_ >= 0) {
-      YAML::Mark mark = at.IsDefined() ? at.Mark() : YAML::Mark::null_mark();
-      if (!mark.is_null()) absl::StrAppend(&where, ":", first_line_ + mark.line + 1);
-    }
-    absl::string_view object = object_.empty() ? absl::string_view(kind_) : object_;
-    return absl::InvalidArgumentError(
-        absl::StrCat(where, ": ", object, ": ", field, ": ", problem));
-  }
-
-  std::string Origin(const YAML::Node& at) const {
-    if (first_line_ < 0) return std::string(source_name_);
-    YAML::Mark mark = at.Mark();
-    if (mark.is_null()) return std::string(source_name_);
-    return absl::StrCat(source_name_, ":", first_line_ + mark.line + 1);
-  }
-
- private:
-  absl::string_view source_name_;
-  int first_line_;  // of the document in the source, from 0; negative: no line numbers
-  absl::string_view kind_;
-  std::string object_;
-};
-
-// Missing keys of a const map come back as "zombie" nodes whose accessors throw, so every
-// lookup goes through here and every use checks IsDefined() first.
-YAML::Node Child(const YAML::Node& map, const char* key) {
-  if (!map.IsDefined() || !map.IsMap()) return YAML::Node(YAML::NodeType::Undefined);
-  return map[key];
-}
-
-bool Present(const YAML::Node& node) { return node.IsDefined() && !node.IsNull(); }
-
-absl::StatusOr<std::string> String(const Context& ctx, const YAML::Node& map, const char* key,
-                                   absl::string_view field) {
-  YAML::Node node = Child(map, key);
-  if (!Present(node)) return std::string();
-  if (!node.IsScalar()) return ctx.Error(node, field, "expected a string");
-  return node.Scalar();
-}
-
-absl::StatusOr<std::optional<bool>> Bool(const Context& ctx, const YAML::Node& map, const char* key,
-                                         absl::string_view field) {
-  YAML::Node node = Child(map, key);
-  if (!Present(node)) return std::optional<bool>();
-  if (node.IsScalar()) {
-    std::string value = absl::AsciiStrToLower(node.Scalar());
-    if (value == "true") return std::optional<bool>(true);
-    if (value == "false") return std::optional<bool>(false);
-  }
-  return ctx.Error(node, field, "expected true or false");
-}
-
-absl::StatusOr<uint32_t> PortNumber(const Context& ctx, const YAML::Node& node,
-                                    absl::string_view field) {
-  uint32_t value = 0;
-  if (!node.IsScalar() || !absl::SimpleAtoi(node.Scalar(), &value) || value == 0 || value > 65535) {
-    std::string shown = node.IsScalar() ? absl::StrCat("\"", node.Scalar(), "\"") : "non-scalar";
-    return ctx.Error(node, field, absl::StrCat(shown, " is not a port number (1-65535)"));
-  }
-  return value;
-}
-
-absl::StatusOr<std::vector<std::string>> StringList(const Context& ctx, const YAML::Node& map,
-                                                    const char* key, absl::string_view field) {
-  std::vector<std::string> values;
-  YAML::Node node = Child(map, key);
-  if (!Present(node)) return values;
-  if (!node.IsSequence()) return ctx.Error(node, field, "expected a list of strings");
-  for (const YAML::Node& item : node) {
-    if (!item.IsScalar()) return ctx.Error(item, field, "expected a list of strings");
-    values.push_back(item.Scalar());
-  }
-  return values;
-}
-
-absl::StatusOr<std::optional<Labels>> LabelMap(const Context& ctx, const YAML::Node& map,
-                                               const char* key, absl::string_view field) {
-  YAML::Node node = Child(map, key);
-  if (!Present(node)) return std::optional<Labels>();
-  if (!node.IsMap()) return ctx.Error(node, field, "expected a map of strings");
-  Labels labels;
-  for (const auto& entry : node) {
-    if (!entry.first.IsScalar() || !(entry.second.IsScalar() || entry.second.IsNull())) {
-      return ctx.Error(entry.first, field, "expected a map of strings");
-    }
-    labels[entry.first.Scalar()] = entry.second.IsNull() ? "" : entry.second.Scalar();
-  }
-  return std::optional<Labels>(std::move(labels));
-}
-
-absl::StatusOr<ObjectMeta> Metadata(Context& ctx, const YAML::Node& object, absl::string_view kind,
-                                    bool namespaced) {
-  ObjectMeta meta;
-  YAML::Node node = Child(object, "metadata");
-  if (!Present(node) || !node.IsMap()) return ctx.Error(object, "metadata", "missing or not a map");
-  absl::StatusOr<std::string> name = String(ctx, node, "name", "metadata.name");
-  if (!name.ok()) return name.status();
-  meta.name = *std::move(name);
-  if (namespaced) {
-    absl::StatusOr<std::string> ns = String(ctx, node, "namespace", "metadata.namespace");
-    if (!ns.ok()) return ns.status();
-    // kubectl's rule: a namespaced object without a namespace lands in "default".
-    meta.ns = ns->empty() ? "default" : *std::move(ns);
-  }
-  ctx.set_object(DescribeObject(kind, meta));
-  if (meta.name.empty()) return ctx.Error(node, "metadata.name", "missing");
-  absl::StatusOr<std::optional<Labels>> labels = LabelMap(ctx, node, "labels", "metadata.labels");
-  if (!labels.ok()) return labels.status();
-  if (labels->has_value()) meta.labels = **std::move(labels);
-  YAML::Node created = Child(node, "creationTimestamp");
-  if (Present(created)) {
-    std::string error;
-    if (!created.IsScalar() ||
-        !absl::ParseTime(absl::RFC3339_full, created.Scalar(), &meta.creation_timestamp, &error)) {
-      return ctx.Error(created, "metadata.creationTimestamp", "not an RFC 3339 time");
-    }
-  }
-  absl::StatusOr<std::string> version =
-      String(ctx, node, "resourceVersion", "metadata.resourceVersion");
-  if (!version.ok()) return version.status();
-  meta.resource_version = *std::move(version);
-  absl::StatusOr<std::string> uid = String(ctx, node, "uid", "metadata.uid");
-  if (!uid.ok()) return uid.status();
-  meta.uid = *std::move(uid);
-  meta.origin = ctx.Origin(object);
-  return meta;
-}
-
-// Iterates a list field, failing when it is present but not a list.
-template <typename Fn>
-absl::Status ForEach(const Context& ctx, const YAML::Node& map, const char* key,
-                     absl::string_view field, Fn fn) {
-  YAML::Node node = Child(map, key);
-  if (!Present(node)) return absl::OkStatus();
-  if (!node.IsSequence()) return ctx.Error(node, field, "expected a list");
-  size_t index = 0;
-  for (const YAML::Node& item : node) {
-    std::string item_field = absl::StrCat(field, "[", index++, "]");
-    if (!item.IsMap()) return ctx.Error(item, item_field, "expected a map");
-    if (absl::Status status = fn(item, item_field); !status.ok()) return status;
-  }
-  return absl::OkStatus();
-}
-
-absl::StatusOr<std::string> Ip(const Context& ctx, const YAML::Node& node,
-                               absl::string_view field) {
-  if (!node.IsScalar()) return ctx.Error(node, field, "expected an IP address");
-  absl::StatusOr<std::string> ip = NormalizeIp(node.Scalar());
-  if (!ip.ok()) return ctx.Error(node, field, ip.status().message());
-  return ip;
-}
-
-#define NW_ASSIGN_OR_RETURN(lhs, expr)                                                             \
-  auto NW_CONCAT(result_, __LINE__) = (expr);                                                      \
-  if (!NW_CONCAT(result_, __LINE__).ok()) return std::move(NW_CONCAT(result_, __LINE__)).status(); \
-  lhs = *std::move(NW_CONCAT(result_, __LINE__))
-#define NW_CONCAT_INNER(a, b) a##b
-#define NW_CONCAT(a, b) NW_CONCAT_INNER(a, b)
-#define NW_RETURN_IF_ERROR(expr)                      \
-  if (absl::Status status_ = (expr); !status_.ok()) { \
-    return status_;                                   \
-  }
 
 absl::Status ParseNamespace(Context& ctx, const YAML::Node& object, ResourceSet& out) {
   Namespace ns;
@@ -439,142 +362,6 @@ absl::Status ParseEndpointSlice(Context& ctx, const YAML::Node& object, Resource
   return absl::OkStatus();
 }
 
-absl::StatusOr<MtlsMode> ParseMtlsMode(const Context& ctx, const YAML::Node& map,
-                                       absl::string_view field) {
-  NW_ASSIGN_OR_RETURN(std::string mode, String(ctx, map, "mode", field));
-  if (mode.empty() || mode == "UNSET") return MtlsMode::kUnset;
-  if (mode == "DISABLE") return MtlsMode::kDisable;
-  if (mode == "PERMISSIVE") return MtlsMode::kPermissive;
-  if (mode == "STRICT") return MtlsMode::kStrict;
-  return ctx.Error(
-      Child(map, "mode"), field,
-      absl::StrCat("unknown mode \"", mode, "\" (expected UNSET, DISABLE, PERMISSIVE or STRICT)"));
-}
-
-absl::Status ParsePeerAuthentication(Context& ctx, const YAML::Node& object, ResourceSet& out) {
-  PeerAuthentication policy;
-  NW_ASSIGN_OR_RETURN(policy.meta,
-                      Metadata(ctx, object, "PeerAuthentication", /*namespaced=*/true));
-  YAML::Node spec = Child(object, "spec");
-  if (Present(spec) && !spec.IsMap()) return ctx.Error(spec, "spec", "expected a map");
-  YAML::Node selector = Child(spec, "selector");
-  if (Present(selector) && !selector.IsMap()) {
-    return ctx.Error(selector, "spec.selector", "expected a map");
-  }
-  NW_ASSIGN_OR_RETURN(std::optional<Labels> match,
-                      LabelMap(ctx, selector, "matchLabels", "spec.selector.matchLabels"));
-  if (match.has_value() && !match->empty()) policy.selector = std::move(match);
-  YAML::Node mtls = Child(spec, "mtls");
-  if (Present(mtls) && !mtls.IsMap()) return ctx.Error(mtls, "spec.mtls", "expected a map");
-  NW_ASSIGN_OR_RETURN(policy.mode, ParseMtlsMode(ctx, mtls, "spec.mtls.mode"));
-  YAML::Node ports = Child(spec, "portLevelMtls");
-  if (Present(ports)) {
-    if (!ports.IsMap()) return ctx.Error(ports, "spec.portLevelMtls", "expected a map");
-    for (const auto& entry : ports) {
-      NW_ASSIGN_OR_RETURN(uint32_t port, PortNumber(ctx, entry.first, "spec.portLevelMtls key"));
-      std::string field = absl::StrCat("spec.portLevelMtls[", port, "]");
-      if (Present(entry.second) && !entry.second.IsMap()) {
-        return ctx.Error(entry.second, field, "expected a map");
-      }
-      NW_ASSIGN_OR_RETURN(MtlsMode mode, ParseMtlsMode(ctx, entry.second, field + ".mode"));
-      policy.port_level[port] = mode;
-    }
-  }
-  out.peer_authentications.push_back(std::move(policy));
-  return absl::OkStatus();
-}
-
-absl::StatusOr<std::optional<ClientTlsSettings>> ParseClientTls(const Context& ctx,
-                                                                const YAML::Node& parent,
-                                                                absl::string_view field) {
-  YAML::Node node = Child(parent, "tls");
-  if (!Present(node)) return std::optional<ClientTlsSettings>();
-  if (!node.IsMap()) return ctx.Error(node, field, "expected a map");
-  ClientTlsSettings tls;
-  std::string prefix = absl::StrCat(field, ".");
-  NW_ASSIGN_OR_RETURN(std::string mode, String(ctx, node, "mode", prefix + "mode"));
-  if (mode.empty() || mode == "DISABLE") {
-    tls.mode = TlsMode::kDisable;
-  } else if (mode == "SIMPLE") {
-    tls.mode = TlsMode::kSimple;
-  } else if (mode == "MUTUAL") {
-    tls.mode = TlsMode::kMutual;
-  } else if (mode == "ISTIO_MUTUAL") {
-    tls.mode = TlsMode::kIstioMutual;
-  } else {
-    return ctx.Error(Child(node, "mode"), prefix + "mode",
-                     absl::StrCat("unknown mode \"", mode,
-                                  "\" (expected DISABLE, SIMPLE, MUTUAL or ISTIO_MUTUAL)"));
-  }
-  NW_ASSIGN_OR_RETURN(tls.client_certificate,
-                      String(ctx, node, "clientCertificate", prefix + "clientCertificate"));
-  NW_ASSIGN_OR_RETURN(tls.private_key, String(ctx, node, "privateKey", prefix + "privateKey"));
-  NW_ASSIGN_OR_RETURN(tls.ca_certificates,
-                      String(ctx, node, "caCertificates", prefix + "caCertificates"));
-  NW_ASSIGN_OR_RETURN(tls.subject_alt_names,
-                      StringList(ctx, node, "subjectAltNames", prefix + "subjectAltNames"));
-  NW_ASSIGN_OR_RETURN(tls.sni, String(ctx, node, "sni", prefix + "sni"));
-  NW_ASSIGN_OR_RETURN(std::optional<bool> skip,
-                      Bool(ctx, node, "insecureSkipVerify", prefix + "insecureSkipVerify"));
-  tls.insecure_skip_verify = skip.value_or(false);
-  NW_ASSIGN_OR_RETURN(tls.ca_crl, String(ctx, node, "caCrl", prefix + "caCrl"));
-  NW_ASSIGN_OR_RETURN(tls.credential_name,
-                      String(ctx, node, "credentialName", prefix + "credentialName"));
-  // Istio's own validation of ClientTLSSettings.
-  if (!tls.credential_name.empty() && (!tls.client_certificate.empty() ||
-                                       !tls.private_key.empty() || !tls.ca_certificates.empty())) {
-    return ctx.Error(node, field,
-                     "credentialName cannot be combined with clientCertificate, privateKey or "
-                     "caCertificates");
-  }
-  if (tls.mode == TlsMode::kMutual && tls.credential_name.empty() &&
-      (tls.client_certificate.empty() || tls.private_key.empty())) {
-    return ctx.Error(node, field,
-                     "MUTUAL needs clientCertificate and privateKey (or credentialName)");
-  }
-  return std::optional<ClientTlsSettings>(std::move(tls));
-}
-
-absl::Status ParseDestinationRule(Context& ctx, const YAML::Node& object, ResourceSet& out) {
-  DestinationRule rule;
-  NW_ASSIGN_OR_RETURN(rule.meta, Metadata(ctx, object, "DestinationRule", /*namespaced=*/true));
-  YAML::Node spec = Child(object, "spec");
-  if (!Present(spec) || !spec.IsMap()) return ctx.Error(object, "spec", "missing or not a map");
-  NW_ASSIGN_OR_RETURN(rule.host, String(ctx, spec, "host", "spec.host"));
-  if (rule.host.empty()) return ctx.Error(spec, "spec.host", "missing");
-  if (rule.host.find('*') != std::string::npos && rule.host != "*" &&
-      (rule.host.rfind("*.", 0) != 0 || rule.host.find('*', 1) != std::string::npos)) {
-    return ctx.Error(Child(spec, "host"), "spec.host",
-                     absl::StrCat("\"", rule.host, "\": a wildcard must be a leading \"*.\""));
-  }
-  NW_ASSIGN_OR_RETURN(rule.export_to, StringList(ctx, spec, "exportTo", "spec.exportTo"));
-  for (const std::string& target : rule.export_to) {
-    if (target.empty() || target == "~") {
-      return ctx.Error(Child(spec, "exportTo"), "spec.exportTo",
-                       "empty or \"~\" entries are not supported");
-    }
-  }
-  YAML::Node traffic = Child(spec, "trafficPolicy");
-  if (Present(traffic) && !traffic.IsMap()) {
-    return ctx.Error(traffic, "spec.trafficPolicy", "expected a map");
-  }
-  NW_ASSIGN_OR_RETURN(rule.tls, ParseClientTls(ctx, traffic, "spec.trafficPolicy.tls"));
-  NW_RETURN_IF_ERROR(
-      ForEach(ctx, traffic, "portLevelSettings", "spec.trafficPolicy.portLevelSettings",
-              [&](const YAML::Node& item, const std::string& field) -> absl::Status {
-                PortTrafficPolicy port;
-                YAML::Node selector = Child(item, "port");
-                YAML::Node number = Child(selector, "number");
-                if (!Present(number)) return ctx.Error(item, field + ".port.number", "missing");
-                NW_ASSIGN_OR_RETURN(port.port, PortNumber(ctx, number, field + ".port.number"));
-                NW_ASSIGN_OR_RETURN(port.tls, ParseClientTls(ctx, item, field + ".tls"));
-                rule.port_level.push_back(std::move(port));
-                return absl::OkStatus();
-              }));
-  out.destination_rules.push_back(std::move(rule));
-  return absl::OkStatus();
-}
-
 struct KindParser {
   absl::string_view group;
   absl::string_view kind;
@@ -593,6 +380,7 @@ const std::vector<KindParser>& KindParsers() {
        "DestinationRule",
        {"v1", "v1beta1", "v1alpha3"},
        ParseDestinationRule},
+      {"security.istio.io", "AuthorizationPolicy", {"v1", "v1beta1"}, ParseAuthorizationPolicy},
   };
   return *parsers;
 }

@@ -1,8 +1,9 @@
 // Kubernetes and Istio resources as the policy engine sees them: only the fields that decide
-// enrollment, identity, addressing and TLS. Parsed from multi-document YAML or JSON (files or
-// the API server); unknown fields and unknown kinds are ignored.
+// enrollment, identity, addressing, TLS and L4 authorization. Parsed from multi-document YAML
+// or JSON (files or the API server); unknown fields and unknown kinds are ignored.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -22,9 +23,10 @@ struct ObjectMeta {
   std::string name;
   std::string ns;  // empty for cluster-scoped kinds (Namespace)
   Labels labels;
-  // Absent in hand-written files: treated as the zero time, i.e. older than anything dated,
-  // which is how Istio orders objects that carry no timestamp.
-  absl::Time creation_timestamp = absl::InfinitePast();
+  // Absent in hand-written files. Such an object counts as created after every object that
+  // states its age, as the API server would date it when it is applied, so that "the oldest
+  // wins" picks what it picks in a cluster; objects without one tie, and the name decides.
+  absl::Time creation_timestamp = absl::InfiniteFuture();
   std::string resource_version;
   std::string uid;
   // Where the object came from, for error messages and traces: "file.yaml:12" or "api".
@@ -130,9 +132,105 @@ struct PortTrafficPolicy {
 struct DestinationRule {
   ObjectMeta meta;
   std::string host;                    // as written: short, FQDN or wildcard
-  std::vector<std::string> export_to;  // empty means "*"
+  std::vector<std::string> export_to;  // empty means "*"; "." is the rule's own namespace
+  // workloadSelector.matchLabels: the rule is for these clients of its own namespace only. Set
+  // (possibly empty) whenever the field is present: Istio treats any selector as private.
+  std::optional<Labels> workload_selector;
+  // Whether spec.trafficPolicy is present even without tls or portLevelSettings (say, with
+  // only a loadBalancer): when rules for one host merge, Istio keeps the first present
+  // trafficPolicy whole. See HasTrafficPolicy.
+  bool has_traffic_policy = false;
   std::optional<ClientTlsSettings> tls;
   std::vector<PortTrafficPolicy> port_level;
+
+  bool HasTrafficPolicy() const {
+    return has_traffic_policy || tls.has_value() || !port_level.empty();
+  }
+};
+
+// An address block of ipBlocks, notIpBlocks or an IP condition: an address (a /32 or /128) or
+// a CIDR, kept parsed (host bits cleared) so decisions compare bytes.
+struct IpBlock {
+  bool v6 = false;
+  uint8_t prefix_length = 0;
+  std::array<uint8_t, 16> address{};  // IPv4 in the first 4 bytes
+  std::string text;                   // as written
+};
+absl::StatusOr<IpBlock> ParseIpBlock(absl::string_view text);
+
+// Istio's string forms in principals, namespaces and string conditions: "*" (any non-empty
+// value), "prefix*", "*suffix" or an exact value.
+struct StringMatcher {
+  enum class Kind { kExact, kPrefix, kSuffix, kPresence };
+  Kind kind = Kind::kExact;
+  std::string value;  // without the "*"
+  std::string text;   // as written
+};
+StringMatcher ParseStringMatcher(absl::string_view text);
+
+enum class AuthorizationAction { kAllow, kDeny, kAudit, kCustom };
+absl::string_view AuthorizationActionName(AuthorizationAction action);
+
+// rules[].from[].source, L4 fields only; HTTP-only fields are named in the rule.
+struct AuthorizationSource {
+  struct ServiceAccount {
+    std::string ns, name;
+  };
+  std::vector<StringMatcher> principals, not_principals;
+  std::vector<StringMatcher> namespaces, not_namespaces;
+  std::vector<ServiceAccount> service_accounts, not_service_accounts;
+  std::vector<IpBlock> ip_blocks, not_ip_blocks;
+};
+
+// rules[].to[].operation, L4 fields only.
+struct AuthorizationOperation {
+  std::vector<uint32_t> ports, not_ports;
+};
+
+// rules[].when[]. Keys a node agent cannot evaluate (request.*, remote.ip, experimental.*)
+// have kind kHttp and no values kept.
+struct AuthorizationCondition {
+  enum class Key {
+    kSourceIp,
+    kSourceNamespace,
+    kSourcePrincipal,
+    kDestinationIp,
+    kDestinationPort,
+    kConnectionSni,
+    kHttp
+  };
+  std::string key;  // as written
+  Key kind = Key::kHttp;
+  std::vector<StringMatcher> strings, not_strings;  // namespace, principal, SNI
+  std::vector<IpBlock> ips, not_ips;
+  std::vector<uint32_t> ports, not_ports;
+};
+
+struct AuthorizationRule {
+  std::vector<AuthorizationSource> from;
+  std::vector<AuthorizationOperation> to;
+  std::vector<AuthorizationCondition> when;
+  // The HTTP-only attributes the rule uses, as "field" paths ("to[0].operation.methods",
+  // "when[1].key request.headers[x]"); empty for a rule that is L4 only.
+  std::vector<std::string> http_attributes;
+};
+
+struct AuthorizationPolicy {
+  ObjectMeta meta;
+  // selector.matchLabels; absent (or empty) means every workload of the namespace, or of the
+  // mesh in the root namespace.
+  std::optional<Labels> selector;
+  // targetRef/targetRefs bind the policy to a waypoint or gateway, which enforce it; as in
+  // ztunnel, a node agent does not.
+  bool targets_waypoint = false;
+  AuthorizationAction action = AuthorizationAction::kAllow;
+  std::string provider;  // CUSTOM: provider.name
+  // Annotation istio.io/dry-run=true: evaluated and reported, never enforced.
+  bool dry_run = false;
+  std::vector<AuthorizationRule> rules;
+  // Set for an object the API served that does not parse: it stands in, failing closed, until
+  // a valid version arrives (see KubeSource); the text says why it was rejected.
+  std::string rejected;
 };
 
 // Everything one configuration source knows, before indexing.
@@ -143,11 +241,14 @@ struct ResourceSet {
   std::vector<EndpointSlice> endpoint_slices;
   std::vector<PeerAuthentication> peer_authentications;
   std::vector<DestinationRule> destination_rules;
+  std::vector<AuthorizationPolicy> authorization_policies;
 
   size_t size() const {
     return namespaces.size() + pods.size() + services.size() + endpoint_slices.size() +
-           peer_authentications.size() + destination_rules.size();
+           peer_authentications.size() + destination_rules.size() + authorization_policies.size();
   }
+  // Moves every object of `other` to the end of this set.
+  void Append(ResourceSet&& other);
 };
 
 // Parses every document of `text` (YAML or JSON; a document may also be a `List` or `*List`

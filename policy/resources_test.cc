@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "absl/strings/str_cat.h"
+#include "common/port_number.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "policy/snapshot.h"
@@ -362,10 +364,122 @@ items:
   items: []
 )",
                   "cfg/bad.yaml:4: List: kind: a List inside a List is not supported"},
+        // A port is a port only in canonical decimal, in every field that takes one.
+        ErrorCase{"LeadingZeroContainerPort", R"(apiVersion: v1
+kind: Pod
+metadata: {name: p, namespace: ns}
+spec: {containers: [{name: c, ports: [{containerPort: 08080}]}]}
+)",
+                  "containerPort: \"08080\" is not a port number (1-65535, without leading zeros)"},
+        ErrorCase{"LeadingZeroServicePort", R"(apiVersion: v1
+kind: Service
+metadata: {name: s, namespace: ns}
+spec: {ports: [{port: 080}]}
+)",
+                  "Service ns/s: spec.ports[0].port: \"080\" is not a port number"},
+        ErrorCase{"LeadingZeroTargetPort", R"(apiVersion: v1
+kind: Service
+metadata: {name: s, namespace: ns}
+spec: {ports: [{port: 80, targetPort: "08080"}]}
+)",
+                  "spec.ports[0].targetPort: \"08080\" is not a port number"},
+        ErrorCase{"SignedEndpointSlicePort", R"(apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: e, namespace: ns}
+addressType: IPv4
+ports: [{port: "+80"}]
+)",
+                  "ports[0].port: \"+80\" is not a port number"},
+        ErrorCase{"LeadingZeroPortLevelMtls", R"(apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: p, namespace: ns}
+spec:
+  selector: {matchLabels: {app: a}}
+  portLevelMtls: {"08080": {mode: STRICT}}
+)",
+                  "spec.portLevelMtls key: \"08080\" is not a port number"},
+        ErrorCase{"LeadingZeroPortLevelSettings", R"(apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: d, namespace: ns}
+spec:
+  host: x
+  trafficPolicy: {portLevelSettings: [{port: {number: 0443}}]}
+)",
+                  "portLevelSettings[0].port.number: \"0443\" is not a port number"},
+        ErrorCase{"HexPort", R"(apiVersion: v1
+kind: Service
+metadata: {name: s, namespace: ns}
+spec: {ports: [{port: 0x50}]}
+)",
+                  "\"0x50\" is not a port number"},
+        ErrorCase{"ExportToNowhereWithOthers", R"(apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: d, namespace: ns}
+spec: {host: x, exportTo: ["~", "."]}
+)",
+                  "spec.exportTo: \"~\" (exported nowhere) cannot be combined"},
+        ErrorCase{"WorkloadSelectorNotAMap", R"(apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: d, namespace: ns}
+spec: {host: x, workloadSelector: [a]}
+)",
+                  "spec.workloadSelector: expected a map"},
         ErrorCase{"NotAnObject", "- just\n- a list\n", "cfg/bad.yaml:1: document"},
         ErrorCase{"SyntaxError", "apiVersion: v1\nkind: Pod\nmetadata: {name: [\n",
                   "cfg/bad.yaml:4: invalid YAML"}),
     [](const ::testing::TestParamInfo<ErrorCase>& info) { return info.param.name; });
+
+TEST(ResourcesTest, PortNumbersAreReadStrictly) {
+  for (absl::string_view good : {"1", "80", "8080", "65535"}) {
+    EXPECT_TRUE(ParsePortNumber(good).has_value()) << good;
+  }
+  for (absl::string_view bad :
+       {"", "0", "08080", "+80", " 80", "80 ", "0x50", "80.0", "65536", "123456", "-1"}) {
+    EXPECT_FALSE(ParsePortNumber(bad).has_value()) << bad;
+  }
+}
+
+TEST(ResourcesTest, DestinationRuleWorkloadSelectorAndTrafficPolicyPresence) {
+  ResourceSet set;
+  ASSERT_TRUE(AppendYamlResources(R"(apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: a, namespace: ns}
+spec: {host: x, workloadSelector: {matchLabels: {app: c}}, trafficPolicy: {loadBalancer: {}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: b, namespace: ns}
+spec: {host: x, exportTo: ["~"], workloadSelector: {}}
+)",
+                                  "dr.yaml", set)
+                  .ok());
+  ASSERT_EQ(set.destination_rules.size(), 2u);
+  EXPECT_EQ(set.destination_rules[0].workload_selector, Labels({{"app", "c"}}));
+  EXPECT_TRUE(set.destination_rules[0].has_traffic_policy);
+  EXPECT_FALSE(set.destination_rules[0].tls.has_value());
+  // An empty selector is still a selector: Istio keeps such a rule private.
+  EXPECT_EQ(set.destination_rules[1].workload_selector, Labels());
+  EXPECT_FALSE(set.destination_rules[1].has_traffic_policy);
+}
+
+TEST(ResourcesTest, SnapshotRefusesKindsOverTheirLimit) {
+  ResourceSet set;
+  for (int i = 0; i < 3; ++i) {
+    Service service;
+    service.meta.name = absl::StrCat("s", i);
+    service.meta.ns = "ns";
+    set.services.push_back(service);
+  }
+  SnapshotOptions options;
+  options.limits.max_services = 2;
+  absl::StatusOr<std::shared_ptr<const Snapshot>> snapshot = Snapshot::Build(set, options);
+  ASSERT_FALSE(snapshot.ok());
+  EXPECT_EQ(snapshot.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(snapshot.status().message()),
+              HasSubstr("too many Services: 3 (at most 2 are loaded)"));
+  options.limits.max_services = 3;
+  EXPECT_TRUE(Snapshot::Build(set, options).ok());
+}
 
 TEST(ResourcesTest, DuplicateObjectsNameBothOrigins) {
   ResourceSet set;

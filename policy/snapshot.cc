@@ -14,14 +14,15 @@ std::string Key(absl::string_view ns, absl::string_view name) {
   return absl::StrCat(ns, "/", name);
 }
 
-// Istio's order among policies of one level: the oldest wins, then the name breaks ties.
+// Istio's order among policies of one level (pilot/pkg/model sortConfigByCreationTime): the
+// oldest wins, then the name, then the namespace break ties.
 template <typename T>
 bool OlderFirst(const T* a, const T* b) {
   if (a->meta.creation_timestamp != b->meta.creation_timestamp) {
     return a->meta.creation_timestamp < b->meta.creation_timestamp;
   }
-  if (a->meta.ns != b->meta.ns) return a->meta.ns < b->meta.ns;
-  return a->meta.name < b->meta.name;
+  if (a->meta.name != b->meta.name) return a->meta.name < b->meta.name;
+  return a->meta.ns < b->meta.ns;
 }
 
 template <typename T>
@@ -70,11 +71,13 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Snapshot::Build(ResourceSet reso
 
 absl::Status Snapshot::Index() {
   const ResourceSet& r = resources_;
+  if (absl::Status status = CheckLimits(r, options_.limits); !status.ok()) return status;
   for (absl::Status status :
        {CheckUnique("Namespace", r.namespaces), CheckUnique("Pod", r.pods),
         CheckUnique("Service", r.services), CheckUnique("EndpointSlice", r.endpoint_slices),
         CheckUnique("PeerAuthentication", r.peer_authentications),
-        CheckUnique("DestinationRule", r.destination_rules)}) {
+        CheckUnique("DestinationRule", r.destination_rules),
+        CheckUnique("AuthorizationPolicy", r.authorization_policies)}) {
     if (!status.ok()) return status;
   }
 
@@ -116,26 +119,18 @@ absl::Status Snapshot::Index() {
               OlderFirst<PeerAuthentication>);
   }
 
-  for (const DestinationRule& rule : r.destination_rules) {
-    RuleIndex& rules = namespaces_[rule.meta.ns].rules;
-    std::string host = ResolvedHost(rule);
-    if (host == "*") {
-      rules.wildcards.emplace_back("", &rule);
-    } else if (absl::StartsWith(host, "*.")) {
-      rules.wildcards.emplace_back(host.substr(1), &rule);
+  destination_rules_.Build(r.destination_rules, options_.root_namespace,
+                           [this](const DestinationRule& rule) { return ResolvedHost(rule); });
+
+  for (const AuthorizationPolicy& policy : r.authorization_policies) {
+    NamespaceIndex& index = namespaces_[policy.meta.ns];
+    if (policy.targets_waypoint) {
+      index.waypoint_authorization.push_back(&policy);
+    } else if (policy.selector.has_value()) {
+      index.selector_authorization.push_back(&policy);
     } else {
-      rules.exact[host].push_back(&rule);
+      index.namespace_authorization.push_back(&policy);
     }
-  }
-  for (auto& [name, index] : namespaces_) {
-    for (auto& [host, list] : index.rules.exact) {
-      std::sort(list.begin(), list.end(), OlderFirst<DestinationRule>);
-    }
-    std::sort(index.rules.wildcards.begin(), index.rules.wildcards.end(),
-              [](const auto& a, const auto& b) {
-                if (a.first.size() != b.first.size()) return a.first.size() > b.first.size();
-                return OlderFirst(a.second, b.second);
-              });
   }
 
   // Services and their backends: EndpointSlices when the service has any (they already map
@@ -253,6 +248,7 @@ const std::vector<const PeerAuthentication*>& Snapshot::NamespacePeerAuthenticat
 
 std::vector<const PeerAuthentication*> Snapshot::WorkloadPeerAuthentications(const Pod& pod) const {
   std::vector<const PeerAuthentication*> matching;
+  if (pod.meta.ns == options_.root_namespace) return matching;
   const NamespaceIndex* index = FindNamespaceIndex(pod.meta.ns);
   if (index == nullptr) return matching;
   for (const PeerAuthentication* policy : index->selector_policies) {
@@ -261,20 +257,46 @@ std::vector<const PeerAuthentication*> Snapshot::WorkloadPeerAuthentications(con
   return matching;
 }
 
-std::vector<const DestinationRule*> Snapshot::MatchingDestinationRules(
-    absl::string_view ns, absl::string_view host) const {
-  std::vector<const DestinationRule*> matching;
-  const NamespaceIndex* index = FindNamespaceIndex(ns);
-  if (index == nullptr) return matching;
-  auto exact = index->rules.exact.find(host);
-  if (exact != index->rules.exact.end()) matching = exact->second;
-  for (const auto& [suffix, rule] : index->rules.wildcards) {
-    // "*.example.com" needs at least one label before ".example.com".
-    if (suffix.empty() || (host.size() > suffix.size() && absl::EndsWith(host, suffix))) {
-      matching.push_back(rule);
-    }
+std::vector<const PeerAuthentication*> Snapshot::IgnoredRootSelectorPeerAuthentications(
+    const Pod& pod) const {
+  std::vector<const PeerAuthentication*> matching;
+  const NamespaceIndex* index = FindNamespaceIndex(options_.root_namespace);
+  if (index == nullptr || pod.meta.ns != options_.root_namespace) return matching;
+  for (const PeerAuthentication* policy : index->selector_policies) {
+    if (SelectorMatches(*policy->selector, pod.meta.labels)) matching.push_back(policy);
   }
   return matching;
+}
+
+std::vector<const AuthorizationPolicy*> Snapshot::AuthorizationPoliciesFor(const Pod& pod) const {
+  std::vector<const AuthorizationPolicy*> policies;
+  auto add_from = [&](absl::string_view ns) {
+    const NamespaceIndex* index = FindNamespaceIndex(ns);
+    if (index == nullptr) return;
+    policies.insert(policies.end(), index->namespace_authorization.begin(),
+                    index->namespace_authorization.end());
+    for (const AuthorizationPolicy* policy : index->selector_authorization) {
+      if (SelectorMatches(*policy->selector, pod.meta.labels)) policies.push_back(policy);
+    }
+  };
+  add_from(options_.root_namespace);
+  if (pod.meta.ns != options_.root_namespace) add_from(pod.meta.ns);
+  std::sort(policies.begin(), policies.end(), OlderFirst<AuthorizationPolicy>);
+  return policies;
+}
+
+std::vector<const AuthorizationPolicy*> Snapshot::WaypointAuthorizationPolicies(
+    const Pod& pod) const {
+  std::vector<const AuthorizationPolicy*> policies;
+  for (absl::string_view ns :
+       {absl::string_view(options_.root_namespace), absl::string_view(pod.meta.ns)}) {
+    if (const NamespaceIndex* index = FindNamespaceIndex(ns)) {
+      policies.insert(policies.end(), index->waypoint_authorization.begin(),
+                      index->waypoint_authorization.end());
+    }
+    if (ns == pod.meta.ns) break;
+  }
+  return policies;
 }
 
 std::string Snapshot::ResolvedHost(const DestinationRule& rule) const {

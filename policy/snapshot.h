@@ -12,6 +12,8 @@
 #include "absl/container/node_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "policy/destination_rule_index.h"
+#include "policy/limits.h"
 #include "policy/resources.h"
 
 namespace nodeward::policy {
@@ -24,6 +26,8 @@ struct SnapshotOptions {
   std::string trust_domain = "cluster.local";
   // Services are named <name>.<namespace>.svc.<cluster_domain>.
   std::string cluster_domain = "cluster.local";
+  // A configuration over these is refused as a whole (sources keep the last good one).
+  ConfigLimits limits;
 };
 
 // One backend of a service port: where a connection to the service actually goes.
@@ -36,7 +40,8 @@ struct EndpointTarget {
 class Snapshot {
  public:
   // Indexes `resources`. Fails, naming both origins, when two objects of one kind share a
-  // namespace and name. `generation` is the source's counter, shown by the debug CLI.
+  // namespace and name, or when a kind is over its limit. `generation` is the source's
+  // counter, shown by the debug CLI.
   static absl::StatusOr<std::shared_ptr<const Snapshot>> Build(ResourceSet resources,
                                                                SnapshotOptions options,
                                                                uint64_t generation = 0);
@@ -63,15 +68,31 @@ class Snapshot {
   // Namespace-wide ones of `ns`; empty for the root namespace, whose are mesh-wide.
   const std::vector<const PeerAuthentication*>& NamespacePeerAuthentications(
       absl::string_view ns) const;
-  // Those whose selector matches `pod`'s labels (in the pod's namespace).
+  // Those whose selector matches `pod`'s labels, in the pod's namespace. Empty for a pod of the
+  // root namespace: Istio ignores selector policies there (pilot/pkg/security/authn
+  // ComposePeerAuthentication, and ambient's convertedSelectorPeerAuthentications).
   std::vector<const PeerAuthentication*> WorkloadPeerAuthentications(const Pod& pod) const;
+  // Selector policies of the root namespace that would select `pod`: shown as ignored.
+  std::vector<const PeerAuthentication*> IgnoredRootSelectorPeerAuthentications(
+      const Pod& pod) const;
 
-  // DestinationRules declared in `ns` whose host matches `host` (an FQDN), most specific
-  // first (exact, then longer wildcard suffix), then oldest. Visibility is not applied here.
-  std::vector<const DestinationRule*> MatchingDestinationRules(absl::string_view ns,
-                                                               absl::string_view host) const;
+  // DestinationRules as Istio indexes them: per namespace, merged per host.
+  const DestinationRuleIndex& destination_rules() const { return destination_rules_; }
   // The DR's host as an FQDN (short names are relative to the DR's namespace) or wildcard.
   std::string ResolvedHost(const DestinationRule& rule) const;
+
+  // The AuthorizationPolicies that apply to `pod`, as ztunnel receives them from istiod
+  // (pilot/pkg/serviceregistry/kube/controller/ambient): those of the root namespace without
+  // a selector (mesh-wide), those of the pod's namespace without one, and those of either
+  // namespace whose selector matches the pod's labels; oldest first, then by name. Policies
+  // bound to waypoints (targetRef) are not among them.
+  std::vector<const AuthorizationPolicy*> AuthorizationPoliciesFor(const Pod& pod) const;
+  // Policies in scope of `pod` that bind to a waypoint instead: named in traces as not
+  // enforced here.
+  std::vector<const AuthorizationPolicy*> WaypointAuthorizationPolicies(const Pod& pod) const;
+  // Whether the configuration has any AuthorizationPolicy at all: the common case of none
+  // costs a decision nothing.
+  bool HasAuthorizationPolicies() const { return !resources_.authorization_policies.empty(); }
 
  private:
   Snapshot() = default;
@@ -81,16 +102,13 @@ class Snapshot {
     const Service* service = nullptr;
     absl::flat_hash_map<uint32_t, std::vector<EndpointTarget>> endpoints_by_port;
   };
-  struct RuleIndex {
-    absl::flat_hash_map<std::string, std::vector<const DestinationRule*>> exact;
-    // (suffix after "*", rule) sorted longest suffix first; "*" alone has an empty suffix.
-    std::vector<std::pair<std::string, const DestinationRule*>> wildcards;
-  };
   struct NamespaceIndex {
     const Namespace* ns = nullptr;
     std::vector<const PeerAuthentication*> namespace_policies;
     std::vector<const PeerAuthentication*> selector_policies;
-    RuleIndex rules;
+    std::vector<const AuthorizationPolicy*> namespace_authorization;
+    std::vector<const AuthorizationPolicy*> selector_authorization;
+    std::vector<const AuthorizationPolicy*> waypoint_authorization;
   };
 
   const NamespaceIndex* FindNamespaceIndex(absl::string_view ns) const;
@@ -106,6 +124,7 @@ class Snapshot {
   absl::node_hash_map<std::string, ServiceIndex> services_by_name_;  // "ns/name"
   absl::flat_hash_map<std::string, const ServiceIndex*> services_by_ip_;
   std::vector<const PeerAuthentication*> mesh_policies_;
+  DestinationRuleIndex destination_rules_;
 };
 
 // Whether `labels` has every key/value of `selector`.

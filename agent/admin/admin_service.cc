@@ -1,6 +1,7 @@
 #include "agent/admin/admin_service.h"
 
 #include <algorithm>
+#include <tuple>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -8,6 +9,7 @@
 #include "absl/strings/str_split.h"
 #include "common/log.h"
 #include "common/net_address.h"
+#include "common/port_number.h"
 #include "policy/decisions.h"
 
 namespace nodeward::admin {
@@ -188,6 +190,7 @@ grpc::Status AdminService::ExplainPolicy(grpc::ServerContext*,
   if (request->has_outbound()) {
     absl::StatusOr<policy::Pod> source = FindPod(view_, *snapshot, request->outbound().from_pod());
     if (!source.ok()) return InvalidArgument(std::string(source.status().message()));
+    // The port's canonical form is checked by the parser ("08080" is refused).
     absl::StatusOr<SocketAddress> to = SocketAddress::Parse(request->outbound().to());
     if (!to.ok()) {
       return InvalidArgument(
@@ -197,6 +200,10 @@ grpc::Status AdminService::ExplainPolicy(grpc::ServerContext*,
         policy::DecideOutbound(*snapshot, *source, to->ip.Unmapped().ToString(), to->port);
     response->set_action(std::string(policy::OutboundActionName(decision.action)));
     response->set_reason(decision.reason);
+    response->set_reason_code(std::string(policy::DecisionReasonName(decision.reason_code)));
+    for (const std::string& identity : decision.expected_peer_identities) {
+      response->add_expected_peer_identities(identity);
+    }
     response->set_address(decision.address);
     response->set_port(decision.port);
     if (decision.destination_pod != nullptr) {
@@ -223,16 +230,47 @@ grpc::Status AdminService::ExplainPolicy(grpc::ServerContext*,
     if (inbound.port() == 0 || inbound.port() > 65535) {
       return InvalidArgument("inbound port must be 1-65535");
     }
-    policy::InboundDecision decision =
-        policy::DecideInbound(*snapshot, *pod, inbound.port(),
-                              inbound.plaintext() ? policy::InboundTransport::kPlaintext
-                                                  : policy::InboundTransport::kMtls,
-                              inbound.peer_identity());
+    policy::InboundConnection connection;
+    connection.transport = inbound.plaintext() ? policy::InboundTransport::kPlaintext
+                                               : policy::InboundTransport::kMtls;
+    connection.peer_identity = inbound.peer_identity();
+    connection.port = inbound.port();
+    std::string source_ip, destination_ip;
+    for (auto [text, out, what] :
+         {std::tuple{&inbound.source_ip(), &source_ip, "source"},
+          std::tuple{&inbound.destination_ip(), &destination_ip, "destination"}}) {
+      if (text->empty()) continue;
+      absl::StatusOr<std::string> ip = policy::NormalizeIp(*text);
+      if (!ip.ok()) {
+        return InvalidArgument(absl::StrCat(what, " address: ", ip.status().message()));
+      }
+      *out = *std::move(ip);
+    }
+    // The connection is to one of the pod's addresses; without one given, its first.
+    if (destination_ip.empty() && !pod->ips.empty()) destination_ip = pod->ips.front();
+    connection.source_ip = source_ip;
+    connection.destination_ip = destination_ip;
+    if (inbound.has_sni()) connection.sni = inbound.sni();
+    policy::InboundDecision decision = policy::DecideInbound(*snapshot, *pod, connection);
     response->set_action(decision.allow ? "ALLOW" : "REFUSE");
     response->set_reason(decision.reason);
+    response->set_reason_code(std::string(policy::DecisionReasonName(decision.reason_code)));
     response->set_destination_workload(absl::StrCat(pod->meta.ns, "/", pod->meta.name));
+    response->set_address(destination_ip);
     response->set_port(inbound.port());
     FillModes(decision.mtls, response->mutable_mtls());
+    if (decision.authorization.has_value()) {
+      v1::AuthorizationExplanation* out = response->mutable_authorization();
+      out->set_outcome(
+          std::string(policy::AuthorizationOutcomeName(decision.authorization->outcome)));
+      if (decision.authorization->policy != nullptr) {
+        out->set_policy(policy::Describe(*decision.authorization->policy));
+      }
+      out->set_reason(decision.authorization->reason);
+      for (const policy::AuthorizationPolicy* audit : decision.authorization->audit) {
+        out->add_audit(policy::Describe(*audit));
+      }
+    }
     FillTrace(decision.trace, response->mutable_trace());
     return grpc::Status::OK;
   }

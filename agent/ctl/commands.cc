@@ -10,6 +10,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <utility>
 
@@ -22,6 +23,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/dashed_flags.h"
+#include "common/port_number.h"
 #include "grpcpp/grpcpp.h"
 
 #ifndef NODEWARD_VERSION
@@ -41,6 +43,12 @@ ABSL_FLAG(std::string, to, "", "policy explain: the destination, IP:PORT");
 ABSL_FLAG(std::string, inbound, "", "policy explain: the receiving pod and port, NS/NAME:PORT");
 ABSL_FLAG(bool, plaintext, false, "policy explain --inbound: the connection arrives plaintext");
 ABSL_FLAG(std::string, peer, "", "policy explain --inbound: the client's SPIFFE ID (mTLS)");
+ABSL_FLAG(std::string, source_ip, "",
+          "policy explain --inbound: the client's address, for ipBlocks and source.ip");
+ABSL_FLAG(std::string, destination_ip, "",
+          "policy explain --inbound: the pod address the client asked for (default: its first)");
+ABSL_FLAG(std::string, sni, "",
+          "policy explain --inbound: the server name of the client's TLS, for connection.sni");
 // drain
 ABSL_FLAG(absl::Duration, grace, absl::Seconds(5),
           "drain: how long live connections may finish before they are cut");
@@ -73,14 +81,17 @@ const std::vector<CommandSpec>& Commands() {
        "trust roots (SUBJECT SERIAL NOT-AFTER FINGERPRINT).\n"},
       {"policy explain",
        "--from=NS/POD --to=IP:PORT | --inbound=NS/POD:PORT [--plaintext] "
-       "[--peer=SPIFFE-ID]",
+       "[--peer=SPIFFE-ID] [--source-ip=IP] [--destination-ip=IP] [--sni=NAME]",
        "what the agent would do with a connection, and why",
-       {"from", "to", "inbound", "plaintext", "peer"},
+       {"from", "to", "inbound", "plaintext", "peer", "source_ip", "destination_ip", "sni"},
        "Outbound: --from the client pod (enrolled on this node) --to the destination address.\n"
        "Inbound: --inbound the receiving pod and port, arriving over mesh mTLS from --peer, or\n"
-       "--plaintext. Prints the action, the reason, the destination and the expected peer\n"
-       "identity, the mTLS mode per level (mesh, namespace, workload, port, effective), the\n"
-       "resources that decided, then the trace and warnings.\n"},
+       "--plaintext, from --source-ip (without it, AuthorizationPolicy conditions on the\n"
+       "source address fail closed) with TLS server name --sni. Prints the action, the reason\n"
+       "and its code, the destination and the expected peer identities, the mTLS mode per\n"
+       "level (mesh, namespace, workload, port, effective), the AuthorizationPolicy outcome\n"
+       "and the policy that decided it, the resources that decided, then the trace and\n"
+       "warnings.\n"},
       {"connections",
        "",
        "live connections carried by the agent",
@@ -129,9 +140,9 @@ const std::set<std::string>& GlobalFlags() {
 }
 
 const std::vector<std::string>& AllFlags() {
-  static const std::vector<std::string> flags = {"socket", "address", "output",  "timeout",
-                                                 "from",   "to",      "inbound", "plaintext",
-                                                 "peer",   "grace"};
+  static const std::vector<std::string> flags = {
+      "socket",    "address", "output",    "timeout",        "from", "to",   "inbound",
+      "plaintext", "peer",    "source_ip", "destination_ip", "sni",  "grace"};
   return flags;
 }
 
@@ -235,12 +246,12 @@ absl::Status Split(const std::vector<std::string>& raw, std::vector<FlagUse>& fl
 
 absl::StatusOr<uint32_t> ParsePort(const std::string& text, const std::string& where,
                                    const char* flag) {
-  uint32_t port = 0;
-  if (!absl::SimpleAtoi(text, &port) || port == 0 || port > 65535) {
-    return UsageError(
-        absl::StrCat("--", flag, "=", where, ": \"", text, "\" is not a port (1-65535)"));
+  std::optional<uint16_t> port = ParsePortNumber(text);
+  if (!port.has_value()) {
+    return UsageError(absl::StrCat("--", flag, "=", where, ": \"", text,
+                                   "\" is not a port (1-65535, without leading zeros)"));
   }
-  return port;
+  return *port;
 }
 
 std::string ExplainUsageHint() { return " (see nodewardctl policy explain --help)"; }
@@ -259,8 +270,11 @@ absl::Status BuildExplain(Invocation& invocation, const std::set<std::string>& g
       return UsageError("policy explain needs both --from=NS/POD and --to=IP:PORT" +
                         ExplainUsageHint());
     }
-    if (given.count("plaintext") || given.count("peer")) {
-      return UsageError("--plaintext and --peer only apply to --inbound" + ExplainUsageHint());
+    for (const char* flag : {"plaintext", "peer", "source_ip", "destination_ip", "sni"}) {
+      if (given.count(flag)) {
+        return UsageError(
+            absl::StrCat("--", Dashed(flag), " only applies to --inbound", ExplainUsageHint()));
+      }
     }
     if (absl::Status s = ValidatePodName(from, "from"); !s.ok()) return s;
     absl::StatusOr<std::pair<std::string, uint32_t>> host_port = ParseHostPort(to, "to");
@@ -290,6 +304,20 @@ absl::Status BuildExplain(Invocation& invocation, const std::set<std::string>& g
                                    "NAMESPACE/sa/ACCOUNT)"));
   }
   v1::ExplainPolicyRequest::Inbound* in = invocation.explain.mutable_inbound();
+  auto address = [](const char* flag, const std::string& value) -> absl::Status {
+    in6_addr bytes;
+    if (value.empty() || inet_pton(AF_INET, value.c_str(), &bytes) == 1 ||
+        inet_pton(AF_INET6, value.c_str(), &bytes) == 1) {
+      return absl::OkStatus();
+    }
+    return UsageError(absl::StrCat("--", flag, "=", value, ": not an IP address"));
+  };
+  const std::string source_ip = Get(FLAGS_source_ip), destination_ip = Get(FLAGS_destination_ip);
+  if (absl::Status s = address("source-ip", source_ip); !s.ok()) return s;
+  if (absl::Status s = address("destination-ip", destination_ip); !s.ok()) return s;
+  in->set_source_ip(source_ip);
+  in->set_destination_ip(destination_ip);
+  if (given.count("sni")) in->set_sni(Get(FLAGS_sni));
   in->set_pod(pod);
   in->set_port(*port);
   in->set_plaintext(plaintext);

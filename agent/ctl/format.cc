@@ -333,12 +333,29 @@ std::string RenderExplain(const v1::ExplainPolicyRequest& request,
   std::vector<std::pair<std::string, std::string>> lines;
   lines.push_back({"ACTION", Cell(response.action())});
   lines.push_back({"REASON", Cell(response.reason())});
+  // Absent from agents older than the typed reasons.
+  if (!response.reason_code().empty()) lines.push_back({"REASON-CODE", response.reason_code()});
   if (request.has_inbound()) {
     const auto& in = request.inbound();
     lines.push_back({"POD", absl::StrCat(in.pod(), ":", in.port())});
     lines.push_back({"ARRIVING", in.plaintext() ? "plaintext"
                                                 : absl::StrCat("mTLS from ", Or(in.peer_identity(),
                                                                                 "any peer"))});
+    lines.push_back({"SOURCE", Or(in.source_ip(), "unknown")});
+    if (!response.address().empty()) lines.push_back({"DESTINATION", response.address()});
+    if (in.has_sni()) lines.push_back({"SNI", Or(in.sni(), "(none)")});
+    if (response.has_authorization()) {
+      const v1::AuthorizationExplanation& authz = response.authorization();
+      lines.push_back(
+          {"AUTHORIZATION", authz.policy().empty()
+                                ? authz.outcome()
+                                : absl::StrCat(authz.outcome(), " by ", authz.policy())});
+      if (!authz.audit().empty()) {
+        lines.push_back({"AUDITED-BY", absl::StrJoin(authz.audit(), ", ")});
+      }
+    } else {
+      lines.push_back({"AUTHORIZATION", "-"});
+    }
   } else {
     if (request.has_outbound()) lines.push_back({"FROM", Cell(request.outbound().from_pod())});
     std::string destination = response.address().empty()
@@ -347,7 +364,14 @@ std::string RenderExplain(const v1::ExplainPolicyRequest& request,
     lines.push_back({"DESTINATION", destination});
     lines.push_back({"DESTINATION-WORKLOAD", Cell(response.destination_workload())});
     lines.push_back({"SERVICE", Cell(response.service())});
-    lines.push_back({"EXPECTED-PEER-IDENTITY", Cell(response.expected_peer_identity())});
+    if (response.expected_peer_identities_size() > 1) {
+      for (int i = 0; i < response.expected_peer_identities_size(); ++i) {
+        lines.push_back(
+            {i == 0 ? "EXPECTED-PEER-IDENTITY" : "", response.expected_peer_identities(i)});
+      }
+    } else {
+      lines.push_back({"EXPECTED-PEER-IDENTITY", Cell(response.expected_peer_identity())});
+    }
     if (!response.origination().empty())
       lines.push_back({"TLS-ORIGINATION", response.origination()});
   }

@@ -299,6 +299,47 @@ TEST(Render, ExplainInbound) {
   EXPECT_THAT(text, HasSubstr("ARRIVING           plaintext\n"));
   EXPECT_THAT(text, HasSubstr("MTLS-MODE          -\n"));
   EXPECT_THAT(text, Not(HasSubstr("TRACE")));
+  EXPECT_THAT(text, HasSubstr("SOURCE             unknown\n"));
+  EXPECT_THAT(text, HasSubstr("AUTHORIZATION      -\n"));
+}
+
+TEST(Render, ExplainInboundAuthorization) {
+  v1::ExplainPolicyRequest request;
+  request.mutable_inbound()->set_pod("backend/api");
+  request.mutable_inbound()->set_port(8080);
+  request.mutable_inbound()->set_peer_identity("spiffe://cluster.local/ns/other/sa/x");
+  request.mutable_inbound()->set_source_ip("10.241.1.2");
+  request.mutable_inbound()->set_sni("");
+  v1::ExplainPolicyResponse r;
+  r.set_action("REFUSE");
+  r.set_reason("denied by AuthorizationPolicy backend/deny-other rule 0");
+  r.set_reason_code("authorization");
+  r.set_address("10.241.2.2");
+  r.mutable_authorization()->set_outcome("DENIED");
+  r.mutable_authorization()->set_policy("AuthorizationPolicy backend/deny-other");
+  r.mutable_authorization()->add_audit("AuthorizationPolicy backend/audit-all");
+  const std::string text = RenderExplain(request, r);
+  EXPECT_THAT(text, HasSubstr("REASON-CODE        authorization\n"));
+  EXPECT_THAT(text, HasSubstr("SOURCE             10.241.1.2\n"));
+  EXPECT_THAT(text, HasSubstr("DESTINATION        10.241.2.2\n"));
+  EXPECT_THAT(text, HasSubstr("SNI                (none)\n"));
+  EXPECT_THAT(text,
+              HasSubstr("AUTHORIZATION      DENIED by AuthorizationPolicy backend/deny-other\n"));
+  EXPECT_THAT(text, HasSubstr("AUDITED-BY         AuthorizationPolicy backend/audit-all\n"));
+}
+
+TEST(Render, ExplainOutboundListsEveryAcceptedIdentity) {
+  v1::ExplainPolicyRequest request;
+  request.mutable_outbound()->set_from_pod("frontend/web");
+  request.mutable_outbound()->set_to("10.96.0.5:80");
+  v1::ExplainPolicyResponse r;
+  r.set_action("HBONE");
+  r.set_expected_peer_identity("spiffe://cluster.local/ns/backend/sa/a");
+  r.add_expected_peer_identities("spiffe://cluster.local/ns/backend/sa/a");
+  r.add_expected_peer_identities("spiffe://cluster.local/ns/backend/sa/b");
+  const std::string text = RenderExplain(request, r);
+  EXPECT_THAT(text, HasSubstr("EXPECTED-PEER-IDENTITY  spiffe://cluster.local/ns/backend/sa/a\n"
+                              "                        spiffe://cluster.local/ns/backend/sa/b\n"));
 }
 
 TEST(Render, Connections) {
@@ -526,6 +567,16 @@ TEST(Arguments, ExplainQuestions) {
   ASSERT_TRUE(i.ok()) << i.status();
   EXPECT_FALSE(i->explain.inbound().plaintext());  // reset from the previous parse
   EXPECT_EQ(i->explain.inbound().peer_identity(), "spiffe://cluster.local/ns/frontend/sa/web");
+  EXPECT_TRUE(i->explain.inbound().source_ip().empty());
+  EXPECT_FALSE(i->explain.inbound().has_sni());
+
+  i = ParseArguments({"policy", "explain", "--inbound=backend/api:8080", "--source-ip=10.1.2.3",
+                      "--destination-ip=fd00::2", "--sni=api.example.com"});
+  ASSERT_TRUE(i.ok()) << i.status();
+  EXPECT_EQ(i->explain.inbound().source_ip(), "10.1.2.3");
+  EXPECT_EQ(i->explain.inbound().destination_ip(), "fd00::2");
+  ASSERT_TRUE(i->explain.inbound().has_sni());
+  EXPECT_EQ(i->explain.inbound().sni(), "api.example.com");
 }
 
 TEST(Arguments, UsageErrorsExitTwoBeforeAnyCall) {
@@ -546,6 +597,12 @@ TEST(Arguments, UsageErrorsExitTwoBeforeAnyCall) {
       {"policy", "explain", "--inbound=backend/api:x"},
       {"policy", "explain", "--inbound=a/b:1", "--plaintext", "--peer=spiffe://x/y"},
       {"policy", "explain", "--inbound=a/b:1", "--peer=frontend/web"},
+      {"policy", "explain", "--inbound=a/b:08080"},  // a port is written without leading zeros
+      {"policy", "explain", "--inbound=a/b:+80"},
+      {"policy", "explain", "--from=frontend/web", "--to=10.241.2.2:08080"},
+      {"policy", "explain", "--inbound=a/b:1", "--source-ip=10.1.2"},
+      {"policy", "explain", "--inbound=a/b:1", "--destination-ip=pod"},
+      {"policy", "explain", "--from=a/b", "--to=10.0.0.1:1", "--source-ip=10.0.0.2"},
       {"workloads", "--bogus"},
       {"workloads", "--from=a/b"},  // another command's flag
       {"workloads", "extra"},

@@ -168,6 +168,8 @@ absl::StatusOr<std::size_t> TlsConnection::Write(absl::Span<const std::uint8_t> 
   }
   stats_.bytes_sent += *written;
   SendSealed();
+  // A writer that stops at the high-water mark waits for on_send_drained, as Send()'s do.
+  if (queued_bytes() >= options_.send_high_water / 2) crossed_high_water_ = true;
   return *written;
 }
 

@@ -20,6 +20,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     ResolveEnrollment(view, pod);
     for (const ContainerPort& port : pod.ports) {
       DecideInbound(view, pod, port.container_port, InboundTransport::kPlaintext);
+      // As each other pod would arrive: mTLS with its identity from its address, and with an
+      // SNI; AuthorizationPolicies see every attribute.
+      for (const Pod& client : view.resources().pods) {
+        const std::string identity = WorkloadSpiffeId(view, client);
+        InboundConnection connection;
+        connection.transport = InboundTransport::kMtls;
+        connection.peer_identity = identity;
+        if (!client.ips.empty()) connection.source_ip = client.ips.front();
+        if (!pod.ips.empty()) connection.destination_ip = pod.ips.front();
+        connection.port = port.container_port;
+        connection.sni = client.meta.name;
+        DecideInbound(view, pod, connection);
+      }
     }
     for (const Service& service : view.resources().services) {
       for (const std::string& ip : service.cluster_ips) {

@@ -184,6 +184,14 @@ class CaptureIntegrationTest : public ::testing::Test {
     return absl::StrCat("/var/run/netns/", name);
   }
   std::string AgentLog() const { return absl::StrCat(work_dir_, "/agent.log"); }
+  // The agent's log once it holds `text` (an access-log line is written when the connection
+  // has ended on both sides, which may be just after the client saw its reply).
+  std::string LogWith(const std::string& text) const {
+    for (int i = 0; i < 300 && ReadFile(AgentLog()).find(text) == std::string::npos; ++i) {
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    return ReadFile(AgentLog());
+  }
 
   void Must(const std::vector<std::string>& argv) {
     CommandResult result = RunCommand(argv);
@@ -318,7 +326,7 @@ TEST_F(CaptureIntegrationTest, EnrolledPodOutboundReachesAgentWithOriginalDestin
   // The agent dialled the original destination from inside pod A.
   EXPECT_THAT(result.output, HasSubstr("from=10.78.0.1:"));
   EXPECT_THAT(result.output, HasSubstr("to=10.78.0.2:8080 got=ping"));
-  EXPECT_THAT(ReadFile(AgentLog()),
+  EXPECT_THAT(LogWith(R"("direction":"outbound")"),
               HasSubstr(R"("direction":"outbound","source_workload":"shop/pod-a")"));
   EXPECT_THAT(ReadFile(AgentLog()), HasSubstr(R"("source_address":"127.0.0.1:)"));
   EXPECT_THAT(ReadFile(AgentLog()), HasSubstr("destination=10.78.0.2:8080"));
@@ -410,12 +418,13 @@ TEST_F(CaptureIntegrationTest, InboundOnAnyPortIsSteeredAndDelivered) {
     // to loopback), from the peer's own address.
     EXPECT_THAT(result.output, HasSubstr("from=10.78.0.2:"));
     EXPECT_THAT(result.output, HasSubstr(absl::StrCat("to=10.78.0.1:", port, " got=in")));
+    const std::string destination =
+        absl::StrCat(R"("destination_address":"10.78.0.1:)", port, "\"");
+    EXPECT_THAT(LogWith(destination), HasSubstr(destination));
     EXPECT_THAT(
         ReadFile(AgentLog()),
         HasSubstr(
             R"("direction":"inbound","source_workload":"","source_principal":"","source_address":"10.78.0.2:)"));
-    EXPECT_THAT(ReadFile(AgentLog()),
-                HasSubstr(absl::StrCat(R"("destination_address":"10.78.0.1:)", port, "\"")));
   }
   CommandResult v6 = Client(netns_b_, "[fd78::1]:9090", "in6");
   ASSERT_EQ(v6.exit_code, 0) << v6.output;
