@@ -33,6 +33,7 @@
 #include "agent/proxy/mesh_handler.h"
 #include "bpf/capture_loader.h"
 #include "common/dashed_flags.h"
+#include "common/files.h"
 #include "common/node_name.h"
 #include "grpcpp/grpcpp.h"
 #include "policy/directory_source.h"
@@ -82,19 +83,6 @@ namespace {
 
 using capture::Log;
 using capture::LogLevel;
-
-absl::Status MakeParentDirectory(const std::string& path) {
-  std::string prefix;
-  std::vector<std::string> parts = absl::StrSplit(path, '/', absl::SkipEmpty());
-  if (!parts.empty()) parts.pop_back();
-  for (const std::string& part : parts) {
-    absl::StrAppend(&prefix, "/", part);
-    if (mkdir(prefix.c_str(), 0755) != 0 && errno != EEXIST) {
-      return absl::InternalError(absl::StrCat("mkdir ", prefix, ": ", std::strerror(errno)));
-    }
-  }
-  return absl::OkStatus();
-}
 
 std::string NodeName() { return NodeNameOr(absl::GetFlag(FLAGS_node_name)); }
 
@@ -176,7 +164,7 @@ int Run() {
 
   // Two agents on one state directory would fight over the same pods, links and listeners.
   const std::string state_dir = absl::GetFlag(FLAGS_state_dir);
-  if (absl::Status status = MakeParentDirectory(absl::StrCat(state_dir, "/agent.lock"));
+  if (absl::Status status = MakeParentDirectories(absl::StrCat(state_dir, "/agent.lock"), 0755);
       !status.ok()) {
     Log(LogLevel::kError, status.ToString());
     return 1;
@@ -237,7 +225,7 @@ int Run() {
   }
 
   const std::string socket_path = absl::GetFlag(FLAGS_enroll_socket);
-  if (absl::Status status = MakeParentDirectory(socket_path); !status.ok()) {
+  if (absl::Status status = MakeParentDirectories(socket_path, 0755); !status.ok()) {
     Log(LogLevel::kError, status.ToString());
     return 1;
   }
