@@ -19,6 +19,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/files.h"
 #include "crypto/tls.h"
@@ -297,6 +298,64 @@ absl::StatusOr<YAML::Node> ParseJson(absl::string_view text, absl::string_view w
   }
 }
 
+// Percent-encodes what a query value may not carry as it is (RFC 3986 unreserved stay).
+std::string QueryEscape(absl::string_view value) {
+  std::string out;
+  for (const char c : value) {
+    if (absl::ascii_isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
+      out.push_back(c);
+    } else {
+      absl::StrAppend(&out, absl::StrFormat("%%%02X", static_cast<unsigned char>(c)));
+    }
+  }
+  return out;
+}
+
+struct Connection {
+  std::unique_ptr<http::Stream> stream;
+};
+
+// One HTTP exchange: connects, sends `target` with the current token, returns the stream and
+// response head through the arguments.
+absl::StatusOr<http::ResponseHead> OpenExchange(const KubeSourceOptions& options,
+                                                const std::string& ca_pem,
+                                                const std::atomic<bool>& stopping,
+                                                const std::string& target, Connection& connection,
+                                                std::unique_ptr<http::Exchange>& exchange) {
+  absl::StatusOr<std::unique_ptr<Socket>> socket = Connect(options, stopping);
+  if (!socket.ok()) return socket.status();
+  if (options.scheme == "https") {
+    crypto::OriginationSettings settings;
+    settings.mode = crypto::OriginationSettings::Mode::kSimple;
+    settings.ca_certificates_pem = ca_pem;
+    settings.subject_alt_names = options.server_names;
+    if (settings.subject_alt_names.empty()) settings.subject_alt_names = {options.host};
+    settings.sni = options.host;
+    settings.alpn = {"http/1.1"};
+    absl::StatusOr<std::shared_ptr<const crypto::TlsContext>> context =
+        crypto::TlsContext::OriginationClient(settings);
+    if (!context.ok()) return context.status();
+    auto tls = std::make_unique<TlsStream>(
+        *std::move(socket), crypto::TlsEngine::Client(*std::move(context)), options.io_timeout);
+    if (absl::Status status = tls->Handshake(); !status.ok()) return status;
+    connection.stream = std::move(tls);
+  } else {
+    connection.stream = std::make_unique<PlainStream>(*std::move(socket), options.io_timeout);
+  }
+  http::Request request;
+  request.host = HostHeader(options);
+  request.target = target;
+  request.headers.emplace_back("Accept", "application/json");
+  request.headers.emplace_back("User-Agent", "nodeward");
+  absl::StatusOr<std::string> token = ReadFile(options.token_path);
+  if (token.ok()) {
+    request.headers.emplace_back("Authorization",
+                                 absl::StrCat("Bearer ", absl::StripAsciiWhitespace(*token)));
+  }
+  exchange = std::make_unique<http::Exchange>(*connection.stream);
+  return exchange->Start(request);
+}
+
 }  // namespace
 
 absl::StatusOr<KubeSourceOptions> KubeSourceOptions::InCluster() {
@@ -348,6 +407,18 @@ absl::StatusOr<std::unique_ptr<KubeSource>> KubeSource::Start(KubeSourceOptions 
       {"security.istio.io/v1", "security.istio.io/v1beta1"});
   add("DestinationRule", "destinationrules",
       {"networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"});
+  if (!source->options_.kinds.empty()) {
+    for (const std::string& wanted : source->options_.kinds) {
+      if (std::none_of(source->kinds_.begin(), source->kinds_.end(),
+                       [&](const auto& kind) { return kind->name == wanted; })) {
+        return absl::InvalidArgumentError(absl::StrCat("unknown kind \"", wanted, "\""));
+      }
+    }
+    std::erase_if(source->kinds_, [&](const auto& kind) {
+      return std::find(source->options_.kinds.begin(), source->options_.kinds.end(), kind->name) ==
+             source->options_.kinds.end();
+    });
+  }
   for (size_t i = 0; i < source->kinds_.size(); ++i) {
     source->threads_.emplace_back([raw = source.get(), i] { raw->RunKind(i); });
   }
@@ -395,10 +466,6 @@ namespace {
 
 enum class WatchEnd { kResume, kRelist };
 
-struct Connection {
-  std::unique_ptr<http::Stream> stream;
-};
-
 }  // namespace
 
 void KubeSource::RunKind(size_t index) {
@@ -408,42 +475,9 @@ void KubeSource::RunKind(size_t index) {
   bool need_list = true;
   absl::Duration backoff = options_.initial_backoff;
 
-  // One HTTP exchange: connects, sends `target` with the current token, returns the stream
-  // and response head through the callback's arguments.
   auto open = [&](const std::string& target, Connection& connection,
-                  std::unique_ptr<http::Exchange>& exchange) -> absl::StatusOr<http::ResponseHead> {
-    absl::StatusOr<std::unique_ptr<Socket>> socket = Connect(options_, stopping_);
-    if (!socket.ok()) return socket.status();
-    if (options_.scheme == "https") {
-      crypto::OriginationSettings settings;
-      settings.mode = crypto::OriginationSettings::Mode::kSimple;
-      settings.ca_certificates_pem = ca_pem_;
-      settings.subject_alt_names = options_.server_names;
-      if (settings.subject_alt_names.empty()) settings.subject_alt_names = {options_.host};
-      settings.sni = options_.host;
-      settings.alpn = {"http/1.1"};
-      absl::StatusOr<std::shared_ptr<const crypto::TlsContext>> context =
-          crypto::TlsContext::OriginationClient(settings);
-      if (!context.ok()) return context.status();
-      auto tls = std::make_unique<TlsStream>(
-          *std::move(socket), crypto::TlsEngine::Client(*std::move(context)), options_.io_timeout);
-      if (absl::Status status = tls->Handshake(); !status.ok()) return status;
-      connection.stream = std::move(tls);
-    } else {
-      connection.stream = std::make_unique<PlainStream>(*std::move(socket), options_.io_timeout);
-    }
-    http::Request request;
-    request.host = HostHeader(options_);
-    request.target = target;
-    request.headers.emplace_back("Accept", "application/json");
-    request.headers.emplace_back("User-Agent", "nodeward");
-    absl::StatusOr<std::string> token = ReadFile(options_.token_path);
-    if (token.ok()) {
-      request.headers.emplace_back("Authorization",
-                                   absl::StrCat("Bearer ", absl::StripAsciiWhitespace(*token)));
-    }
-    exchange = std::make_unique<http::Exchange>(*connection.stream);
-    return exchange->Start(request);
+                  std::unique_ptr<http::Exchange>& exchange) {
+    return OpenExchange(options_, ca_pem_, stopping_, target, connection, exchange);
   };
 
   auto base_path = [&]() {
@@ -451,6 +485,12 @@ void KubeSource::RunKind(size_t index) {
     return gv.find('/') == std::string::npos ? absl::StrCat("/api/", gv, "/", kind.resource)
                                              : absl::StrCat("/apis/", gv, "/", kind.resource);
   };
+
+  // Query parameters every list and watch of this kind carries.
+  std::string selector;
+  if (kind.name == "Pod" && !options_.pod_field_selector.empty()) {
+    selector = absl::StrCat("&fieldSelector=", QueryEscape(options_.pod_field_selector));
+  }
 
   auto record_invalid = [&](const std::string& key, absl::Status status) {
     absl::MutexLock lock(&mutex_);
@@ -479,7 +519,7 @@ void KubeSource::RunKind(size_t index) {
     std::string continue_token;
     std::string list_version;
     while (!stopping_.load()) {
-      std::string target = absl::StrCat(base_path(), "?limit=", options_.page_size);
+      std::string target = absl::StrCat(base_path(), "?limit=", options_.page_size, selector);
       if (!continue_token.empty()) absl::StrAppend(&target, "&continue=", continue_token);
       Connection connection;
       std::unique_ptr<http::Exchange> exchange;
@@ -538,7 +578,7 @@ void KubeSource::RunKind(size_t index) {
   auto watch = [&]() -> absl::StatusOr<WatchEnd> {
     std::string target = absl::StrCat(
         base_path(), "?watch=1&allowWatchBookmarks=true&resourceVersion=", resource_version,
-        "&timeoutSeconds=", options_.watch_timeout_seconds);
+        "&timeoutSeconds=", options_.watch_timeout_seconds, selector);
     Connection connection;
     std::unique_ptr<http::Exchange> exchange;
     absl::StatusOr<http::ResponseHead> head = open(target, connection, exchange);
@@ -704,6 +744,48 @@ void KubeSource::RunBuilder() {
           absl::InvalidArgumentError(absl::StrCat("objects left out of the snapshot: ", invalid)));
     }
   }
+}
+
+const char* ObjectPresenceName(ObjectPresence presence) {
+  switch (presence) {
+    case ObjectPresence::kPresent:
+      return "present";
+    case ObjectPresence::kBeingDeleted:
+      return "being deleted";
+    case ObjectPresence::kAbsent:
+      return "absent";
+    case ObjectPresence::kForbidden:
+      return "forbidden";
+  }
+  return "?";
+}
+
+absl::StatusOr<ObjectPresence> GetObjectPresence(const KubeSourceOptions& options,
+                                                 const std::string& path) {
+  std::string ca_pem;
+  if (options.scheme == "https") {
+    absl::StatusOr<std::string> ca = ReadFile(options.ca_path);
+    if (!ca.ok()) return ca.status();
+    ca_pem = *std::move(ca);
+  }
+  const std::atomic<bool> never_stopping{false};
+  Connection connection;
+  std::unique_ptr<http::Exchange> exchange;
+  absl::StatusOr<http::ResponseHead> head =
+      OpenExchange(options, ca_pem, never_stopping, path, connection, exchange);
+  if (!head.ok()) return head.status();
+  absl::StatusOr<std::string> body = exchange->ReadAll(kMaxWatchLine);
+  if (!body.ok()) return body.status();
+  if (head->status == 404) return ObjectPresence::kAbsent;
+  if (head->status == 401 || head->status == 403) return ObjectPresence::kForbidden;
+  if (head->status != 200) {
+    return absl::UnavailableError(
+        absl::StrCat("GET ", path, ": HTTP ", head->status, " ", body->substr(0, 200)));
+  }
+  absl::StatusOr<YAML::Node> object = ParseJson(*body, absl::StrCat("GET ", path));
+  if (!object.ok()) return object.status();
+  return ScalarAt(*object, "metadata", "deletionTimestamp").empty() ? ObjectPresence::kPresent
+                                                                    : ObjectPresence::kBeingDeleted;
 }
 
 absl::StatusOr<std::unique_ptr<ConfigSource>> StartDirectoryOrKubeSource(

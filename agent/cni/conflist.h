@@ -10,7 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "agent/cni/json.h"
+#include "common/json.h"
 
 namespace nodeward::cni {
 

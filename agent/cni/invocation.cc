@@ -10,7 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "agent/cni/json.h"
+#include "common/json.h"
 
 namespace nodeward::cni {
 namespace {

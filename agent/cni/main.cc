@@ -27,7 +27,7 @@ extern char** environ;
 
 namespace {
 
-using nodeward::cni::JsonValue;
+using nodeward::JsonValue;
 
 constexpr std::size_t kMaxStdin = (1 << 20) + 1;
 

@@ -8,7 +8,7 @@
 #include "absl/time/time.h"
 #include "agent/cni/agent_client.h"
 #include "agent/cni/cni.pb.h"
-#include "agent/cni/json.h"
+#include "common/json.h"
 #include "agent/cni/state_files.h"
 
 namespace nodeward::cni {

@@ -12,7 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "agent/cni/conflist.h"
-#include "agent/cni/json.h"
+#include "common/json.h"
 #include "common/files.h"
 
 namespace nodeward::cni {

@@ -8,7 +8,7 @@
 #include "absl/strings/string_view.h"
 #include "agent/cni/conflist.h"
 #include "agent/cni/invocation.h"
-#include "agent/cni/json.h"
+#include "common/json.h"
 #include "agent/cni/state_files.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -27,15 +27,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                                             {"CNI_ARGS", std::string(args)}};
   (void)nodeward::cni::ParseInvocation(environment, json);
   (void)nodeward::cni::CniVersionOf(json);
-  absl::StatusOr<nodeward::cni::JsonValue> parsed = nodeward::cni::ParseJson(json);
+  absl::StatusOr<nodeward::JsonValue> parsed = nodeward::ParseJson(json);
   if (parsed.ok()) {
     // Serializing and parsing again must give the same text.
-    const std::string once = nodeward::cni::SerializeJson(*parsed);
-    absl::StatusOr<nodeward::cni::JsonValue> again = nodeward::cni::ParseJson(once);
-    if (!again.ok() || nodeward::cni::SerializeJson(*again) != once) __builtin_trap();
+    const std::string once = nodeward::SerializeJson(*parsed);
+    absl::StatusOr<nodeward::JsonValue> again = nodeward::ParseJson(once);
+    if (!again.ok() || nodeward::SerializeJson(*again) != once) __builtin_trap();
   }
   absl::StatusOr<std::string> inserted =
-      nodeward::cni::InsertPlugin(json, nodeward::cni::JsonValue::Object());
+      nodeward::cni::InsertPlugin(json, nodeward::JsonValue::Object());
   if (inserted.ok()) {
     // What the installer wrote must be readable, and removing our entry must work on it.
     absl::StatusOr<std::optional<std::string>> removed = nodeward::cni::RemovePlugin(*inserted);

@@ -1,5 +1,6 @@
-// JSON as the CNI plugin and its installer meet it: network configurations on stdin, results
-// of the plugins before ours, the node's conflist. Strict RFC 8259 (no comments, no trailing
+// JSON where it must round-trip exactly: CNI network configurations and the results of the
+// plugins before ours, the node's conflist, Kubernetes objects in the test API server. Strict
+// RFC 8259 (no comments, no trailing
 // commas, no duplicate member names, valid escapes), members kept in their order, numbers kept
 // as written, and each value remembers the bytes it was parsed from so a result can be passed
 // on unchanged.
@@ -13,12 +14,14 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
-namespace nodeward::cni {
+namespace nodeward {
 
 class JsonValue {
  public:
   enum class Type { kNull, kBool, kNumber, kString, kArray, kObject };
   using Member = std::pair<std::string, JsonValue>;
+
+  JsonValue() = default;  // null
 
   static JsonValue Null() { return JsonValue(Type::kNull); }
   static JsonValue Bool(bool value);
@@ -42,6 +45,7 @@ class JsonValue {
 
   // Object member by name, or null.
   const JsonValue* Find(absl::string_view name) const;
+  JsonValue* FindMutable(absl::string_view name);
   // The member's string, or "" when absent or not a string.
   std::string StringAt(absl::string_view name) const;
   // Replaces the member's value, or appends it when absent.
@@ -77,4 +81,4 @@ std::string SerializeJson(const JsonValue& value, int indent = 0);
 // A JSON string literal (quotes included) for `text`.
 std::string QuoteJson(absl::string_view text);
 
-}  // namespace nodeward::cni
+}  // namespace nodeward

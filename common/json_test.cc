@@ -1,11 +1,11 @@
-#include "agent/cni/json.h"
+#include "common/json.h"
 
 #include <string>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace nodeward::cni {
+namespace nodeward {
 namespace {
 
 using ::testing::HasSubstr;
@@ -85,4 +85,4 @@ TEST(JsonTest, BuildsEditsAndPrettyPrints) {
 }
 
 }  // namespace
-}  // namespace nodeward::cni
+}  // namespace nodeward

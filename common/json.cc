@@ -1,4 +1,4 @@
-#include "agent/cni/json.h"
+#include "common/json.h"
 
 #include <cstdint>
 
@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
-namespace nodeward::cni {
+namespace nodeward {
 
 JsonValue JsonValue::Bool(bool value) {
   JsonValue v(Type::kBool);
@@ -40,6 +40,13 @@ JsonValue JsonValue::Object(std::vector<Member> members) {
 
 const JsonValue* JsonValue::Find(absl::string_view name) const {
   for (const Member& member : members_) {
+    if (member.first == name) return &member.second;
+  }
+  return nullptr;
+}
+
+JsonValue* JsonValue::FindMutable(absl::string_view name) {
+  for (Member& member : members_) {
     if (member.first == name) return &member.second;
   }
   return nullptr;
@@ -432,4 +439,4 @@ std::string SerializeJson(const JsonValue& value, int indent) {
   return out;
 }
 
-}  // namespace nodeward::cni
+}  // namespace nodeward
