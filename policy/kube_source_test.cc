@@ -23,6 +23,7 @@
 #include "gtest/gtest.h"
 #include "policy/decisions.h"
 #include "policy/testing/fake_api_server.h"
+#include "policy/testing/test_api_server.h"
 
 namespace nodeward::policy {
 namespace {
@@ -69,19 +70,10 @@ class KubeSourceTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_TRUE(dir_.ok());
-    absl::StatusOr<std::unique_ptr<crypto::CertificateAuthority>> ca =
-        crypto::CertificateAuthority::LoadOrCreate(dir_.Sub("ca"));
-    ASSERT_TRUE(ca.ok()) << ca.status();
-    absl::StatusOr<crypto::testing::Workload> server = crypto::testing::IssueWorkload(
-        **ca, crypto::testing::Id("cluster.local", "default", "kube-apiserver"));
-    ASSERT_TRUE(server.ok()) << server.status();
-    absl::StatusOr<std::shared_ptr<const crypto::TlsContext>> context =
-        crypto::TlsContext::PlainServer(server->credentials());
-    ASSERT_TRUE(context.ok()) << context.status();
-    server_ = std::make_unique<FakeApiServer>(*context, kToken);
-    ASSERT_NE(server_->port(), 0);
-    std::ofstream(dir_.Sub("ca.crt")) << (*ca)->RootsPem();
-    std::ofstream(dir_.Sub("token")) << kToken << "\n";
+    absl::StatusOr<testing::TestApiServer> api = testing::StartTestApiServer(dir_.path(), kToken);
+    ASSERT_TRUE(api.ok()) << api.status();
+    server_ = std::move(api->server);
+    options_ = api->options;
 
     server_->SetList(
         kNamespaces, "10",
@@ -104,20 +96,7 @@ class KubeSourceTest : public ::testing::Test {
     server_.reset();
   }
 
-  KubeSourceOptions Options() {
-    KubeSourceOptions options;
-    options.host = "127.0.0.1";
-    options.port = server_->port();
-    options.token_path = dir_.Sub("token");
-    options.ca_path = dir_.Sub("ca.crt");
-    options.server_names = {"spiffe://cluster.local/ns/default/sa/kube-apiserver"};
-    options.debounce = absl::Milliseconds(20);
-    options.initial_backoff = absl::Milliseconds(50);
-    options.max_backoff = absl::Milliseconds(500);
-    options.io_timeout = absl::Seconds(5);
-    options.watch_timeout_seconds = 30;
-    return options;
-  }
+  KubeSourceOptions Options() { return options_; }
 
   bool WaitFor(const std::function<bool()>& done) {
     absl::Time deadline = absl::Now() + absl::Seconds(15);
@@ -130,6 +109,7 @@ class KubeSourceTest : public ::testing::Test {
 
   crypto::testing::TempDir dir_;
   std::unique_ptr<FakeApiServer> server_;
+  KubeSourceOptions options_;
   std::unique_ptr<KubeSource> source_;
 };
 

@@ -57,7 +57,7 @@ struct PluginConfig {
   // The agent's CNI socket.
   std::string agent_socket = "/var/run/nodeward/cni.sock";
   // Namespaces the agent last saw enrolled: what decides while the agent cannot answer.
-  std::string enrolled_namespaces_file = "/var/lib/nodeward/enrolled-namespaces";
+  std::string enrolled_namespaces_file = "/var/run/nodeward/enrolled-namespaces";
   // One record per pod sandbox, so the agent can find a pod's netns later.
   std::string pod_state_dir = "/var/run/nodeward/cni-pods";
   absl::Duration timeout = absl::Seconds(10);

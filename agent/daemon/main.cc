@@ -27,6 +27,7 @@
 #include "agent/capture/enrollment_service.h"
 #include "agent/capture/netns_executor.h"
 #include "agent/capture/passthrough_handler.h"
+#include "agent/daemon/node_enrollment.h"
 #include "agent/io/heap_trim.h"
 #include "agent/proxy/access_log.h"
 #include "agent/proxy/credentials.h"
@@ -56,8 +57,10 @@ ABSL_FLAG(std::string, admin_socket, "",
           "Unix socket of the admin API (nodewardctl); default: admin.sock next to "
           "--enroll-socket");
 ABSL_FLAG(int, admin_port, 15000, "admin API on the node's 127.0.0.1 (0: off)");
-ABSL_FLAG(int, metrics_port, 15020, "Prometheus /metrics on 127.0.0.1 (0: off)");
-ABSL_FLAG(int, readiness_port, 15021, "/healthz/ready on 127.0.0.1 (0: off)");
+ABSL_FLAG(int, metrics_port, 15020, "Prometheus /metrics on --metrics-address (0: off)");
+ABSL_FLAG(std::string, metrics_address, "127.0.0.1",
+          "IPv4 address /metrics listens on: 0.0.0.0 lets Prometheus scrape the node's address");
+ABSL_FLAG(int, readiness_port, 15021, "/healthz/ready and /healthz/live on 127.0.0.1 (0: off)");
 ABSL_FLAG(std::string, mode, "mesh",
           "mesh: apply policy (HBONE mTLS, TLS origination, plaintext, refuse); passthrough: "
           "relay captured connections unchanged (capture diagnostics only, no protection)");
@@ -74,6 +77,25 @@ ABSL_FLAG(std::string, system_ca_bundle, nodeward::proxy::kDefaultSystemCaBundle
           "roots for TLS origination when a DestinationRule has no caCertificates (or \"system\")");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(5),
           "on SIGTERM, how long live connections may finish before they are cut");
+ABSL_FLAG(bool, enroller, true,
+          "follow this node's pods and their namespaces and keep them enrolled as the labels "
+          "say (at start, on label changes, and for nodeward-cni at pod creation)");
+ABSL_FLAG(std::string, cni_socket, "",
+          "socket nodeward-cni calls (default: cni.sock next to --enroll-socket)");
+ABSL_FLAG(std::string, cni_state_dir, "",
+          "where nodeward-cni records each pod sandbox (default: cni-pods next to "
+          "--enroll-socket)");
+ABSL_FLAG(std::string, enrolled_namespaces_file, "",
+          "written with the enrolled namespaces; nodeward-cni decides by it while the agent is "
+          "away (default: enrolled-namespaces next to --enroll-socket)");
+ABSL_FLAG(std::string, proc_root, "/proc",
+          "the host's /proc, where already running pods are found by their cgroup");
+ABSL_FLAG(std::string, owner_daemonset, "",
+          "namespace/name of the DaemonSet running this agent: stopped while it is gone or "
+          "being deleted, the agent uninstalls (as --cleanup-on-exit, and nodeward-cni too)");
+ABSL_FLAG(std::string, cni_net_dir, "",
+          "the node's CNI configuration directory, for taking nodeward-cni out on uninstall");
+ABSL_FLAG(std::string, cni_bin_dir, "", "the node's CNI plugin directory, likewise");
 ABSL_FLAG(bool, cleanup_on_exit, false,
           "on SIGTERM/SIGINT unenroll every pod and remove all BPF state. Without it the pinned "
           "programs keep enrolled pods failing closed until the agent is back");
@@ -85,6 +107,13 @@ using capture::Log;
 using capture::LogLevel;
 
 std::string NodeName() { return NodeNameOr(absl::GetFlag(FLAGS_node_name)); }
+
+// `flag`, or `name` in the directory of --enroll-socket.
+std::string NextToEnrollSocket(const std::string& flag, const std::string& name) {
+  if (!flag.empty()) return flag;
+  const std::string socket = absl::GetFlag(FLAGS_enroll_socket);
+  return absl::StrCat(socket.substr(0, socket.rfind('/') + 1), name);
+}
 
 // The policy source, the certificate cache and the access log, then the handler on top.
 absl::StatusOr<std::unique_ptr<proxy::MeshHandler>> StartMesh(
@@ -223,6 +252,26 @@ int Run() {
   if (absl::Status restored = (*manager)->Restore(); !restored.ok()) {
     Log(LogLevel::kWarning, "restoring enrolled pods: ", restored.ToString());
   }
+  const std::string enrolled_namespaces_file =
+      NextToEnrollSocket(absl::GetFlag(FLAGS_enrolled_namespaces_file), "enrolled-namespaces");
+  std::unique_ptr<daemon::NodeEnrollment> node_enrollment;
+  if (absl::GetFlag(FLAGS_enroller)) {
+    daemon::NodeEnrollmentOptions options;
+    options.node_name = NodeName();
+    options.cni_socket = NextToEnrollSocket(absl::GetFlag(FLAGS_cni_socket), "cni.sock");
+    options.cni_state_dir = NextToEnrollSocket(absl::GetFlag(FLAGS_cni_state_dir), "cni-pods");
+    options.enrolled_namespaces_file = enrolled_namespaces_file;
+    options.proc_root = absl::GetFlag(FLAGS_proc_root);
+    options.config_dir = absl::GetFlag(FLAGS_config_dir);
+    options.snapshot.trust_domain = absl::GetFlag(FLAGS_trust_domain);
+    absl::StatusOr<std::unique_ptr<daemon::NodeEnrollment>> started =
+        daemon::NodeEnrollment::Start(options, manager->get(), config.get());
+    if (!started.ok()) {
+      Log(LogLevel::kError, "node enrollment: ", started.status().ToString());
+      return 1;
+    }
+    node_enrollment = *std::move(started);
+  }
 
   const std::string socket_path = absl::GetFlag(FLAGS_enroll_socket);
   if (absl::Status status = MakeParentDirectories(socket_path, 0755); !status.ok()) {
@@ -248,6 +297,7 @@ int Run() {
   view.node_name = NodeName();
   view.trust_domain = absl::GetFlag(FLAGS_trust_domain);
   view.enrollment = manager->get();
+  view.enroller = node_enrollment != nullptr ? node_enrollment->enroller() : nullptr;
   view.dataplane = loader->get();
   view.bpf_pin_path = (*loader)->pin_path();
   view.bpf_attached = {
@@ -286,8 +336,8 @@ int Run() {
   Log(LogLevel::kInfo, "admin API on unix:", admin_socket);
   std::vector<std::unique_ptr<admin::HttpEndpoint>> endpoints;
   if (const int port = absl::GetFlag(FLAGS_metrics_port); port != 0) {
-    absl::StatusOr<std::unique_ptr<admin::HttpEndpoint>> metrics =
-        admin::HttpEndpoint::Start("127.0.0.1", port, [&view](const std::string& path) {
+    absl::StatusOr<std::unique_ptr<admin::HttpEndpoint>> metrics = admin::HttpEndpoint::Start(
+        absl::GetFlag(FLAGS_metrics_address), port, [&view](const std::string& path) {
           if (path != "/metrics" && path != "/stats/prometheus") {
             return admin::HttpResponse{404, "text/plain; charset=utf-8", "try /metrics\n"};
           }
@@ -303,6 +353,11 @@ int Run() {
   if (const int port = absl::GetFlag(FLAGS_readiness_port); port != 0) {
     absl::StatusOr<std::unique_ptr<admin::HttpEndpoint>> readiness =
         admin::HttpEndpoint::Start("127.0.0.1", port, [&view](const std::string& path) {
+          // Live while it answers at all: a missing SDS or configuration makes it unready,
+          // never restarted.
+          if (path == "/healthz/live") {
+            return admin::HttpResponse{200, "text/plain; charset=utf-8", "live\n"};
+          }
           if (path != "/healthz/ready") {
             return admin::HttpResponse{404, "text/plain; charset=utf-8", "try /healthz/ready\n"};
           }
@@ -321,6 +376,26 @@ int Run() {
   while (sigwait(&signals, &received) != 0) {
   }
   Log(LogLevel::kInfo, "signal ", received, ", shutting down");
+  bool cleanup = absl::GetFlag(FLAGS_cleanup_on_exit);
+  if (node_enrollment != nullptr) node_enrollment->StopServing();
+  if (std::string owner = absl::GetFlag(FLAGS_owner_daemonset); !owner.empty()) {
+    std::string why;
+    const daemon::StopKind kind = daemon::DecideStop(owner, &why);
+    Log(LogLevel::kInfo, why,
+        kind == daemon::StopKind::kUninstall
+            ? ": uninstalling from this node"
+            : ": a restart or upgrade, capture and nodeward-cni stay");
+    if (kind == daemon::StopKind::kUninstall) {
+      cleanup = true;
+      // First, so no new pod waits for an agent that is not coming back.
+      absl::Status status =
+          daemon::UninstallCni({absl::GetFlag(FLAGS_cni_net_dir), absl::GetFlag(FLAGS_cni_bin_dir),
+                                enrolled_namespaces_file});
+      Log(status.ok() ? LogLevel::kInfo : LogLevel::kError, "nodeward-cni ",
+          status.ok() ? "removed from the node" : absl::StrCat("removal: ", status.ToString()));
+    }
+  }
+  node_enrollment.reset();
   server->Shutdown();
   server.reset();
   unlink(socket_path.c_str());
@@ -336,7 +411,7 @@ int Run() {
         cut > 0 ? absl::StrCat(": ", cut, " connections cut after ", absl::FormatDuration(grace))
                 : "");
   }
-  if (absl::GetFlag(FLAGS_cleanup_on_exit)) {
+  if (cleanup) {
     if (absl::Status status = (*manager)->UnenrollAll(); !status.ok()) {
       Log(LogLevel::kError, "unenrolling: ", status.ToString());
       exit_code = 1;
@@ -346,7 +421,7 @@ int Run() {
   manager->reset();
   handler.reset();
   if (certificates != nullptr) certificates->Stop();
-  if (absl::GetFlag(FLAGS_cleanup_on_exit)) {
+  if (cleanup) {
     if (absl::Status status = (*loader)->DetachAll(); !status.ok()) {
       Log(LogLevel::kError, "detaching capture: ", status.ToString());
       exit_code = 1;
