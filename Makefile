@@ -8,7 +8,7 @@ SANITIZE_DIR ?= build/sanitize
 JOBS ?= $(shell nproc)
 CTEST_FLAGS ?= --output-on-failure --no-tests=error
 
-.PHONY: all deps boringssl build build-sanitize test test-unit demo bench format clean
+.PHONY: all deps boringssl build build-sanitize test test-unit demo bench image format clean
 
 all: build
 
@@ -50,6 +50,11 @@ demo: build
 # pairs on a two-node sandbox, medians of RUNS runs, as a table with the targets checked.
 bench: build
 	bench/mesh/run.sh $(RELEASE_DIR)/bin
+
+# The nodeward image (deploy/Dockerfile's, made without a registry) in podman.
+IMAGE ?= localhost/nodeward:0.1.0
+image: build
+	deploy/image/build-image.sh $(RELEASE_DIR)/bin $(IMAGE)
 
 format:
 	find agent bpf crypto sds policy sandbox tests bench -name '*.h' -o -name '*.cc' | xargs -r clang-format -i

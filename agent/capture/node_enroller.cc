@@ -225,6 +225,7 @@ void NodeEnroller::Reconcile() {
   }
   absl::flat_hash_map<std::string, NetnsLocation> found = locator_->Find(wanted);
   absl::flat_hash_set<std::string> still_missing;
+  absl::flat_hash_set<std::string> postponed;  // keep how they will be enrolled
   for (const PlannedEnrollment& planned : plan.enroll) {
     const policy::Pod& pod = *planned.pod;
     if (!wanted.contains(pod.meta.uid)) continue;
@@ -241,7 +242,8 @@ void NodeEnroller::Reconcile() {
       continue;
     }
     if (absl::Now() - location->second.recorded < options_.cni_grace) {
-      still_missing.insert(pod.meta.uid);  // its CNI ADD is still being answered
+      still_missing.insert(pod.meta.uid);  // its CNI ADD has not reached us yet
+      postponed.insert(pod.meta.uid);
       continue;
     }
     absl::StatusOr<v1::EnrolledPod> enrolled = enrollment_->Enroll(
@@ -262,6 +264,12 @@ void NodeEnroller::Reconcile() {
   }
 
   absl::MutexLock lock(&mutex_);
+  for (const PlannedEnrollment& planned : plan.enroll) {
+    const std::string& uid = planned.pod->meta.uid;
+    if ((postponed.contains(uid) || in_flight.contains(uid)) && input.was_excluded.contains(uid)) {
+      excluded_.insert(uid);
+    }
+  }
   for (auto it = gaps_.begin(); it != gaps_.end();) {
     it = still_missing.contains(it->first) || cni_in_flight_.contains(it->first) ? std::next(it)
                                                                                  : gaps_.erase(it);
@@ -275,6 +283,19 @@ CniResponse NodeEnroller::Add(const cni::v1::AddRequest& request, absl::Time dea
   const std::string& ns = request.pod().namespace_();
   const std::string& name = request.pod().name();
   const std::string& uid = request.pod().uid();
+  // The watch leaves this pod to us from now on, even while we wait for it to show up.
+  struct InFlight {
+    NodeEnroller* self;
+    std::string uid;
+    ~InFlight() {
+      absl::MutexLock lock(&self->mutex_);
+      self->cni_in_flight_.erase(uid);
+    }
+  } in_flight{this, uid};
+  {
+    absl::MutexLock lock(&mutex_);
+    cni_in_flight_.insert(uid);
+  }
   std::string waiting_for = "no configuration loaded yet";
   std::shared_ptr<const policy::Snapshot> snapshot =
       AwaitSnapshot(deadline, [&](const policy::Snapshot& s) {
@@ -315,13 +336,8 @@ CniResponse NodeEnroller::Add(const cni::v1::AddRequest& request, absl::Time dea
     enroll.clear_ips();
     for (const std::string& ip : request.ips()) enroll.add_ips(ip);
   }
-  {
-    absl::MutexLock lock(&mutex_);
-    cni_in_flight_.insert(pod->meta.uid);
-  }
   absl::StatusOr<v1::EnrolledPod> enrolled = enrollment_->Enroll(enroll);
   absl::MutexLock lock(&mutex_);
-  cni_in_flight_.erase(pod->meta.uid);
   if (!enrolled.ok()) {
     CountFailure(v1::ORIGIN_CNI);
     RecordGap(*pod, absl::StrCat("CNI ADD failed: ", enrolled.status().ToString()),

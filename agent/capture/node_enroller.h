@@ -59,9 +59,9 @@ struct NodeEnrollerOptions {
   // Rewritten whenever the enrolled namespaces change; empty: not written.
   std::string enrolled_namespaces_file;
   absl::Duration resync_interval = absl::Seconds(10);
-  // A sandbox's CNI record younger than this belongs to an ADD still in progress: the watch
-  // leaves that pod to it.
-  absl::Duration cni_grace = absl::Seconds(15);
+  // A sandbox's CNI record younger than this may belong to an ADD on its way to the agent
+  // (the plugin writes the record, then calls): the watch leaves that pod to it meanwhile.
+  absl::Duration cni_grace = absl::Seconds(2);
 };
 
 // A pod of this node that should be enrolled and is not.

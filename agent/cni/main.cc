@@ -6,6 +6,7 @@
 //   nodeward-cni uninstall --cni-bin-dir=DIR --cni-net-dir=DIR
 // Built static: the runtime runs it on the host, where the image's libraries are not.
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -31,7 +32,12 @@ using nodeward::JsonValue;
 
 constexpr std::size_t kMaxStdin = (1 << 20) + 1;
 
+// One line per call; kept to about 2 MiB on the node by turning the file over at 1 MiB.
 void AppendLine(const std::string& path, const std::string& line) {
+  struct stat st {};
+  if (stat(path.c_str(), &st) == 0 && st.st_size > (1 << 20)) {
+    rename(path.c_str(), (path + ".1").c_str());
+  }
   const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (fd < 0) return;
   const std::string text = line + "\n";
