@@ -57,7 +57,7 @@ image: build
 	deploy/image/build-image.sh $(RELEASE_DIR)/bin $(IMAGE)
 
 format:
-	find agent bpf crypto sds policy sandbox tests bench -name '*.h' -o -name '*.cc' | xargs -r clang-format -i
+	find agent bpf common crypto sds policy sandbox tests bench -name '*.h' -o -name '*.cc' | xargs -r clang-format -i
 
 clean:
 	rm -rf build

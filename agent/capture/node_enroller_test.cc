@@ -302,7 +302,7 @@ TEST_F(NodeEnrollerTest, CniAddCapturesOrSaysWhyNot) {
   EXPECT_EQ(added.outcome(), cni::v1::ENROLLED) << added.reason();
   EXPECT_NE(added.netns_cookie(), 0u);
   const v1::EnrollRequest web = enrollment_.RequestOf("u-web");
-  EXPECT_EQ(OriginName(web.origin()), "cni");
+  EXPECT_STREQ(OriginName(web.origin()), "cni");
   EXPECT_EQ(web.netns_path(), "/run/netns/cni-u-web");
   EXPECT_THAT(web.ips(), ElementsAre("10.1.0.42"));  // the chain's, not yet in the pod status
   EXPECT_EQ(web.container_id(), "s1");

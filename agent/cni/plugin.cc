@@ -8,8 +8,8 @@
 #include "absl/time/time.h"
 #include "agent/cni/agent_client.h"
 #include "agent/cni/cni.pb.h"
-#include "common/json.h"
 #include "agent/cni/state_files.h"
+#include "common/json.h"
 
 namespace nodeward::cni {
 namespace {

@@ -12,8 +12,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "agent/cni/conflist.h"
-#include "common/json.h"
 #include "common/files.h"
+#include "common/json.h"
 
 namespace nodeward::cni {
 namespace {

@@ -8,8 +8,8 @@
 #include "absl/strings/string_view.h"
 #include "agent/cni/conflist.h"
 #include "agent/cni/invocation.h"
-#include "common/json.h"
 #include "agent/cni/state_files.h"
+#include "common/json.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   absl::string_view input(reinterpret_cast<const char*>(data), size);
