@@ -255,7 +255,13 @@ int Run() {
   const std::string enrolled_namespaces_file =
       NextToEnrollSocket(absl::GetFlag(FLAGS_enrolled_namespaces_file), "enrolled-namespaces");
   std::unique_ptr<daemon::NodeEnrollment> node_enrollment;
-  if (absl::GetFlag(FLAGS_enroller)) {
+  // Passthrough needs no configuration; without one there are no pods to follow either.
+  const bool nothing_to_follow = config == nullptr && absl::GetFlag(FLAGS_config_dir).empty() &&
+                                 !policy::KubeSourceOptions::InCluster().ok();
+  if (absl::GetFlag(FLAGS_enroller) && nothing_to_follow) {
+    Log(LogLevel::kInfo, "no configuration and not in a cluster: pods are enrolled only through ",
+        "the enrollment API");
+  } else if (absl::GetFlag(FLAGS_enroller)) {
     daemon::NodeEnrollmentOptions options;
     options.node_name = NodeName();
     options.cni_socket = NextToEnrollSocket(absl::GetFlag(FLAGS_cni_socket), "cni.sock");
