@@ -160,26 +160,73 @@ absl::Status Install(const InstallOptions& options) {
       return status;
     }
   }
-  absl::StatusOr<std::string> primary = FindPrimaryConfig(options.net_dir);
-  if (!primary.ok()) return primary.status();
-  absl::StatusOr<std::string> text = ReadFile(*primary);
+  // An entry already there is replaced: a new version's flags take effect.
+  return EnsureEntry(options.net_dir, options.entry, EntryUpdate::kReplace).status();
+}
+
+namespace {
+
+struct PrimaryConfig {
+  std::string path;
+  std::string text;
+  JsonValue parsed;
+};
+
+absl::StatusOr<PrimaryConfig> ReadPrimaryConfig(const std::string& net_dir) {
+  PrimaryConfig config;
+  absl::StatusOr<std::string> path = FindPrimaryConfig(net_dir);
+  if (!path.ok()) return path.status();
+  config.path = *std::move(path);
+  absl::StatusOr<std::string> text = ReadFile(config.path);
   if (!text.ok()) return text.status();
-  absl::StatusOr<std::string> updated = InsertPlugin(*text, options.entry);
+  config.text = *std::move(text);
+  absl::StatusOr<JsonValue> parsed = ParseConfig(config.text);
+  if (!parsed.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(config.path, ": ", parsed.status().message()));
+  }
+  config.parsed = *std::move(parsed);
+  return config;
+}
+
+const JsonValue* OurEntry(const JsonValue& config) {
+  const JsonValue* plugins = config.Find("plugins");
+  if (plugins == nullptr || !plugins->is_array()) return nullptr;
+  for (const JsonValue& plugin : plugins->items()) {
+    if (IsOurs(plugin)) return &plugin;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+absl::StatusOr<std::optional<JsonValue>> FindEntry(const std::string& net_dir) {
+  absl::StatusOr<PrimaryConfig> config = ReadPrimaryConfig(net_dir);
+  if (!config.ok()) return config.status();
+  const JsonValue* entry = OurEntry(config->parsed);
+  return entry == nullptr ? std::optional<JsonValue>() : std::optional<JsonValue>(*entry);
+}
+
+absl::StatusOr<bool> EnsureEntry(const std::string& net_dir, const JsonValue& entry,
+                                 EntryUpdate update) {
+  absl::StatusOr<PrimaryConfig> config = ReadPrimaryConfig(net_dir);
+  if (!config.ok()) return config.status();
+  if (update == EntryUpdate::kOnlyIfMissing && OurEntry(config->parsed) != nullptr) return false;
+  absl::StatusOr<std::string> updated = InsertPlugin(config->text, entry);
   if (!updated.ok()) {
     return absl::Status(updated.status().code(),
-                        absl::StrCat(*primary, ": ", updated.status().message()));
+                        absl::StrCat(config->path, ": ", updated.status().message()));
   }
-  // InsertPlugin parsed the text: only a single-plugin file lacks "plugins".
-  std::string path = *primary;
-  if (ParseJson(*text)->Find("plugins") == nullptr) {
+  if (*updated == config->text) return false;
+  // Only a single-plugin file lacks "plugins": it becomes a .conflist of the same name.
+  std::string path = config->path;
+  if (config->parsed.Find("plugins") == nullptr) {
     path = absl::StrCat(path.substr(0, path.rfind('.')), ".conflist");
   }
-  if (path == *primary && *updated == *text) return absl::OkStatus();
   if (absl::Status status = WriteFileAtomically(path, *updated, 0644); !status.ok()) return status;
-  if (path != *primary && unlink(primary->c_str()) != 0) {
-    return absl::ErrnoToStatus(errno, absl::StrCat("remove ", *primary, " (now ", path, ")"));
+  if (path != config->path && unlink(config->path.c_str()) != 0) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("remove ", config->path, " (now ", path, ")"));
   }
-  return absl::OkStatus();
+  return true;
 }
 
 absl::Status Uninstall(const std::string& net_dir, const std::string& bin_dir) {

@@ -36,6 +36,14 @@ struct InstallOptions {
 // Copies the binary (atomically) and inserts the entry into the primary configuration. A .conf
 // is rewritten as a .conflist of the same name. Idempotent: files already right are left.
 absl::Status Install(const InstallOptions& options);
+// Our entry in the primary configuration, as the installer wrote it; nullopt when it has none.
+absl::StatusOr<std::optional<JsonValue>> FindEntry(const std::string& net_dir);
+
+enum class EntryUpdate { kReplace, kOnlyIfMissing };
+// Puts `entry` into the primary configuration (kOnlyIfMissing: only when it has none of ours,
+// as after the node's CNI rewrote its file), as InsertPlugin does. Whether the file changed.
+absl::StatusOr<bool> EnsureEntry(const std::string& net_dir, const JsonValue& entry,
+                                 EntryUpdate update);
 // Removes our entries from every configuration of `net_dir` and the binary from `bin_dir`.
 absl::Status Uninstall(const std::string& net_dir, const std::string& bin_dir);
 

@@ -137,6 +137,19 @@ TEST_F(InstallTest, InstallsIntoTheFirstConfigAndUninstallsCleanly) {
   EXPECT_TRUE(Uninstall(options_.net_dir, options_.bin_dir).ok());  // idempotent
 }
 
+TEST_F(InstallTest, AnEntryTheNodesCniDroppedIsPutBackAsItWas) {
+  std::ofstream(dir_.Sub("net.d/10-pods.conflist")) << kConflist;
+  ASSERT_TRUE(Install(options_).ok());
+  absl::StatusOr<std::optional<JsonValue>> entry = FindEntry(options_.net_dir);
+  ASSERT_TRUE(entry.ok() && entry->has_value());
+  EXPECT_EQ((*entry)->StringAt("agentSocket"), "/var/run/nodeward/cni.sock");
+  EXPECT_EQ(*EnsureEntry(options_.net_dir, **entry, EntryUpdate::kOnlyIfMissing), false);
+  std::ofstream(dir_.Sub("net.d/10-pods.conflist"), std::ios::trunc) << kConflist;  // rewritten
+  EXPECT_FALSE(FindEntry(options_.net_dir)->has_value());
+  EXPECT_EQ(*EnsureEntry(options_.net_dir, **entry, EntryUpdate::kOnlyIfMissing), true);
+  EXPECT_EQ(SerializeJson(**FindEntry(options_.net_dir)), SerializeJson(**entry));
+}
+
 TEST_F(InstallTest, ASingleConfBecomesAConflistOfTheSameName) {
   std::ofstream(dir_.Sub("net.d/10-flannel.conf"))
       << R"({"cniVersion":"0.4.0","name":"cbr0","type":"flannel"})";

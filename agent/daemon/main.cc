@@ -94,7 +94,8 @@ ABSL_FLAG(std::string, owner_daemonset, "",
           "namespace/name of the DaemonSet running this agent: stopped while it is gone or "
           "being deleted, the agent uninstalls (as --cleanup-on-exit, and nodeward-cni too)");
 ABSL_FLAG(std::string, cni_net_dir, "",
-          "the node's CNI configuration directory, for taking nodeward-cni out on uninstall");
+          "the node's CNI configuration directory: nodeward-cni's entry is put back when the "
+          "node's CNI rewrites its file, and taken out on uninstall");
 ABSL_FLAG(std::string, cni_bin_dir, "", "the node's CNI plugin directory, likewise");
 ABSL_FLAG(bool, cleanup_on_exit, false,
           "on SIGTERM/SIGINT unenroll every pod and remove all BPF state. Without it the pinned "
@@ -268,6 +269,7 @@ int Run() {
     options.cni_state_dir = NextToEnrollSocket(absl::GetFlag(FLAGS_cni_state_dir), "cni-pods");
     options.enrolled_namespaces_file = enrolled_namespaces_file;
     options.proc_root = absl::GetFlag(FLAGS_proc_root);
+    options.cni_net_dir = absl::GetFlag(FLAGS_cni_net_dir);
     options.config_dir = absl::GetFlag(FLAGS_config_dir);
     options.snapshot.trust_domain = absl::GetFlag(FLAGS_trust_domain);
     absl::StatusOr<std::unique_ptr<daemon::NodeEnrollment>> started =

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "agent/capture/capture_log.h"
@@ -53,11 +54,51 @@ absl::StatusOr<std::unique_ptr<NodeEnrollment>> NodeEnrollment::Start(
   result->cni_server_ = *std::move(server);
   Log(LogLevel::kInfo, "enrolling the pods of node ", options.node_name, " as labelled; ",
       "nodeward-cni served on ", options.cni_socket);
+  if (!options.cni_net_dir.empty()) {
+    absl::StatusOr<std::optional<JsonValue>> entry = cni::FindEntry(options.cni_net_dir);
+    if (!entry.ok() || !entry->has_value()) {
+      Log(LogLevel::kWarning, "nodeward-cni is not in the CNI configuration of ",
+          options.cni_net_dir, entry.ok() ? "" : absl::StrCat(" (", entry.status().message(), ")"),
+          ": new pods are enrolled only by the watch, after they started");
+    } else {
+      result->keeper_ = std::thread(&NodeEnrollment::KeepCniEntry, result.get(),
+                                    options.cni_net_dir, **std::move(entry));
+    }
+  }
   return result;
 }
 
-NodeEnrollment::~NodeEnrollment() {
+void NodeEnrollment::KeepCniEntry(std::string net_dir, JsonValue entry) {
+  // Network plugins (flannel, Calico, ...) rewrite their conflist when they restart.
+  while (true) {
+    {
+      absl::MutexLock lock(&mutex_);
+      auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) { return stopping_; };
+      if (mutex_.AwaitWithTimeout(absl::Condition(&stop), absl::Seconds(2))) return;
+    }
+    absl::StatusOr<bool> changed =
+        cni::EnsureEntry(net_dir, entry, cni::EntryUpdate::kOnlyIfMissing);
+    if (!changed.ok()) {
+      Log(LogLevel::kWarning, "nodeward-cni's entry in ", net_dir, ": ",
+          changed.status().ToString());
+    } else if (*changed) {
+      Log(LogLevel::kWarning, "nodeward-cni was missing from the CNI configuration in ", net_dir,
+          " (rewritten by the node's CNI?): put back");
+    }
+  }
+}
+
+void NodeEnrollment::StopServing() {
+  {
+    absl::MutexLock lock(&mutex_);
+    stopping_ = true;
+  }
+  if (keeper_.joinable()) keeper_.join();
   cni_server_.reset();
+}
+
+NodeEnrollment::~NodeEnrollment() {
+  StopServing();
   if (enroller_ != nullptr) enroller_->Stop();
 }
 

@@ -8,12 +8,16 @@
 
 #include <memory>
 #include <string>
+#include <thread>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "agent/capture/enrollment_manager.h"
 #include "agent/capture/netns_locator.h"
 #include "agent/capture/node_enroller.h"
 #include "agent/cni/cni_server.h"
+#include "common/json.h"
 #include "policy/snapshot.h"
 #include "policy/source.h"
 
@@ -25,6 +29,9 @@ struct NodeEnrollmentOptions {
   std::string cni_state_dir;
   std::string enrolled_namespaces_file;
   std::string proc_root = "/proc";
+  // The node's CNI configuration directory: nodeward-cni's entry, as found at start, is put
+  // back whenever the node's CNI rewrites its file without it. Empty: not watched.
+  std::string cni_net_dir;
   // Without a directory the pods of this node are watched in the Kubernetes API.
   std::string config_dir;
   policy::SnapshotOptions snapshot;
@@ -41,17 +48,21 @@ class NodeEnrollment {
   ~NodeEnrollment();
 
   capture::NodeEnroller* enroller() { return enroller_.get(); }
-  // Stops serving now, before the agent drains.
-  void StopServing() { cni_server_.reset(); }
+  // Stops serving nodeward-cni and keeping its entry, before the agent drains or uninstalls.
+  void StopServing();
 
  private:
   NodeEnrollment() = default;
+  void KeepCniEntry(std::string net_dir, JsonValue entry);
 
   std::unique_ptr<policy::ConfigSource> own_source_;
   std::unique_ptr<capture::HostNetnsLocator> locator_;
   std::unique_ptr<capture::ManagerEnrollment> enrollment_;
   std::unique_ptr<capture::NodeEnroller> enroller_;
   std::unique_ptr<cni::CniServer> cni_server_;
+  absl::Mutex mutex_;
+  bool stopping_ ABSL_GUARDED_BY(mutex_) = false;
+  std::thread keeper_;
 };
 
 enum class StopKind { kRestart, kUninstall };

@@ -245,6 +245,15 @@ for node in "${nodes[@]}"; do start_node "$node" || exit 1; done
 grep -q '"type":"nodeward-cni"' "$work/node1/net.d/10-pods.conflist" ||
   fail "install-cni did not add nodeward-cni to the node's conflist"
 [ -x "$work/node1/bin/nodeward-cni" ] || fail "install-cni did not copy the plugin"
+# The node's CNI rewrites its file (as flannel or Calico do when they restart): the agent puts
+# nodeward-cni back.
+cp "$work/node1/original.conflist" "$work/node1/net.d/10-pods.conflist"
+for i in $(seq 50); do
+  grep -q '"type":"nodeward-cni"' "$work/node1/net.d/10-pods.conflist" && break
+  sleep 0.1
+done
+grep -q '"type":"nodeward-cni"' "$work/node1/net.d/10-pods.conflist" ||
+  fail "nodeward-cni not put back into the rewritten conflist"
 
 # ---- pods
 
