@@ -8,7 +8,7 @@ SANITIZE_DIR ?= build/sanitize
 JOBS ?= $(shell nproc)
 CTEST_FLAGS ?= --output-on-failure --no-tests=error
 
-.PHONY: all deps boringssl build build-sanitize test test-unit demo bench format clean
+.PHONY: all deps boringssl build build-sanitize test test-unit demo bench image format clean
 
 all: build
 
@@ -51,8 +51,13 @@ demo: build
 bench: build
 	bench/mesh/run.sh $(RELEASE_DIR)/bin
 
+# The nodeward image (deploy/Dockerfile's, made without a registry) in podman.
+IMAGE ?= localhost/nodeward:0.1.0
+image: build
+	deploy/image/build-image.sh $(RELEASE_DIR)/bin $(IMAGE)
+
 format:
-	find agent bpf crypto sds policy sandbox tests bench -name '*.h' -o -name '*.cc' | xargs -r clang-format -i
+	find agent bpf common crypto sds policy sandbox tests bench -name '*.h' -o -name '*.cc' | xargs -r clang-format -i
 
 clean:
 	rm -rf build

@@ -1,5 +1,5 @@
 // Small file-system helpers the binaries share: whole-file reads of configuration, keys and
-// tokens, and private state directories.
+// tokens, private state directories and the parents of sockets and state files.
 #pragma once
 
 #include <sys/stat.h>
@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -32,6 +33,21 @@ inline absl::Status MakePrivateDirectories(const std::string& path) {
   for (absl::string_view part : absl::StrSplit(path, '/', absl::SkipEmpty())) {
     absl::StrAppend(&prefix, "/", part);
     if (mkdir(prefix.c_str(), 0700) != 0 && errno != EEXIST) {
+      return absl::ErrnoToStatus(errno, absl::StrCat("mkdir ", prefix));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Creates the missing directories above `path` (not `path` itself) with `mode`: where a socket
+// or a state file is about to be created.
+inline absl::Status MakeParentDirectories(const std::string& path, mode_t mode) {
+  std::string prefix;
+  std::vector<std::string> parts = absl::StrSplit(path, '/', absl::SkipEmpty());
+  if (!parts.empty()) parts.pop_back();
+  for (const std::string& part : parts) {
+    absl::StrAppend(&prefix, "/", part);
+    if (mkdir(prefix.c_str(), mode) != 0 && errno != EEXIST) {
       return absl::ErrnoToStatus(errno, absl::StrCat("mkdir ", prefix));
     }
   }

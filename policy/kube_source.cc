@@ -13,6 +13,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/files.h"
 #include "common/port_number.h"
@@ -110,6 +111,19 @@ absl::StatusOr<YAML::Node> ParseJson(absl::string_view text, absl::string_view w
   }
 }
 
+// Percent-encodes what a query value may not carry as it is (RFC 3986 unreserved stay).
+std::string QueryEscape(absl::string_view value) {
+  std::string out;
+  for (const char c : value) {
+    if (absl::ascii_isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
+      out.push_back(c);
+    } else {
+      absl::StrAppend(&out, absl::StrFormat("%%%02X", static_cast<unsigned char>(c)));
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 absl::StatusOr<KubeSourceOptions> KubeSourceOptions::InCluster() {
@@ -163,6 +177,18 @@ absl::StatusOr<std::unique_ptr<KubeSource>> KubeSource::Start(KubeSourceOptions 
       {"networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"});
   add("AuthorizationPolicy", "authorizationpolicies",
       {"security.istio.io/v1", "security.istio.io/v1beta1"});
+  if (!source->options_.kinds.empty()) {
+    for (const std::string& wanted : source->options_.kinds) {
+      if (std::none_of(source->kinds_.begin(), source->kinds_.end(),
+                       [&](const auto& kind) { return kind->name == wanted; })) {
+        return absl::InvalidArgumentError(absl::StrCat("unknown kind \"", wanted, "\""));
+      }
+    }
+    std::erase_if(source->kinds_, [&](const auto& kind) {
+      return std::find(source->options_.kinds.begin(), source->options_.kinds.end(), kind->name) ==
+             source->options_.kinds.end();
+    });
+  }
   for (size_t i = 0; i < source->kinds_.size(); ++i) {
     source->threads_.emplace_back([raw = source.get(), i] { raw->RunKind(i); });
   }
@@ -219,8 +245,6 @@ void KubeSource::RunKind(size_t index) {
   bool need_list = true;
   absl::Duration backoff = options_.initial_backoff;
 
-  // One HTTP exchange: connects, sends `target` with the current token, returns the stream
-  // and response head through the callback's arguments.
   auto open = [&](const std::string& target, Connection& connection,
                   std::unique_ptr<http::Exchange>& exchange) -> absl::StatusOr<http::ResponseHead> {
     http::Request request;
@@ -233,6 +257,12 @@ void KubeSource::RunKind(size_t index) {
     return gv.find('/') == std::string::npos ? absl::StrCat("/api/", gv, "/", kind.resource)
                                              : absl::StrCat("/apis/", gv, "/", kind.resource);
   };
+
+  // Query parameters every list and watch of this kind carries.
+  std::string selector;
+  if (kind.name == "Pod" && !options_.pod_field_selector.empty()) {
+    selector = absl::StrCat("&fieldSelector=", QueryEscape(options_.pod_field_selector));
+  }
 
   auto record_invalid = [&](const std::string& key, absl::Status status) {
     absl::MutexLock lock(&mutex_);
@@ -284,7 +314,7 @@ void KubeSource::RunKind(size_t index) {
     std::string continue_token;
     std::string list_version;
     while (!stopping_.load()) {
-      std::string target = absl::StrCat(base_path(), "?limit=", options_.page_size);
+      std::string target = absl::StrCat(base_path(), "?limit=", options_.page_size, selector);
       if (!continue_token.empty()) absl::StrAppend(&target, "&continue=", continue_token);
       Connection connection;
       std::unique_ptr<http::Exchange> exchange;
@@ -348,7 +378,7 @@ void KubeSource::RunKind(size_t index) {
   auto watch = [&]() -> absl::StatusOr<WatchEnd> {
     std::string target = absl::StrCat(
         base_path(), "?watch=1&allowWatchBookmarks=true&resourceVersion=", resource_version,
-        "&timeoutSeconds=", options_.watch_timeout_seconds);
+        "&timeoutSeconds=", options_.watch_timeout_seconds, selector);
     Connection connection;
     std::unique_ptr<http::Exchange> exchange;
     absl::StatusOr<http::ResponseHead> head = open(target, connection, exchange);
@@ -540,6 +570,36 @@ absl::StatusOr<KubeResponse> KubeRequest(const KubeSourceOptions& options,
   absl::StatusOr<std::string> body = exchange->ReadAll(limit);
   if (!body.ok()) return body.status();
   return KubeResponse{head->status, *std::move(body)};
+}
+
+const char* ObjectPresenceName(ObjectPresence presence) {
+  switch (presence) {
+    case ObjectPresence::kPresent:
+      return "present";
+    case ObjectPresence::kBeingDeleted:
+      return "being deleted";
+    case ObjectPresence::kAbsent:
+      return "absent";
+    case ObjectPresence::kForbidden:
+      return "forbidden";
+  }
+  return "?";
+}
+
+absl::StatusOr<ObjectPresence> GetObjectPresence(const KubeSourceOptions& options,
+                                                 const std::string& path) {
+  absl::StatusOr<KubeResponse> answer = KubeRequest(options, "GET", path, "");
+  if (!answer.ok()) return answer.status();
+  if (answer->status == 404) return ObjectPresence::kAbsent;
+  if (answer->status == 401 || answer->status == 403) return ObjectPresence::kForbidden;
+  if (answer->status != 200) {
+    return absl::UnavailableError(absl::StrCat("GET ", path, ": HTTP ", answer->status, " ",
+                                               answer->body.substr(0, 200)));
+  }
+  absl::StatusOr<YAML::Node> object = ParseJson(answer->body, absl::StrCat("GET ", path));
+  if (!object.ok()) return object.status();
+  return ScalarAt(*object, "metadata", "deletionTimestamp").empty() ? ObjectPresence::kPresent
+                                                                    : ObjectPresence::kBeingDeleted;
 }
 
 absl::StatusOr<std::unique_ptr<ConfigSource>> StartDirectoryOrKubeSource(

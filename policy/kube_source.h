@@ -44,6 +44,11 @@ struct KubeSourceOptions {
   int page_size = 500;
   // Connecting, TLS handshakes and list responses must progress within this.
   absl::Duration io_timeout = absl::Seconds(30);
+  // The kinds to follow, by name ("Namespace", "Pod", ...); empty: every kind above. A source
+  // for one purpose (the pods of one node and their namespaces) lists only what it needs.
+  std::vector<std::string> kinds;
+  // Pods are listed and watched with this fieldSelector, e.g. "spec.nodeName=node-a".
+  std::string pod_field_selector;
 
   // In-cluster defaults: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT.
   static absl::StatusOr<KubeSourceOptions> InCluster();
@@ -99,6 +104,14 @@ struct KubeResponse {
 absl::StatusOr<KubeResponse> KubeRequest(const KubeSourceOptions& options,
                                          const std::string& method, const std::string& target,
                                          const std::string& json_body, size_t limit = 1 << 20);
+enum class ObjectPresence { kPresent, kBeingDeleted, kAbsent, kForbidden };
+const char* ObjectPresenceName(ObjectPresence presence);
+
+// One GET of the object at `path` (e.g. /apis/apps/v1/namespaces/ns/daemonsets/name) with the
+// options' server, CA and token: there (kBeingDeleted once it has a deletionTimestamp), gone
+// (404), or no longer ours to read (401, 403). Other answers and transport failures are errors.
+absl::StatusOr<ObjectPresence> GetObjectPresence(const KubeSourceOptions& options,
+                                                 const std::string& path);
 
 // What a binary is told to decide with: the files under `directory` when it is set, else the
 // Kubernetes API from inside the cluster (an error outside one).

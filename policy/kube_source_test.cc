@@ -23,6 +23,7 @@
 #include "gtest/gtest.h"
 #include "policy/decisions.h"
 #include "policy/testing/fake_api_server.h"
+#include "policy/testing/test_api_server.h"
 
 namespace nodeward::policy {
 namespace {
@@ -78,19 +79,10 @@ class KubeSourceTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_TRUE(dir_.ok());
-    absl::StatusOr<std::unique_ptr<crypto::CertificateAuthority>> ca =
-        crypto::CertificateAuthority::LoadOrCreate(dir_.Sub("ca"));
-    ASSERT_TRUE(ca.ok()) << ca.status();
-    absl::StatusOr<crypto::testing::Workload> server = crypto::testing::IssueWorkload(
-        **ca, crypto::testing::Id("cluster.local", "default", "kube-apiserver"));
-    ASSERT_TRUE(server.ok()) << server.status();
-    absl::StatusOr<std::shared_ptr<const crypto::TlsContext>> context =
-        crypto::TlsContext::PlainServer(server->credentials());
-    ASSERT_TRUE(context.ok()) << context.status();
-    server_ = std::make_unique<FakeApiServer>(*context, kToken);
-    ASSERT_NE(server_->port(), 0);
-    std::ofstream(dir_.Sub("ca.crt")) << (*ca)->RootsPem();
-    std::ofstream(dir_.Sub("token")) << kToken << "\n";
+    absl::StatusOr<testing::TestApiServer> api = testing::StartTestApiServer(dir_.path(), kToken);
+    ASSERT_TRUE(api.ok()) << api.status();
+    server_ = std::move(api->server);
+    options_ = api->options;
 
     server_->SetList(
         kNamespaces, "10",
@@ -113,20 +105,7 @@ class KubeSourceTest : public ::testing::Test {
     server_.reset();
   }
 
-  KubeSourceOptions Options() {
-    KubeSourceOptions options;
-    options.host = "127.0.0.1";
-    options.port = server_->port();
-    options.token_path = dir_.Sub("token");
-    options.ca_path = dir_.Sub("ca.crt");
-    options.server_names = {"spiffe://cluster.local/ns/default/sa/kube-apiserver"};
-    options.debounce = absl::Milliseconds(20);
-    options.initial_backoff = absl::Milliseconds(50);
-    options.max_backoff = absl::Milliseconds(500);
-    options.io_timeout = absl::Seconds(5);
-    options.watch_timeout_seconds = 30;
-    return options;
-  }
+  KubeSourceOptions Options() { return options_; }
 
   bool WaitFor(const std::function<bool()>& done) {
     absl::Time deadline = absl::Now() + absl::Seconds(15);
@@ -139,6 +118,7 @@ class KubeSourceTest : public ::testing::Test {
 
   crypto::testing::TempDir dir_;
   std::unique_ptr<FakeApiServer> server_;
+  KubeSourceOptions options_;
   std::unique_ptr<KubeSource> source_;
 };
 
@@ -377,6 +357,13 @@ TEST_F(KubeSourceTest, TooManyObjectsOfAKindAreRefused) {
   EXPECT_EQ(source_->Current(), nullptr);  // nothing partial is ever published
 }
 
+TEST_F(KubeSourceTest, UnknownKindsAreRefused) {
+  KubeSourceOptions options = Options();
+  options.kinds = {"Pod", "Frobnicator"};
+  EXPECT_THAT(std::string(KubeSource::Start(options).status().message()),
+              HasSubstr("unknown kind \"Frobnicator\""));
+}
+
 TEST_F(KubeSourceTest, MissingIstioResourcesMeanNone) {
   // Without Istio's CRDs every version answers 404: the source still syncs, with no policies.
   server_->RemoveList(kRules);
@@ -422,6 +409,90 @@ TEST_F(KubeSourceTest, RejectedTokenIsReported) {
   // A rotated token is picked up on the next attempt.
   std::ofstream(dir_.Sub("token"), std::ios::trunc) << kToken;
   EXPECT_TRUE(source_->WaitForSync(absl::Seconds(15)));
+}
+
+TEST_F(KubeSourceTest, FollowsOneNodesPodsThroughRealWatchSemantics) {
+  server_->ServeResource(kNamespaces, "Namespace", /*namespaced=*/false);
+  server_->ServeResource(kPods, "Pod", /*namespaced=*/true);
+  auto ns = [](const std::string& name, const std::string& labels) {
+    return absl::StrCat(R"({"metadata":{"name":")", name, R"(","labels":{)", labels, "}}}");
+  };
+  auto pod = [](const std::string& name, const std::string& node) {
+    return absl::StrCat(R"({"metadata":{"name":")", name,
+                        R"("},"spec":{"serviceAccountName":"sa","nodeName":")", node,
+                        R"("},"status":{"phase":"Running"}})");
+  };
+  ASSERT_EQ(
+      server_->CreateObject(kNamespaces, ns("shop", R"("nodeward.io/dataplane-mode":"enabled")")),
+      201);
+  ASSERT_EQ(server_->CreateObject("/api/v1/namespaces/shop/pods", pod("web", "node-a")), 201);
+  ASSERT_EQ(server_->CreateObject("/api/v1/namespaces/shop/pods", pod("db", "node-b")), 201);
+
+  KubeSourceOptions options = Options();
+  options.kinds = {"Namespace", "Pod"};
+  options.pod_field_selector = "spec.nodeName=node-a";
+  options.watch_timeout_seconds = 2;
+  absl::StatusOr<std::unique_ptr<KubeSource>> source = KubeSource::Start(options);
+  ASSERT_TRUE(source.ok()) << source.status();
+  source_ = *std::move(source);
+  ASSERT_TRUE(source_->WaitForSync(absl::Seconds(15))) << source_->Status().last_error;
+  EXPECT_NE(source_->Current()->FindPod("shop", "web"), nullptr);
+  EXPECT_EQ(source_->Current()->FindPod("shop", "db"), nullptr);  // another node's
+  EXPECT_EQ(server_->Count(kServices), 0);                        // not a kind it follows
+  EXPECT_GE(server_->Count(absl::StrCat(kPods, "?limit=500&fieldSelector=spec.nodeName%3Dnode-a")),
+            1);
+
+  // A label flip and pods coming and going arrive over the watch.
+  ASSERT_EQ(server_->ReplaceObject("/api/v1/namespaces/shop", ns("shop", "")), 200);
+  ASSERT_TRUE(
+      WaitFor([&] { return source_->Current()->FindNamespace("shop")->meta.labels.empty(); }));
+  ASSERT_EQ(server_->CreateObject("/api/v1/namespaces/shop/pods", pod("api", "node-a")), 201);
+  ASSERT_TRUE(WaitFor([&] { return source_->Current()->FindPod("shop", "api") != nullptr; }));
+  ASSERT_EQ(server_->DeleteObject("/api/v1/namespaces/shop/pods/api"), 200);
+  ASSERT_TRUE(WaitFor([&] { return source_->Current()->FindPod("shop", "api") == nullptr; }));
+
+  // Bookmarks carry the watch past changes of other resources: after the server ends the
+  // watch (timeoutSeconds), it resumes from the newest version, not the last pod's.
+  ASSERT_EQ(server_->ReplaceObject("/api/v1/namespaces/shop", ns("shop", R"("a":"b")")), 200);
+  const std::string newest = absl::StrCat("resourceVersion=", server_->ResourceVersion());
+  ASSERT_TRUE(WaitFor([&] {
+    for (const std::string& target : server_->Requests()) {
+      if (absl::StartsWith(target, absl::StrCat(kPods, "?watch=1")) &&
+          absl::StrContains(target, newest)) {
+        return true;
+      }
+    }
+    return false;
+  }));
+  EXPECT_EQ(server_->Count(absl::StrCat(kPods, "?limit=")), 1);  // resumed, never relisted
+
+  // History compacted and the connections dropped: the watch resumes, is told 410 Gone, and
+  // the source relists, missing nothing that changed meanwhile.
+  server_->Compact();
+  server_->DropStoredWatches();
+  ASSERT_EQ(server_->CreateObject("/api/v1/namespaces/shop/pods", pod("late", "node-a")), 201);
+  ASSERT_TRUE(WaitFor([&] { return source_->Current()->FindPod("shop", "late") != nullptr; }));
+  ASSERT_TRUE(WaitFor([&] { return server_->Count(absl::StrCat(kPods, "?limit=")) >= 2; }));
+}
+
+TEST_F(KubeSourceTest, TellsWhetherAnObjectIsThereOrGoing) {
+  server_->ServeResource("/apis/apps/v1/daemonsets", "DaemonSet", /*namespaced=*/true);
+  const std::string path = "/apis/apps/v1/namespaces/nodeward-system/daemonsets/nodeward";
+  EXPECT_EQ(*GetObjectPresence(Options(), path), ObjectPresence::kAbsent);
+  ASSERT_EQ(server_->CreateObject("/apis/apps/v1/namespaces/nodeward-system/daemonsets",
+                                  R"({"metadata":{"name":"nodeward"}})"),
+            201);
+  EXPECT_EQ(*GetObjectPresence(Options(), path), ObjectPresence::kPresent);
+  ASSERT_EQ(
+      server_->ReplaceObject(
+          path, R"({"metadata":{"name":"nodeward","deletionTimestamp":"2026-01-01T00:00:00Z"}})"),
+      200);
+  EXPECT_EQ(*GetObjectPresence(Options(), path), ObjectPresence::kBeingDeleted);
+  std::ofstream(dir_.Sub("token"), std::ios::trunc) << "revoked";
+  EXPECT_EQ(*GetObjectPresence(Options(), path), ObjectPresence::kForbidden);
+  KubeSourceOptions unreachable = Options();
+  unreachable.port = 1;
+  EXPECT_FALSE(GetObjectPresence(unreachable, path).ok());
 }
 
 TEST(KubeSourceOptionsTest, InClusterReadsTheEnvironment) {

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs every Debian package nodeward needs to build, test and run its sandbox.
 # Idempotent: quiet and quick when everything is already there.
+#   install-deps.sh         everything (make test, make bench, make image)
+#   install-deps.sh build   only what building the binaries needs (deploy/Dockerfile)
 set -euo pipefail
 
 PACKAGES=(
@@ -15,11 +17,19 @@ PACKAGES=(
   ca-certificates
   # fetching BoringSSL's source
   dpkg-dev
-  # tests and the sandbox: namespaces, traffic, captures
-  iproute2 socat tcpdump procps util-linux curl openssl bsdextrautils python3 python3-yaml
-  # make bench: the peer mTLS tunnels nodeward is measured against
-  stunnel4 haproxy nginx libnginx-mod-stream
 )
+if [ "${1:-all}" != build ]; then
+  PACKAGES+=(
+    # tests and the sandbox: namespaces, traffic, captures
+    iproute2 socat tcpdump procps util-linux curl openssl bsdextrautils python3 python3-yaml
+    # make bench: the peer mTLS tunnels nodeward is measured against
+    stunnel4 haproxy nginx libnginx-mod-stream
+    # make image and the container runtime end-to-end test: a Debian root filesystem without a
+    # registry, podman with its CNI backend (runc: crun refuses hybrid cgroups), the CNI
+    # plugins the node's network is made of, busybox for the test pods
+    mmdebstrap podman runc containernetworking-plugins busybox-static
+  )
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

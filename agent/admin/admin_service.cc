@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "agent/capture/enrollment_plan.h"
 #include "common/log.h"
 #include "common/net_address.h"
 #include "common/port_number.h"
@@ -125,6 +126,13 @@ grpc::Status AdminService::ListWorkloads(grpc::ServerContext*, const v1::ListWor
     workload->set_netns_cookie(enrolled.netns_cookie());
     for (const std::string& listener : enrolled.listeners()) workload->add_listeners(listener);
     for (const auto& [key, value] : pod.labels()) (*workload->mutable_labels())[key] = value;
+    const absl::Time enrolled_at = absl::FromUnixMillis(pod.enrolled_at_unix_ms());
+    workload->set_enrolled_by(absl::StrCat(
+        capture::OriginName(pod.origin()),
+        pod.enrolled_at_unix_ms() != 0 && enrolled_at < view_.started ? " (re-adopted at restart)"
+                                                                      : ""));
+    if (pod.enrolled_at_unix_ms() != 0) workload->set_enrolled_at(Rfc3339(enrolled_at));
+    workload->set_container_id(pod.container_id());
     if (snapshot == nullptr) {
       workload->set_enrollment_reason("enrolled through the API (no configuration loaded)");
       continue;
@@ -136,6 +144,17 @@ grpc::Status AdminService::ListWorkloads(grpc::ServerContext*, const v1::ListWor
         enrollment.enrolled ? enrollment.reason
                             : absl::StrCat("enrolled through the API, but the configuration says: ",
                                            enrollment.reason));
+  }
+  if (view_.enroller != nullptr) {
+    for (const capture::EnrollmentGap& gap : view_.enroller->Gaps()) {
+      v1::NotEnrolledWorkload* missing = response->add_not_enrolled();
+      missing->set_namespace_(gap.namespace_name);
+      missing->set_name(gap.name);
+      missing->set_uid(gap.uid);
+      missing->set_reason(gap.reason);
+      missing->set_since(Rfc3339(gap.since));
+      missing->set_attempts(gap.attempts);
+    }
   }
   std::sort(response->mutable_workloads()->begin(), response->mutable_workloads()->end(),
             [](const v1::Workload& a, const v1::Workload& b) {

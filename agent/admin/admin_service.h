@@ -8,6 +8,7 @@
 
 #include "agent/admin/admin.grpc.pb.h"
 #include "agent/capture/enrollment_manager.h"
+#include "agent/capture/node_enroller.h"
 #include "agent/proxy/data_plane.h"
 #include "bpf/capture_dataplane.h"
 #include "policy/source.h"
@@ -21,6 +22,8 @@ struct AgentView {
   std::string node_name;
   std::string trust_domain;
   capture::EnrollmentManager* enrollment = nullptr;
+  capture::NodeEnroller* enroller = nullptr;  // null when the agent follows no pods itself
+  absl::Time started = absl::Now();
   bpf::CaptureDataplane* dataplane = nullptr;
   std::string bpf_pin_path;
   std::vector<std::string> bpf_attached;  // programs and links, described

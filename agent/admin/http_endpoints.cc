@@ -151,6 +151,17 @@ std::string RenderMetrics(const AgentView& view) {
                       "\n");
     }
   }
+  if (view.enroller != nullptr) {
+    proxy::AppendMetricHeader(out, "nodeward_enrollment_failures_total", "counter",
+                              "Failed attempts to enroll a pod, by how it was being enrolled");
+    for (const auto& [origin, count] : view.enroller->FailureCounts()) {
+      absl::StrAppend(&out, "nodeward_enrollment_failures_total",
+                      proxy::PrometheusLabels({{"origin", origin}}), " ", count, "\n");
+    }
+    proxy::AppendMetricHeader(out, "nodeward_pods_not_enrolled", "gauge",
+                              "Pods of this node that should be enrolled and are not");
+    absl::StrAppend(&out, "nodeward_pods_not_enrolled ", view.enroller->Gaps().size(), "\n");
+  }
   if (view.certificates != nullptr) {
     proxy::AppendMetricHeader(out, "nodeward_certificate_expiry_timestamp_seconds", "gauge",
                               "When each identity's current certificate expires (Unix time)");
@@ -214,6 +225,13 @@ Readiness CheckReadiness(const AgentView& view) {
     const bool loaded = view.config->Current() != nullptr;
     ready = ready && loaded;
     absl::StrAppend(&readiness.detail, "config: ", loaded ? "ok" : "not loaded", "\n");
+  }
+  if (view.enroller != nullptr) {
+    // Ready once this node's pods have been looked at: a rolling update moves on only after the
+    // new agent has taken the running pods back.
+    const bool synced = view.enroller->LastReconcile() != absl::InfinitePast();
+    ready = ready && synced;
+    absl::StrAppend(&readiness.detail, "pods: ", synced ? "ok" : "not reconciled yet", "\n");
   }
   readiness.ready = ready;
   return readiness;

@@ -279,8 +279,8 @@ absl::StatusOr<std::string> ToYaml(const google::protobuf::Message& message) {
 }
 
 std::string RenderWorkloads(const v1::ListWorkloadsResponse& response) {
-  Table table(
-      {"NAMESPACE", "NAME", "SERVICE-ACCOUNT", "IPS", "NETNS-COOKIE", "LISTENERS", "REASON"});
+  Table table({"NAMESPACE", "NAME", "SERVICE-ACCOUNT", "ENROLLED-BY", "IPS", "NETNS-COOKIE",
+               "LISTENERS", "REASON"});
   std::vector<const v1::Workload*> sorted;
   for (const v1::Workload& workload : response.workloads()) sorted.push_back(&workload);
   std::stable_sort(sorted.begin(), sorted.end(), [](const auto* a, const auto* b) {
@@ -292,11 +292,19 @@ std::string RenderWorkloads(const v1::ListWorkloadsResponse& response) {
     for (const std::string& listener : w->listeners()) {
       listeners.push_back(absl::StrReplaceAll(listener, {{" ", "/"}}));
     }
-    table.AddRow({w->namespace_(), w->name(), w->service_account(), Join(w->ips()),
-                  w->netns_cookie() == 0 ? "" : absl::StrCat(w->netns_cookie()),
+    table.AddRow({w->namespace_(), w->name(), w->service_account(), w->enrolled_by(),
+                  Join(w->ips()), w->netns_cookie() == 0 ? "" : absl::StrCat(w->netns_cookie()),
                   absl::StrJoin(listeners, ","), w->enrollment_reason()});
   }
-  return table.Render();
+  std::string out = table.Render();
+  if (response.not_enrolled_size() == 0) return out;
+  Table missing({"NAMESPACE", "NAME", "UID", "SINCE", "ATTEMPTS", "WHY"});
+  for (const v1::NotEnrolledWorkload& m : response.not_enrolled()) {
+    missing.AddRow(
+        {m.namespace_(), m.name(), m.uid(), m.since(), absl::StrCat(m.attempts()), m.reason()});
+  }
+  absl::StrAppend(&out, "\nSHOULD BE ENROLLED, ARE NOT\n", missing.Render());
+  return out;
 }
 
 std::string RenderCertificates(const v1::ListCertificatesResponse& response, absl::Time now) {

@@ -120,6 +120,7 @@ v1::ListWorkloadsResponse Workloads() {
   web->add_listeners("127.0.0.1:15001 outbound");
   web->add_listeners("0.0.0.0:15008 tunnel");
   web->set_enrollment_reason("namespace frontend: nodeward.io/dataplane-mode=enabled");
+  web->set_enrolled_by("cni");
   v1::Workload* batch = r.add_workloads();
   batch->set_namespace_("frontend");
   batch->set_name("batch");
@@ -131,13 +132,29 @@ v1::ListWorkloadsResponse Workloads() {
 
 TEST(Render, Workloads) {
   EXPECT_EQ(RenderWorkloads(Workloads()),
-            "NAMESPACE  NAME   SERVICE-ACCOUNT  IPS                 NETNS-COOKIE  LISTENERS"
-            "                                      REASON\n"
-            "frontend   batch  batch            10.241.1.4,fd00::4  -             -"
+            "NAMESPACE  NAME   SERVICE-ACCOUNT  ENROLLED-BY  IPS                 NETNS-COOKIE  "
+            "LISTENERS                                      REASON\n"
+            "frontend   batch  batch            -            10.241.1.4,fd00::4  -             -"
             "                                              -\n"
-            "frontend   web    web              10.241.1.2          4096          "
+            "frontend   web    web              cni          10.241.1.2          4096          "
             "127.0.0.1:15001/outbound,0.0.0.0:15008/tunnel  namespace frontend: "
             "nodeward.io/dataplane-mode=enabled\n");
+}
+
+TEST(Render, WorkloadsThatShouldBeEnrolledAndAreNot) {
+  v1::ListWorkloadsResponse r = Workloads();
+  v1::NotEnrolledWorkload* db = r.add_not_enrolled();
+  db->set_namespace_("backend");
+  db->set_name("db");
+  db->set_uid("u-db");
+  db->set_since("2026-01-02T03:04:05Z");
+  db->set_attempts(3);
+  db->set_reason("enrolling failed: netns vanished");
+  EXPECT_THAT(RenderWorkloads(r),
+              HasSubstr("\nSHOULD BE ENROLLED, ARE NOT\n"
+                        "NAMESPACE  NAME  UID   SINCE                 ATTEMPTS  WHY\n"
+                        "backend    db    u-db  2026-01-02T03:04:05Z  3         enrolling failed: "
+                        "netns vanished\n"));
 }
 
 TEST(Render, WorkloadsJsonKeepsProtoNamesAndPrintsEveryPrimitive) {

@@ -25,12 +25,14 @@
 #include "agent/capture/enrollment_manager.h"
 #include "agent/capture/enrollment_service.h"
 #include "agent/capture/netns_executor.h"
+#include "agent/daemon/node_enrollment.h"
 #include "agent/io/heap_trim.h"
 #include "agent/proxy/access_log.h"
 #include "agent/proxy/credentials.h"
 #include "agent/proxy/data_plane.h"
 #include "bpf/capture_loader.h"
 #include "common/dashed_flags.h"
+#include "common/files.h"
 #include "common/log.h"
 #include "common/node_name.h"
 #include "grpcpp/grpcpp.h"
@@ -54,8 +56,10 @@ ABSL_FLAG(std::string, admin_socket, "",
           "Unix socket of the admin API (nodewardctl); default: admin.sock next to "
           "--enroll-socket");
 ABSL_FLAG(int, admin_port, 15000, "admin API on the node's 127.0.0.1 (0: off)");
-ABSL_FLAG(int, metrics_port, 15020, "Prometheus /metrics on 127.0.0.1 (0: off)");
-ABSL_FLAG(int, readiness_port, 15021, "/healthz/ready on 127.0.0.1 (0: off)");
+ABSL_FLAG(int, metrics_port, 15020, "Prometheus /metrics on --metrics-address (0: off)");
+ABSL_FLAG(std::string, metrics_address, "127.0.0.1",
+          "IPv4 address /metrics listens on: 0.0.0.0 lets Prometheus scrape the node's address");
+ABSL_FLAG(int, readiness_port, 15021, "/healthz/ready and /healthz/live on 127.0.0.1 (0: off)");
 ABSL_FLAG(std::string, mode, "mesh",
           "mesh: apply policy (HBONE mTLS, TLS origination, plaintext, refuse); passthrough: "
           "relay captured connections unchanged (capture diagnostics only, no protection)");
@@ -72,6 +76,26 @@ ABSL_FLAG(std::string, system_ca_bundle, nodeward::proxy::kDefaultSystemCaBundle
           "roots for TLS origination when a DestinationRule has no caCertificates (or \"system\")");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(5),
           "on SIGTERM, how long live connections may finish before they are cut");
+ABSL_FLAG(bool, enroller, true,
+          "follow this node's pods and their namespaces and keep them enrolled as the labels "
+          "say (at start, on label changes, and for nodeward-cni at pod creation)");
+ABSL_FLAG(std::string, cni_socket, "",
+          "socket nodeward-cni calls (default: cni.sock next to --enroll-socket)");
+ABSL_FLAG(std::string, cni_state_dir, "",
+          "where nodeward-cni records each pod sandbox (default: cni-pods next to "
+          "--enroll-socket)");
+ABSL_FLAG(std::string, enrolled_namespaces_file, "",
+          "written with the enrolled namespaces; nodeward-cni decides by it while the agent is "
+          "away (default: enrolled-namespaces next to --enroll-socket)");
+ABSL_FLAG(std::string, proc_root, "/proc",
+          "the host's /proc, where already running pods are found by their cgroup");
+ABSL_FLAG(std::string, owner_daemonset, "",
+          "namespace/name of the DaemonSet running this agent: stopped while it is gone or "
+          "being deleted, the agent uninstalls (as --cleanup-on-exit, and nodeward-cni too)");
+ABSL_FLAG(std::string, cni_net_dir, "",
+          "the node's CNI configuration directory: nodeward-cni's entry is put back when the "
+          "node's CNI rewrites its file, and taken out on uninstall");
+ABSL_FLAG(std::string, cni_bin_dir, "", "the node's CNI plugin directory, likewise");
 ABSL_FLAG(bool, cleanup_on_exit, false,
           "on SIGTERM/SIGINT unenroll every pod and remove all BPF state. Without it the pinned "
           "programs keep enrolled pods failing closed until the agent is back");
@@ -79,20 +103,14 @@ ABSL_FLAG(bool, cleanup_on_exit, false,
 namespace nodeward {
 namespace {
 
-absl::Status MakeParentDirectory(const std::string& path) {
-  std::string prefix;
-  std::vector<std::string> parts = absl::StrSplit(path, '/', absl::SkipEmpty());
-  if (!parts.empty()) parts.pop_back();
-  for (const std::string& part : parts) {
-    absl::StrAppend(&prefix, "/", part);
-    if (mkdir(prefix.c_str(), 0755) != 0 && errno != EEXIST) {
-      return absl::InternalError(absl::StrCat("mkdir ", prefix, ": ", std::strerror(errno)));
-    }
-  }
-  return absl::OkStatus();
-}
-
 std::string NodeName() { return NodeNameOr(absl::GetFlag(FLAGS_node_name)); }
+
+// `flag`, or `name` in the directory of --enroll-socket.
+std::string NextToEnrollSocket(const std::string& flag, const std::string& name) {
+  if (!flag.empty()) return flag;
+  const std::string socket = absl::GetFlag(FLAGS_enroll_socket);
+  return absl::StrCat(socket.substr(0, socket.rfind('/') + 1), name);
+}
 
 // The policy source, the certificate cache and the access log, then the data plane on top.
 absl::StatusOr<std::unique_ptr<proxy::DataPlane>> StartMesh(
@@ -172,7 +190,7 @@ int Run() {
 
   // Two agents on one state directory would fight over the same pods, links and listeners.
   const std::string state_dir = absl::GetFlag(FLAGS_state_dir);
-  if (absl::Status status = MakeParentDirectory(absl::StrCat(state_dir, "/agent.lock"));
+  if (absl::Status status = MakeParentDirectories(absl::StrCat(state_dir, "/agent.lock"), 0755);
       !status.ok()) {
     Log(LogLevel::kError, status.ToString());
     return 1;
@@ -240,9 +258,36 @@ int Run() {
   if (absl::Status restored = (*manager)->Restore(); !restored.ok()) {
     Log(LogLevel::kWarning, "restoring enrolled pods: ", restored.ToString());
   }
+  const std::string enrolled_namespaces_file =
+      NextToEnrollSocket(absl::GetFlag(FLAGS_enrolled_namespaces_file), "enrolled-namespaces");
+  std::unique_ptr<daemon::NodeEnrollment> node_enrollment;
+  // Passthrough needs no configuration; without one there are no pods to follow either.
+  const bool nothing_to_follow = config == nullptr && absl::GetFlag(FLAGS_config_dir).empty() &&
+                                 !policy::KubeSourceOptions::InCluster().ok();
+  if (absl::GetFlag(FLAGS_enroller) && nothing_to_follow) {
+    Log(LogLevel::kInfo, "no configuration and not in a cluster: pods are enrolled only through ",
+        "the enrollment API");
+  } else if (absl::GetFlag(FLAGS_enroller)) {
+    daemon::NodeEnrollmentOptions options;
+    options.node_name = NodeName();
+    options.cni_socket = NextToEnrollSocket(absl::GetFlag(FLAGS_cni_socket), "cni.sock");
+    options.cni_state_dir = NextToEnrollSocket(absl::GetFlag(FLAGS_cni_state_dir), "cni-pods");
+    options.enrolled_namespaces_file = enrolled_namespaces_file;
+    options.proc_root = absl::GetFlag(FLAGS_proc_root);
+    options.cni_net_dir = absl::GetFlag(FLAGS_cni_net_dir);
+    options.config_dir = absl::GetFlag(FLAGS_config_dir);
+    options.snapshot.trust_domain = absl::GetFlag(FLAGS_trust_domain);
+    absl::StatusOr<std::unique_ptr<daemon::NodeEnrollment>> started =
+        daemon::NodeEnrollment::Start(options, manager->get(), config.get());
+    if (!started.ok()) {
+      Log(LogLevel::kError, "node enrollment: ", started.status().ToString());
+      return 1;
+    }
+    node_enrollment = *std::move(started);
+  }
 
   const std::string socket_path = absl::GetFlag(FLAGS_enroll_socket);
-  if (absl::Status status = MakeParentDirectory(socket_path); !status.ok()) {
+  if (absl::Status status = MakeParentDirectories(socket_path, 0755); !status.ok()) {
     Log(LogLevel::kError, status.ToString());
     return 1;
   }
@@ -265,6 +310,7 @@ int Run() {
   view.node_name = NodeName();
   view.trust_domain = absl::GetFlag(FLAGS_trust_domain);
   view.enrollment = manager->get();
+  view.enroller = node_enrollment != nullptr ? node_enrollment->enroller() : nullptr;
   view.dataplane = loader->get();
   view.bpf_pin_path = (*loader)->pin_path();
   view.bpf_attached = {
@@ -303,8 +349,8 @@ int Run() {
   Log(LogLevel::kInfo, "admin API on unix:", admin_socket);
   std::vector<std::unique_ptr<admin::HttpEndpoint>> endpoints;
   if (const int port = absl::GetFlag(FLAGS_metrics_port); port != 0) {
-    absl::StatusOr<std::unique_ptr<admin::HttpEndpoint>> metrics =
-        admin::HttpEndpoint::Start("127.0.0.1", port, [&view](const std::string& path) {
+    absl::StatusOr<std::unique_ptr<admin::HttpEndpoint>> metrics = admin::HttpEndpoint::Start(
+        absl::GetFlag(FLAGS_metrics_address), port, [&view](const std::string& path) {
           if (path != "/metrics" && path != "/stats/prometheus") {
             return admin::HttpResponse{404, "text/plain; charset=utf-8", "try /metrics\n"};
           }
@@ -320,6 +366,11 @@ int Run() {
   if (const int port = absl::GetFlag(FLAGS_readiness_port); port != 0) {
     absl::StatusOr<std::unique_ptr<admin::HttpEndpoint>> readiness =
         admin::HttpEndpoint::Start("127.0.0.1", port, [&view](const std::string& path) {
+          // Live while it answers at all: a missing SDS or configuration makes it unready,
+          // never restarted.
+          if (path == "/healthz/live") {
+            return admin::HttpResponse{200, "text/plain; charset=utf-8", "live\n"};
+          }
           if (path != "/healthz/ready") {
             return admin::HttpResponse{404, "text/plain; charset=utf-8", "try /healthz/ready\n"};
           }
@@ -338,6 +389,26 @@ int Run() {
   while (sigwait(&signals, &received) != 0) {
   }
   Log(LogLevel::kInfo, "signal ", received, ", shutting down");
+  bool cleanup = absl::GetFlag(FLAGS_cleanup_on_exit);
+  if (node_enrollment != nullptr) node_enrollment->StopServing();
+  if (std::string owner = absl::GetFlag(FLAGS_owner_daemonset); !owner.empty()) {
+    std::string why;
+    const daemon::StopKind kind = daemon::DecideStop(owner, &why);
+    Log(LogLevel::kInfo, why,
+        kind == daemon::StopKind::kUninstall
+            ? ": uninstalling from this node"
+            : ": a restart or upgrade, capture and nodeward-cni stay");
+    if (kind == daemon::StopKind::kUninstall) {
+      cleanup = true;
+      // First, so no new pod waits for an agent that is not coming back.
+      absl::Status status =
+          daemon::UninstallCni({absl::GetFlag(FLAGS_cni_net_dir), absl::GetFlag(FLAGS_cni_bin_dir),
+                                enrolled_namespaces_file});
+      Log(status.ok() ? LogLevel::kInfo : LogLevel::kError, "nodeward-cni ",
+          status.ok() ? "removed from the node" : absl::StrCat("removal: ", status.ToString()));
+    }
+  }
+  node_enrollment.reset();
   server->Shutdown();
   server.reset();
   unlink(socket_path.c_str());
@@ -353,7 +424,7 @@ int Run() {
         cut > 0 ? absl::StrCat(": ", cut, " connections cut after ", absl::FormatDuration(grace))
                 : "");
   }
-  if (absl::GetFlag(FLAGS_cleanup_on_exit)) {
+  if (cleanup) {
     if (absl::Status status = (*manager)->UnenrollAll(); !status.ok()) {
       Log(LogLevel::kError, "unenrolling: ", status.ToString());
       exit_code = 1;
@@ -363,7 +434,7 @@ int Run() {
   manager->reset();
   data_plane.reset();
   if (certificates != nullptr) certificates->Stop();
-  if (absl::GetFlag(FLAGS_cleanup_on_exit)) {
+  if (cleanup) {
     if (absl::Status status = (*loader)->DetachAll(); !status.ok()) {
       Log(LogLevel::kError, "detaching capture: ", status.ToString());
       exit_code = 1;

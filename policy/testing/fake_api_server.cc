@@ -1,5 +1,6 @@
 #include "policy/testing/fake_api_server.h"
 
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -108,11 +109,18 @@ class FakeApiServer::Connection {
 };
 
 FakeApiServer::FakeApiServer(std::shared_ptr<const crypto::TlsContext> context, std::string token)
-    : context_(std::move(context)), token_(std::move(token)) {
+    : FakeApiServer(std::move(context), std::move(token), Options()) {}
+
+FakeApiServer::FakeApiServer(std::shared_ptr<const crypto::TlsContext> context, std::string token,
+                             Options options)
+    : context_(std::move(context)), token_(std::move(token)), options_(std::move(options)) {
   listen_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in address = {};
   address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = htons(options_.port);
+  if (inet_pton(AF_INET, options_.address.c_str(), &address.sin_addr) != 1) {
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  }
   int one = 1;
   setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   if (bind(listen_fd_, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 &&
@@ -130,7 +138,7 @@ FakeApiServer::~FakeApiServer() {
     stopping_ = true;
   }
   acceptor_.join();
-  for (std::thread& thread : handlers_) thread.join();
+  for (ConnectionThread& handler : handlers_) handler.thread.join();
   close(listen_fd_);
 }
 
@@ -190,8 +198,19 @@ void FakeApiServer::Accept() {
     int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
     if (fd < 0) continue;
     auto connection = std::make_shared<Connection>(fd, crypto::TlsEngine::Server(context_));
+    auto done = std::make_shared<std::atomic<bool>>(false);
     absl::MutexLock lock(&mutex_);
-    handlers_.emplace_back([this, connection] { Serve(*connection); });
+    // A long-running server reaps the threads of finished connections as it goes.
+    std::erase_if(handlers_, [](ConnectionThread& handler) {
+      if (!handler.done->load()) return false;
+      handler.thread.join();
+      return true;
+    });
+    handlers_.push_back({std::thread([this, connection, done] {
+                           Serve(*connection);
+                           done->store(true);
+                         }),
+                         done});
   }
 }
 
@@ -238,6 +257,23 @@ void FakeApiServer::Serve(Connection& connection) {
   if (request.authorization != absl::StrCat("Bearer ", token_)) {
     return respond(401, R"({"kind":"Status","code":401})");
   }
+  if (request.method == "POST" && request.path == "/fake/compact") {
+    Compact();
+    return respond(200, "{}");
+  }
+  if (request.method == "POST" && request.path == "/fake/drop-watches") {
+    DropStoredWatches();
+    return respond(200, "{}");
+  }
+  if (std::optional<ResourcePath> stored = ParseResourcePath(request.path); stored.has_value()) {
+    bool served;
+    {
+      absl::MutexLock lock(&mutex_);
+      served = store_.Serves(stored->collection);
+    }
+    if (served)
+      return ServeStored(connection, request.method, request.target, *stored, request.body);
+  }
   bool watch = absl::StrContains(request.target, "watch=1");
   std::optional<std::pair<std::string, std::vector<std::string>>> list;
   {
@@ -281,6 +317,193 @@ void FakeApiServer::Serve(Connection& connection) {
       connection.Send(
           absl::StrCat(absl::Hex(event.size() - half), "\r\n", event.substr(half), "\r\n"));
     }
+  }
+  if (!dropped) connection.Send("0\r\n\r\n");
+  connection.Close();
+}
+
+namespace {
+
+// The value of `name` in the query of `target`, percent-decoded; nullopt when absent.
+std::optional<std::string> QueryValue(const std::string& target, absl::string_view name) {
+  const std::size_t question = target.find('?');
+  if (question == std::string::npos) return std::nullopt;
+  for (absl::string_view pair : absl::StrSplit(target.substr(question + 1), '&')) {
+    const std::size_t equals = pair.find('=');
+    if (pair.substr(0, equals) != name) continue;
+    std::string value;
+    absl::string_view raw = equals == absl::string_view::npos ? "" : pair.substr(equals + 1);
+    for (std::size_t i = 0; i < raw.size(); ++i) {
+      int byte = 0;
+      if (raw[i] == '%' && i + 2 < raw.size() && absl::SimpleHexAtoi(raw.substr(i + 1, 2), &byte)) {
+        value.push_back(static_cast<char>(byte));
+        i += 2;
+      } else {
+        value.push_back(raw[i] == '+' ? ' ' : raw[i]);
+      }
+    }
+    return value;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+void FakeApiServer::ServeResource(const std::string& collection, const std::string& kind,
+                                  bool namespaced) {
+  absl::MutexLock lock(&mutex_);
+  store_.Serve(collection, kind, namespaced);
+}
+
+ObjectStore::Reply FakeApiServer::Write(const std::string& method, const std::string& path,
+                                        const std::string& body) {
+  std::optional<ResourcePath> parsed = ParseResourcePath(path);
+  absl::MutexLock lock(&mutex_);
+  if (!parsed.has_value() || !store_.Serves(parsed->collection)) {
+    return {404, StatusJson(404, "NotFound", absl::StrCat(path, " is not a stored resource"))};
+  }
+  if (method == "POST" && parsed->name.empty()) return store_.Create(*parsed, body);
+  if (method == "PUT" && !parsed->name.empty()) return store_.Replace(*parsed, body);
+  if (method == "DELETE" && !parsed->name.empty()) return store_.Delete(*parsed);
+  return {405, StatusJson(405, "MethodNotAllowed", absl::StrCat(method, " ", path))};
+}
+
+int FakeApiServer::CreateObject(const std::string& path, const std::string& json) {
+  return Write("POST", path, json).status;
+}
+
+int FakeApiServer::ReplaceObject(const std::string& path, const std::string& json) {
+  return Write("PUT", path, json).status;
+}
+
+int FakeApiServer::DeleteObject(const std::string& path) {
+  return Write("DELETE", path, "").status;
+}
+
+void FakeApiServer::Compact() {
+  absl::MutexLock lock(&mutex_);
+  store_.Compact();
+}
+
+void FakeApiServer::DropStoredWatches() {
+  absl::MutexLock lock(&mutex_);
+  ++stored_drop_epoch_;
+}
+
+int64_t FakeApiServer::ResourceVersion() {
+  absl::MutexLock lock(&mutex_);
+  return store_.version();
+}
+
+void FakeApiServer::ServeStored(Connection& connection, const std::string& method,
+                                const std::string& target, const ResourcePath& path,
+                                const std::string& body) {
+  auto respond = [&connection](const ObjectStore::Reply& reply) {
+    connection.Send(absl::StrCat("HTTP/1.1 ", reply.status,
+                                 " X\r\nContent-Type: application/json\r\nContent-Length: ",
+                                 reply.body.size(), "\r\n\r\n", reply.body));
+    connection.Close();
+  };
+  if (method != "GET") return respond(Write(method, target.substr(0, target.find('?')), body));
+  absl::StatusOr<FieldSelector> selector =
+      FieldSelector::Parse(QueryValue(target, "fieldSelector").value_or(""));
+  if (!selector.ok()) {
+    return respond({400, StatusJson(400, "BadRequest", selector.status().message())});
+  }
+  const bool watch = QueryValue(target, "watch").value_or("") == "1" ||
+                     QueryValue(target, "watch").value_or("") == "true";
+  if (!watch) {
+    ObjectStore::Reply reply;
+    {
+      absl::MutexLock lock(&mutex_);
+      reply = path.name.empty() ? store_.List(path, *selector) : store_.Get(path);
+    }
+    return respond(reply);
+  }
+
+  connection.Send(
+      "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n");
+  auto send_event = [&connection](const std::string& type, const JsonValue& object) {
+    const std::string line =
+        absl::StrCat(R"({"type":")", type, R"(","object":)", SerializeJson(object), "}\n");
+    return connection.Send(absl::StrCat(absl::Hex(line.size()), "\r\n", line, "\r\n"));
+  };
+  const bool bookmarks = QueryValue(target, "allowWatchBookmarks").value_or("") == "true";
+  int timeout_seconds = 0;
+  (void)absl::SimpleAtoi(QueryValue(target, "timeoutSeconds").value_or("0"), &timeout_seconds);
+  const absl::Time end =
+      timeout_seconds > 0 ? absl::Now() + absl::Seconds(timeout_seconds) : absl::InfiniteFuture();
+  int64_t position = 0;
+  int drop_epoch;
+  std::vector<WatchEvent> pending;
+  const std::string from = QueryValue(target, "resourceVersion").value_or("");
+  bool gone = false;
+  {
+    absl::MutexLock lock(&mutex_);
+    drop_epoch = stored_drop_epoch_;
+    if (from.empty() || from == "0") {
+      pending = store_.CurrentAsAdded(path, *selector);
+      position = store_.version();
+    } else if (!absl::SimpleAtoi(from, &position)) {
+      gone = true;
+    } else if (std::optional<std::vector<WatchEvent>> events =
+                   store_.EventsAfter(path, *selector, position);
+               events.has_value()) {
+      pending = *std::move(events);
+      position = store_.version();
+    } else {
+      gone = true;
+    }
+  }
+  if (gone) {
+    absl::StatusOr<JsonValue> status =
+        ParseJson(StatusJson(410, "Expired", absl::StrCat("too old resource version: ", from)));
+    send_event("ERROR", *status);
+    connection.Send("0\r\n\r\n");
+    connection.Close();
+    return;
+  }
+  absl::Time next_bookmark = absl::Now() + options_.bookmark_interval;
+  bool dropped = false;
+  while (true) {
+    for (const WatchEvent& event : pending) {
+      if (!send_event(event.type, event.object)) {
+        connection.Close();
+        return;
+      }
+    }
+    pending.clear();
+    if (bookmarks && absl::Now() >= next_bookmark) {
+      int64_t version;
+      std::string kind;
+      {
+        absl::MutexLock lock(&mutex_);
+        version = store_.version();
+        kind = store_.KindOf(path.collection);
+      }
+      send_event(
+          "BOOKMARK",
+          JsonValue::Object(
+              {{"kind", JsonValue::String(kind)},
+               {"apiVersion", JsonValue::String("v1")},
+               {"metadata", JsonValue::Object({{"resourceVersion",
+                                                JsonValue::String(absl::StrCat(version))}})}}));
+      position = std::max(position, version);
+      next_bookmark = absl::Now() + options_.bookmark_interval;
+    }
+    absl::MutexLock lock(&mutex_);
+    auto ready = [&]() ABSL_SHARED_LOCKS_REQUIRED(mutex_) {
+      return stopping_ || store_.version() > position || stored_drop_epoch_ != drop_epoch;
+    };
+    const absl::Time wake =
+        std::min(end, bookmarks ? next_bookmark : absl::Now() + absl::Milliseconds(200));
+    mutex_.AwaitWithDeadline(absl::Condition(&ready), wake);
+    dropped = stored_drop_epoch_ != drop_epoch;
+    if (stopping_ || dropped || absl::Now() >= end) break;
+    std::optional<std::vector<WatchEvent>> events = store_.EventsAfter(path, *selector, position);
+    position = store_.version();
+    if (!events.has_value()) break;  // compacted under the watch: the client resumes and is told
+    pending = *std::move(events);
   }
   if (!dropped) connection.Send("0\r\n\r\n");
   connection.Close();

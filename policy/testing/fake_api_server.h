@@ -1,9 +1,17 @@
-// A fake Kubernetes API server for tests: a thread in the test process speaking HTTPS on
-// 127.0.0.1 with the real list/watch wire format (JSON lists, chunked watch streams of
-// {"type":...,"object":...} lines, bookmarks, 410 errors), bearer-token authentication, and
-// handlers for requests that are not lists or watches (for example TokenReview creation).
+// A fake Kubernetes API server for tests: a thread in the test process (or the
+// nodeward-fake-apiserver binary) speaking HTTPS with the real list/watch wire format (JSON
+// lists, chunked watch streams of {"type":...,"object":...} lines, bookmarks, 410 errors),
+// bearer-token authentication, and handlers for requests that are not lists or watches (for
+// example TokenReview creation). Two ways to serve a resource:
+//  - scripted (SetList, PushEvent): the test says what each list and watch answers, byte for
+//    byte, to provoke one client behaviour;
+//  - stored (ServeResource): objects created, replaced and deleted (from C++ or with POST, PUT
+//    and DELETE) in an ObjectStore with the API's semantics: resourceVersions, watches that
+//    resume or get 410 Gone after Compact(), periodic bookmarks, field selectors. POST
+//    /fake/compact and POST /fake/drop-watches do the same from outside.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -15,7 +23,9 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "crypto/tls.h"
+#include "policy/testing/object_store.h"
 
 namespace nodeward::policy::testing {
 
@@ -34,8 +44,17 @@ class FakeApiServer {
   };
   using Handler = std::function<Response(const Request&)>;
 
+  struct Options {
+    std::string address = "127.0.0.1";  // IPv4
+    uint16_t port = 0;                  // 0: any free port
+    // How often a stored resource's watches that asked for bookmarks get one.
+    absl::Duration bookmark_interval = absl::Seconds(1);
+  };
+
   // Serves with `context`; requests must carry "Authorization: Bearer <token>".
   FakeApiServer(std::shared_ptr<const crypto::TlsContext> context, std::string token);
+  FakeApiServer(std::shared_ptr<const crypto::TlsContext> context, std::string token,
+                Options options);
   ~FakeApiServer();
   FakeApiServer(const FakeApiServer&) = delete;
   FakeApiServer& operator=(const FakeApiServer&) = delete;
@@ -56,6 +75,19 @@ class FakeApiServer {
   // the bearer token is then the handler's to check.
   void SetHandler(const std::string& method, const std::string& path, Handler handler);
 
+  // Serves `collection` ("/api/v1/pods", "/apis/apps/v1/daemonsets") from the object store.
+  void ServeResource(const std::string& collection, const std::string& kind, bool namespaced);
+  // Writes to stored resources, as POST (to a collection path, e.g.
+  // "/api/v1/namespaces/shop/pods"), PUT and DELETE (to an object's path) do; the HTTP status.
+  int CreateObject(const std::string& path, const std::string& json);
+  int ReplaceObject(const std::string& path, const std::string& json);
+  int DeleteObject(const std::string& path);
+  // Watches resuming from any resourceVersion up to now get 410 Gone.
+  void Compact();
+  // Cuts every open watch of a stored resource mid-stream.
+  void DropStoredWatches();
+  int64_t ResourceVersion();
+
   // Count of requests whose target starts with `prefix`.
   int Count(const std::string& prefix);
   std::vector<std::string> Requests();
@@ -65,15 +97,25 @@ class FakeApiServer {
 
   void Accept();
   void Serve(Connection& connection);
+  // A request to a stored resource.
+  void ServeStored(Connection& connection, const std::string& method, const std::string& target,
+                   const ResourcePath& path, const std::string& body);
+  ObjectStore::Reply Write(const std::string& method, const std::string& path,
+                           const std::string& body);
 
   const std::shared_ptr<const crypto::TlsContext> context_;
   const std::string token_;
+  const Options options_;
   int listen_fd_ = -1;
   uint16_t port_ = 0;
   std::thread acceptor_;
   absl::Mutex mutex_;
   bool stopping_ ABSL_GUARDED_BY(mutex_) = false;
-  std::vector<std::thread> handlers_ ABSL_GUARDED_BY(mutex_);
+  struct ConnectionThread {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
+  };
+  std::vector<ConnectionThread> handlers_ ABSL_GUARDED_BY(mutex_);
   std::map<std::string, std::pair<std::string, std::vector<std::string>>> lists_
       ABSL_GUARDED_BY(mutex_);
   std::map<std::string, std::deque<std::string>> events_ ABSL_GUARDED_BY(mutex_);
@@ -81,6 +123,8 @@ class FakeApiServer {
   std::map<std::string, int> drop_epoch_ ABSL_GUARDED_BY(mutex_);
   std::map<std::pair<std::string, std::string>, Handler> request_handlers_ ABSL_GUARDED_BY(mutex_);
   std::vector<std::string> requests_ ABSL_GUARDED_BY(mutex_);
+  ObjectStore store_ ABSL_GUARDED_BY(mutex_);
+  int stored_drop_epoch_ ABSL_GUARDED_BY(mutex_) = 0;
 };
 
 }  // namespace nodeward::policy::testing

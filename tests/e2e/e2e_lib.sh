@@ -7,17 +7,12 @@ if [ "$(id -u)" != 0 ]; then
   exit 77
 fi
 
+source "$(dirname "${BASH_SOURCE[0]}")/e2e_common.sh"
 name="${prefix}$$"
 work=$(mktemp -d "/tmp/nodeward-e2e-$name.XXXXXX")
-failures=0
 started=$(date +%s)
 # Background processes of the test itself, stopped by pid in cleanup.
 background_pids=()
-
-fail() {
-  echo "FAIL: $*"
-  failures=$((failures + 1))
-}
 
 # Everything of the sandbox that could remain on the machine; prints what it finds.
 leftovers() {
@@ -59,10 +54,7 @@ cleanup() {
   "$sandbox_bin" down "$name" > /dev/null || echo "FAIL: down in cleanup"
   for pid in "${background_pids[@]}"; do wait "$pid" 2> /dev/null; done
   rm -rf "$work"
-  leftovers || { echo "FAIL: objects left after cleanup"; exit 1; }
-  echo "took $(($(date +%s) - started))s"
-  [ $failures -eq 0 ] && [ $code -eq 0 ] && echo "PASS" && exit 0
-  exit 1
+  verdict "$code"
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM

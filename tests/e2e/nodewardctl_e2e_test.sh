@@ -118,10 +118,13 @@ expect_ok connections
 echo "== workloads"
 ctl workloads
 expect_ok workloads
-head -n 1 <<< "$out" | grep -q '^NAMESPACE  *NAME  *SERVICE-ACCOUNT  *IPS  *NETNS-COOKIE' ||
+head -n 1 <<< "$out" |
+  grep -q '^NAMESPACE  *NAME  *SERVICE-ACCOUNT  *ENROLLED-BY  *IPS  *NETNS-COOKIE' ||
   fail "workloads: header"
-grep -Eq '^shop +client +client +10\.241\.1\.2 +[0-9]+' <<< "$out" ||
-  fail "workloads: shop/client with service account client, 10.241.1.2 and a netns cookie"
+# The sandbox enrolls its pods through the enrollment API.
+grep -Eq '^shop +client +client +api +10\.241\.1\.2 +[0-9]+' <<< "$out" ||
+  fail "workloads: shop/client with service account client, enrolled by api, 10.241.1.2 and a netns cookie"
+grep -q 'SHOULD BE ENROLLED' <<< "$out" && fail "workloads: a pod enrolled by the API listed as missing"
 grep -q 'server' <<< "$out" && fail "workloads: node2's pod listed on node1"
 
 echo "== certs"

@@ -36,6 +36,7 @@ namespace {
 
 using ::nodeward::SocketAddress;
 
+
 std::string Describe(absl::StatusOr<SocketAddress> address) {
   return address.ok() ? address->ToString() : "?";
 }
