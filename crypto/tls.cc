@@ -266,6 +266,7 @@ struct TlsEngine::Impl {
   std::shared_ptr<const TlsContext> context;
   bool is_client = false;
   std::optional<SpiffeId> expected_peer;
+  std::vector<SpiffeId> also_accepted;
   std::string sni;  // client: the name sent and, without subjectAltNames, checked
 
   WireInput wire_in;
@@ -596,7 +597,17 @@ ssl_verify_result_t TlsEngine::Impl::VerifyPeer(std::uint8_t* out_alert) {
           SSL_AD_BAD_CERTIFICATE);
     }
     if (expected_peer.has_value()) {
-      if (absl::Status s = CheckExpectedIdentity(*id, *expected_peer); !s.ok()) {
+      absl::Status s = CheckExpectedIdentity(*id, *expected_peer);
+      const bool also =
+          std::find(also_accepted.begin(), also_accepted.end(), *id) != also_accepted.end();
+      if (!s.ok() && !also) {
+        if (!also_accepted.empty()) {
+          std::vector<std::string> names = {expected_peer->ToString()};
+          for (const SpiffeId& other : also_accepted) names.push_back(other.ToString());
+          s = absl::PermissionDeniedError(absl::StrCat("peer identity ", id->ToString(),
+                                                       " is none of the expected ",
+                                                       absl::StrJoin(names, ", ")));
+        }
         return reject(std::move(s), SSL_AD_BAD_CERTIFICATE);
       }
     }
@@ -753,8 +764,10 @@ std::unique_ptr<TlsEngine> TlsEngine::Client(std::shared_ptr<const TlsContext> c
                                              ClientOptions options) {
   std::string sni = options.sni;
   if (sni.empty() && context != nullptr) sni = context->impl().sni;
-  return std::unique_ptr<TlsEngine>(new TlsEngine(NewEngineImpl(
-      std::move(context), /*is_client=*/true, std::move(options.expected_peer), std::move(sni))));
+  std::unique_ptr<TlsEngine::Impl> impl = NewEngineImpl(
+      std::move(context), /*is_client=*/true, std::move(options.expected_peer), std::move(sni));
+  impl->also_accepted = std::move(options.also_accepted);
+  return std::unique_ptr<TlsEngine>(new TlsEngine(std::move(impl)));
 }
 
 std::unique_ptr<TlsEngine> TlsEngine::Server(std::shared_ptr<const TlsContext> context,

@@ -72,9 +72,11 @@ class TlsEngine {
   enum class State { kHandshaking, kEstablished, kClosed, kFailed };
 
   struct ClientOptions {
-    // Mesh: the peer must present exactly this SPIFFE ID (secure naming).
+    // Mesh: the peer must present exactly this SPIFFE ID (secure naming)...
     std::optional<SpiffeId> expected_peer;
     std::string sni;  // overrides the context's SNI when set
+    // ... or one of these (a DestinationRule's subjectAltNames under ISTIO_MUTUAL).
+    std::vector<SpiffeId> also_accepted;
   };
   struct ServerOptions {
     // Mesh: when set, only these peers are accepted; otherwise any chain to the bundle.

@@ -160,6 +160,29 @@ TEST_F(TlsTest, ServerAcceptsOnlyTheExpectedPeer) {
   EXPECT_THAT(Message(outcome.client), HasSubstr("peer sent alert: bad certificate"));
 }
 
+// A DestinationRule's subjectAltNames under ISTIO_MUTUAL: any of them may answer, nobody else.
+TEST_F(TlsTest, ClientAcceptsAnyOfTheAcceptedPeersAndNoOther) {
+  auto server = TlsEngine::Server(MeshServerContext(*server_, *bundle_));
+  auto client = TlsEngine::Client(MeshClientContext(*client_, *bundle_),
+                                  {.expected_peer = Id("cluster.local", "shop", "payments"),
+                                   .sni = "",
+                                   .also_accepted = {server_id_}});
+  Outcome outcome = Handshake(*client, *server);
+  EXPECT_TRUE(outcome.client.ok()) << outcome.client;
+  EXPECT_EQ(client->peer_identity(), server_id_);
+
+  auto other_server = TlsEngine::Server(MeshServerContext(*server_, *bundle_));
+  auto strict = TlsEngine::Client(MeshClientContext(*client_, *bundle_),
+                                  {.expected_peer = Id("cluster.local", "shop", "payments"),
+                                   .sni = "",
+                                   .also_accepted = {Id("cluster.local", "shop", "ledger")}});
+  Outcome refused = Handshake(*strict, *other_server);
+  EXPECT_EQ(refused.client.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(Message(refused.client),
+              HasSubstr("is none of the expected spiffe://cluster.local/ns/shop/sa/payments, "
+                        "spiffe://cluster.local/ns/shop/sa/ledger"));
+}
+
 TEST_F(TlsTest, ClientChecksSecureNaming) {
   auto server = TlsEngine::Server(MeshServerContext(*server_, *bundle_));
   auto client =

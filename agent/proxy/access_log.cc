@@ -54,6 +54,8 @@ std::string FormatAccessRecord(const AccessRecord& record, absl::Time end) {
   field("mode", std::string(ModeName(record.mode)));
   field("connection_security_policy", record.mutual_tls ? "mutual_tls" : "none");
   field("policy", record.policy);
+  if (!record.authorization.empty()) field("authorization", record.authorization);
+  if (!record.audited_by.empty()) field("audited_by", record.audited_by);
   field("reason", record.reason);
   field("result", std::string(ResultName(record.result)));
   if (record.refusal != RefusalReason::kNone) {

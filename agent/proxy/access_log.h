@@ -27,7 +27,11 @@ struct AccessRecord {
   Mode mode = Mode::kUndecided;
   bool mutual_tls = false;  // connection_security_policy: mutual_tls, else none
   std::string policy;       // resources that decided, "Kind ns/name; ..."
-  std::string reason;       // the decision or the failure, in words
+  // Inbound: what AuthorizationPolicy said ("ALLOWED by AuthorizationPolicy ns/name", ...),
+  // empty when none applies; and the AUDIT (or dry-run) policies that matched.
+  std::string authorization;
+  std::string audited_by;
+  std::string reason;  // the decision or the failure, in words
   Result result = Result::kError;
   RefusalReason refusal = RefusalReason::kNone;
   std::uint64_t sent_bytes = 0;  // from the source toward the destination

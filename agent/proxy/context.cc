@@ -2,7 +2,10 @@
 
 #include <utility>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "bpf/nodeward_maps.h"
+#include "policy/authorization.h"
 
 namespace nodeward::proxy {
 namespace {
@@ -31,11 +34,45 @@ policy::Pod PolicyPodFor(const policy::Snapshot& snapshot, const capture::PodMet
   return synthesized;
 }
 
-RefusalReason InboundRefusal(const policy::InboundDecision& decision,
-                             policy::InboundTransport transport) {
-  if (transport == policy::InboundTransport::kPlaintext) return RefusalReason::kStrictRequiresMtls;
-  return decision.mtls.mode == policy::MtlsMode::kDisable ? RefusalReason::kMtlsDisabled
-                                                          : RefusalReason::kAuthorization;
+RefusalReason RefusalOf(policy::DecisionReason reason, policy::InboundTransport transport) {
+  switch (reason) {
+    case policy::DecisionReason::kPeerAuthentication:
+      return transport == policy::InboundTransport::kPlaintext ? RefusalReason::kStrictRequiresMtls
+                                                               : RefusalReason::kMtlsDisabled;
+    case policy::DecisionReason::kAuthorization:
+      return RefusalReason::kAuthorization;
+    case policy::DecisionReason::kNotInMesh:
+      return RefusalReason::kNotInMesh;
+    case policy::DecisionReason::kNoServicePort:
+      return RefusalReason::kNoServicePort;
+    case policy::DecisionReason::kNoReadyEndpoint:
+      return RefusalReason::kNoReadyEndpoint;
+    case policy::DecisionReason::kInvalidDestination:
+      return RefusalReason::kInvalidDestination;
+    case policy::DecisionReason::kDestinationRule:
+    case policy::DecisionReason::kAutoMtls:
+      return RefusalReason::kDestinationRule;
+  }
+  return RefusalReason::kDestinationRule;
+}
+
+void RecordInbound(const policy::InboundDecision& decision, AccessRecord& record) {
+  record.policy = absl::StrJoin(decision.trace.deciding, "; ");
+  record.reason = decision.reason;
+  if (decision.authorization.has_value() &&
+      decision.authorization->outcome != policy::AuthorizationOutcome::kNoPolicy) {
+    const policy::AuthorizationResult& authorization = *decision.authorization;
+    record.authorization = std::string(policy::AuthorizationOutcomeName(authorization.outcome));
+    if (authorization.policy != nullptr) {
+      absl::StrAppend(&record.authorization, " by AuthorizationPolicy ",
+                      authorization.policy->meta.ns, "/", authorization.policy->meta.name);
+    }
+    std::vector<std::string> audited;
+    for (const policy::AuthorizationPolicy* audit : authorization.audit) {
+      audited.push_back(absl::StrCat(audit->meta.ns, "/", audit->meta.name));
+    }
+    record.audited_by = absl::StrJoin(audited, ",");
+  }
 }
 
 io::Connection::Options AcceptedOptions(const ProxyOptions& options) {

@@ -98,9 +98,13 @@ struct Worker {
 // described from its enrollment, so decisions about it still follow its namespace's policy.
 policy::Pod PolicyPodFor(const policy::Snapshot& snapshot, const capture::PodMetadata& metadata);
 
-// Why the inbound decision refused, in the metrics' terms.
-RefusalReason InboundRefusal(const policy::InboundDecision& decision,
-                             policy::InboundTransport transport);
+// Why a policy decision refused, in the metrics' terms (`transport`: the connection's, for
+// PeerAuthentication refusals).
+RefusalReason RefusalOf(policy::DecisionReason reason, policy::InboundTransport transport);
+
+// Puts what an inbound decision said into the access record: deciding resources, reason,
+// AuthorizationPolicy outcome and the AUDIT policies that matched.
+void RecordInbound(const policy::InboundDecision& decision, AccessRecord& record);
 
 // Options of a connection accepted on an in-pod listener (which gave it TCP_NODELAY).
 io::Connection::Options AcceptedOptions(const ProxyOptions& options);

@@ -56,16 +56,25 @@ void Inbound::HandlePlaintext(Worker& worker, std::shared_ptr<const capture::Cap
       refuse(RefusalReason::kNoConfiguration, "no configuration loaded yet");
       return;
     }
+    const std::string source_ip = peer.ok() ? peer->ip.Unmapped().ToString() : "";
+    const std::string destination_ip = local->ip.Unmapped().ToString();
+    policy::InboundConnection connection;
+    connection.transport = policy::InboundTransport::kPlaintext;
+    connection.source_ip = source_ip;
+    connection.destination_ip = destination_ip;
+    connection.port = port;
     policy::InboundDecision decision =
-        policy::DecideInbound(*snapshot, PolicyPodFor(*snapshot, pod->metadata()), port,
-                              policy::InboundTransport::kPlaintext);
-    record.policy = absl::StrJoin(decision.trace.deciding, "; ");
-    record.reason = decision.reason;
+        policy::DecideInbound(*snapshot, PolicyPodFor(*snapshot, pod->metadata()), connection);
+    RecordInbound(decision, record);
     if (!decision.allow) {
       Log(LogLevel::kInfo, "pod=", pod->display_name(), " peer=", record.source_address,
           " plaintext refused: ", decision.trace.ToString());
-      refuse(InboundRefusal(decision, policy::InboundTransport::kPlaintext), decision.reason);
+      refuse(RefusalOf(decision.reason_code, connection.transport), decision.reason);
       return;
+    }
+    if (decision.audit) {
+      Log(LogLevel::kInfo, "pod=", pod->display_name(), " peer=", record.source_address,
+          " audited by ", record.audited_by);
     }
   }
   const std::optional<SocketAddress> client =
@@ -207,14 +216,23 @@ void Inbound::AnswerConnect(Worker& worker, std::shared_ptr<const capture::Captu
   if (const policy::Pod* source = snapshot->FindPodByIp(tunnel_peer.ip.Unmapped().ToString())) {
     record.source_workload = absl::StrCat(source->meta.ns, "/", source->meta.name);
   }
+  const std::string source_ip = tunnel_peer.ip.Unmapped().ToString();
+  policy::InboundConnection connection;
+  connection.transport = policy::InboundTransport::kMtls;
+  connection.peer_identity = record.source_principal;
+  connection.source_ip = source_ip;
+  connection.destination_ip = target->first;
+  connection.port = target->second;
   policy::InboundDecision decision =
-      policy::DecideInbound(*snapshot, PolicyPodFor(*snapshot, pod->metadata()), target->second,
-                            policy::InboundTransport::kMtls, record.source_principal);
-  record.policy = absl::StrJoin(decision.trace.deciding, "; ");
-  record.reason = decision.reason;
+      policy::DecideInbound(*snapshot, PolicyPodFor(*snapshot, pod->metadata()), connection);
+  RecordInbound(decision, record);
   if (!decision.allow) {
-    refuse(InboundRefusal(decision, policy::InboundTransport::kMtls), decision.reason);
+    refuse(RefusalOf(decision.reason_code, connection.transport), decision.reason);
     return;
+  }
+  if (decision.audit) {
+    Log(LogLevel::kInfo, "pod=", pod->display_name(), " peer=", record.source_principal,
+        " audited by ", record.audited_by);
   }
   // The tunnel was dialled from inside the client pod: its peer is the client pod's address.
   record.delivered_from = DeliveredFrom(*pod, application, tunnel_peer);

@@ -68,7 +68,7 @@ void Outbound::Handle(Worker& worker, std::shared_ptr<const capture::CapturedPod
                                ? absl::StrCat(decision.address, ":", decision.port)
                                : absl::StrCat("[", decision.address, "]:", decision.port));
   if (decision.action != policy::OutboundAction::kRefuse && !target.ok()) {
-    refuse(RefusalReason::kDestinationPolicy,
+    refuse(RefusalReason::kInvalidDestination,
            absl::StrCat("destination: ", target.status().message()));
     return;
   }
@@ -77,7 +77,7 @@ void Outbound::Handle(Worker& worker, std::shared_ptr<const capture::CapturedPod
     case policy::OutboundAction::kRefuse:
       Log(LogLevel::kInfo, "pod=", pod->display_name(), " identity=", source->ToString(),
           " peer=", destination.ToString(), " refused: ", decision.trace.ToString());
-      refuse(RefusalReason::kDestinationPolicy, decision.reason);
+      refuse(RefusalOf(decision.reason_code, policy::InboundTransport::kMtls), decision.reason);
       return;
 
     case policy::OutboundAction::kPlaintext:
@@ -90,7 +90,7 @@ void Outbound::Handle(Worker& worker, std::shared_ptr<const capture::CapturedPod
       absl::StatusOr<std::shared_ptr<const crypto::TlsContext>> context =
           context_.origination().Get(*decision.origination);
       if (!context.ok()) {
-        refuse(RefusalReason::kDestinationPolicy,
+        refuse(RefusalReason::kTlsOrigination,
                absl::StrCat("TLS origination: ", context.status().message()));
         return;
       }
@@ -107,6 +107,13 @@ void Outbound::Handle(Worker& worker, std::shared_ptr<const capture::CapturedPod
                absl::StrCat("expected peer identity: ", peer.status().message()));
         return;
       }
+      // A DestinationRule's subjectAltNames: any of them may answer (names that are not
+      // SPIFFE IDs can never be a mesh server's, and policy warned about them).
+      std::vector<crypto::SpiffeId> also_accepted;
+      for (const std::string& name : decision.expected_peer_identities) {
+        absl::StatusOr<crypto::SpiffeId> id = crypto::SpiffeId::Parse(name);
+        if (id.ok() && *id != *peer) also_accepted.push_back(*id);
+      }
       record.destination_principal = peer->ToString();
       record.mutual_tls = true;
       if (std::shared_ptr<const capture::CapturedPod> local =
@@ -114,14 +121,27 @@ void Outbound::Handle(Worker& worker, std::shared_ptr<const capture::CapturedPod
         // Both ends are pods of this agent: it has authenticated both, so the bytes stay on
         // the node, but the destination's inbound policy still decides.
         record.mode = Mode::kSameNode;
+        const std::optional<SocketAddress> from = PodAddressOfFamily(*pod, target->ip.family);
+        const std::string source_ip = from.has_value() ? from->ip.ToString() : "";
+        const std::string source_principal = source->ToString();
+        policy::InboundConnection connection;
+        connection.transport = policy::InboundTransport::kMtls;
+        connection.peer_identity = source_principal;
+        connection.source_ip = source_ip;
+        connection.destination_ip = decision.address;
+        connection.port = decision.port;
         policy::InboundDecision inbound = policy::DecideInbound(
-            *snapshot, PolicyPodFor(*snapshot, local->metadata()), decision.port,
-            policy::InboundTransport::kMtls, source->ToString());
+            *snapshot, PolicyPodFor(*snapshot, local->metadata()), connection);
         if (!inbound.allow) {
-          record.policy = absl::StrJoin(inbound.trace.deciding, "; ");
-          refuse(InboundRefusal(inbound, policy::InboundTransport::kMtls), inbound.reason);
+          RecordInbound(inbound, record);
+          refuse(RefusalOf(inbound.reason_code, connection.transport), inbound.reason);
           return;
         }
+        // The destination's AuthorizationPolicy outcome belongs in this one line too.
+        AccessRecord inbound_record;
+        RecordInbound(inbound, inbound_record);
+        record.authorization = inbound_record.authorization;
+        record.audited_by = inbound_record.audited_by;
         if (IsAgentPort(target->port)) {
           refuse(RefusalReason::kAgentPort,
                  absl::StrCat("port ", target->port, " is the agent's own"));
@@ -131,7 +151,7 @@ void Outbound::Handle(Worker& worker, std::shared_ptr<const capture::CapturedPod
               {.kind = UpstreamTarget::Kind::kLocalPod,
                .address = *target,
                .local_pod = local,
-               .client = PodAddressOfFamily(*pod, target->ip.family)});
+               .client = from});
         return;
       }
       record.mode = Mode::kHboneMtls;

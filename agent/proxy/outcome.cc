@@ -46,8 +46,18 @@ absl::string_view RefusalReasonName(RefusalReason reason) {
       return "mtls_disabled";
     case RefusalReason::kAuthorization:
       return "authorization";
-    case RefusalReason::kDestinationPolicy:
-      return "destination_policy";
+    case RefusalReason::kDestinationRule:
+      return "destination_rule";
+    case RefusalReason::kNoServicePort:
+      return "no_service_port";
+    case RefusalReason::kNoReadyEndpoint:
+      return "no_ready_endpoint";
+    case RefusalReason::kInvalidDestination:
+      return "invalid_destination";
+    case RefusalReason::kNotInMesh:
+      return "not_in_mesh";
+    case RefusalReason::kTlsOrigination:
+      return "tls_origination";
     case RefusalReason::kRefusedByPeer:
       return "refused_by_peer";
     case RefusalReason::kNoConfiguration:

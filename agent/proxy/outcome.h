@@ -26,7 +26,13 @@ enum class RefusalReason {
   kStrictRequiresMtls,  // PeerAuthentication STRICT and a plaintext client
   kMtlsDisabled,        // PeerAuthentication DISABLE and an mTLS client
   kAuthorization,       // an AuthorizationPolicy denies it
-  kDestinationPolicy,   // the outbound decision (DestinationRule, unroutable service)
+  kDestinationRule,     // an explicit DestinationRule that cannot work (ISTIO_MUTUAL to a
+                        // host outside the mesh, credentialName)
+  kNoServicePort,       // the service has no such TCP port
+  kNoReadyEndpoint,     // the service has no ready endpoint on the port
+  kInvalidDestination,  // the destination is not an address policy can decide about
+  kNotInMesh,           // the destination pod is not enrolled
+  kTlsOrigination,      // the DestinationRule's TLS settings do not load
   kRefusedByPeer,       // the destination's agent refused the CONNECT (its policy)
   kNoConfiguration,     // no policy loaded yet
   kIdentity,            // no valid identity or certificate for a side

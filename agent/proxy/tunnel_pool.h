@@ -28,13 +28,15 @@ struct TunnelKey {
   crypto::SpiffeId source;
   crypto::SpiffeId destination;  // the identity the server must present
   SocketAddress address;         // the destination pod's HBONE port
+  // Other identities the server may present (a DestinationRule's subjectAltNames).
+  std::vector<crypto::SpiffeId> also_accepted;
 
   std::string ToString() const;
   friend bool operator==(const TunnelKey&, const TunnelKey&) = default;
   template <typename H>
   friend H AbslHashValue(H h, const TunnelKey& key) {
     return H::combine(std::move(h), key.source_netns_cookie, key.source, key.destination,
-                      key.address);
+                      key.address, key.also_accepted);
   }
 };
 

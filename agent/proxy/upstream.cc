@@ -99,9 +99,10 @@ void Upstreams::Deliver(Worker& worker, const capture::CapturedPod& pod,
 
 void Upstreams::OpenHbone(Worker& worker, std::shared_ptr<const capture::CapturedPod> from,
                           const crypto::SpiffeId& source, const crypto::SpiffeId& peer,
-                          const SocketAddress& address, absl::Time deadline, Done done) {
+                          std::vector<crypto::SpiffeId> also_accepted, const SocketAddress& address,
+                          absl::Time deadline, Done done) {
   const SocketAddress tunnel_address{address.ip, NW_PORT_TUNNEL, address.scope_id};
-  TunnelKey key{from->netns_cookie(), source, peer, tunnel_address};
+  TunnelKey key{from->netns_cookie(), source, peer, tunnel_address, std::move(also_accepted)};
   const std::string authority = address.ToString();
   // Only a new tunnel fetches credentials and dials; a pooled one just opens a stream.
   TunnelPool::Dial dial = [this, &worker, from, key, deadline](HboneTunnel::ClosedHandler on_closed,
@@ -125,6 +126,7 @@ void Upstreams::OpenHbone(Worker& worker, std::shared_ptr<const capture::Capture
                 }
                 crypto::TlsEngine::ClientOptions client;
                 client.expected_peer = key.destination;
+                client.also_accepted = key.also_accepted;
                 absl::StatusOr<std::shared_ptr<HboneTunnel>> tunnel = HboneTunnel::Start(
                     HboneTunnel::Role::kClient, *wire, crypto::TlsEngine::Client(context, client),
                     context_.options().tunnel, nullptr, std::move(on_closed));
@@ -176,8 +178,8 @@ void Upstreams::Open(Worker& worker, std::shared_ptr<const capture::CapturedPod>
       return;
     }
     case UpstreamTarget::Kind::kHbone:
-      OpenHbone(worker, std::move(from), *target.source, *target.peer, target.address, deadline,
-                std::move(done));
+      OpenHbone(worker, std::move(from), *target.source, *target.peer,
+                std::move(target.also_accepted), target.address, deadline, std::move(done));
       return;
     case UpstreamTarget::Kind::kLocalPod:
       Deliver(worker, *target.local_pod, target.address, target.client, std::move(done));

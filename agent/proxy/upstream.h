@@ -6,6 +6,7 @@
 
 #include <memory>
 #include <optional>
+#include <vector>
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
@@ -32,6 +33,7 @@ struct UpstreamTarget {
   std::shared_ptr<const crypto::TlsContext> tls;          // kTlsOrigination
   std::optional<crypto::SpiffeId> source;                 // kHbone: the client's identity
   std::optional<crypto::SpiffeId> peer;                   // kHbone: what the server must be
+  std::vector<crypto::SpiffeId> also_accepted;            // kHbone: ... or one of these
   std::shared_ptr<const capture::CapturedPod> local_pod;  // kLocalPod
   std::optional<SocketAddress> client;                    // kLocalPod: the source to keep
 };
@@ -58,7 +60,8 @@ class Upstreams {
   // certificate, pushed when it arrives, until `deadline`).
   void OpenHbone(Worker& worker, std::shared_ptr<const capture::CapturedPod> from,
                  const crypto::SpiffeId& source, const crypto::SpiffeId& peer,
-                 const SocketAddress& address, absl::Time deadline, Done done);
+                 std::vector<crypto::SpiffeId> also_accepted, const SocketAddress& address,
+                 absl::Time deadline, Done done);
 
  private:
   void ConnectFromPod(Worker& worker, const capture::CapturedPod& pod, const SocketAddress& address,
