@@ -26,6 +26,16 @@ inline absl::StatusOr<std::string> ReadFile(const std::string& path) {
   return contents.str();
 }
 
+// ReadFile, with the error naming what the file is for ("privateKey: cannot read /etc/k.pem").
+inline absl::StatusOr<std::string> ReadFileFor(absl::string_view what, const std::string& path) {
+  absl::StatusOr<std::string> contents = ReadFile(path);
+  if (!contents.ok()) {
+    return absl::Status(contents.status().code(),
+                        absl::StrCat(what, ": ", contents.status().message()));
+  }
+  return contents;
+}
+
 // Creates `path` and its missing parents with mode 0700: state only the node's own processes
 // may read.
 inline absl::Status MakePrivateDirectories(const std::string& path) {

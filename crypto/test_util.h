@@ -4,6 +4,7 @@
 
 #include <stdlib.h>
 
+#include <cstddef>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -67,6 +68,30 @@ inline absl::StatusOr<Workload> IssueWorkload(const CertificateAuthority& ca,
 
 inline SpiffeId Id(const std::string& td, const std::string& ns, const std::string& sa) {
   return *SpiffeId::Make(td, ns, sa);
+}
+
+// Moves what `from` has for the wire into `to`, as far as `to` accepts it; whether any moved.
+inline bool Transfer(TlsEngine& from, TlsEngine& to) {
+  bool moved = false;
+  while (from.PendingWire() > 0) {
+    const std::size_t n = to.FeedWire(from.PeekWire());
+    if (n == 0) break;
+    from.ConsumeWire(n);
+    moved = true;
+  }
+  return moved;
+}
+
+// Runs both engines and moves bytes between them until none move: a handshake's flights, or
+// what was written. Failures are left in the engines' states.
+inline void Pump(TlsEngine& client, TlsEngine& server) {
+  for (int round = 0; round < 64; ++round) {
+    (void)client.Advance();
+    (void)server.Advance();
+    const bool to_server = Transfer(client, server);
+    const bool to_client = Transfer(server, client);
+    if (!to_server && !to_client) break;
+  }
 }
 
 }  // namespace nodeward::crypto::testing

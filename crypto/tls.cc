@@ -21,6 +21,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "crypto/internal.h"
+#include "crypto/tls_internal.h"
 
 namespace nodeward::crypto {
 namespace {
@@ -235,7 +236,7 @@ absl::StatusOr<std::vector<std::uint8_t>> AlpnWire(const std::vector<std::string
 }  // namespace
 
 struct TlsContext::Impl {
-  enum class Profile { kMeshServer, kMeshClient, kOrigination, kPlainServer };
+  enum class Profile { kMeshServer, kMeshClient, kOrigination, kPlainServer, kGatewayServer };
   Profile profile;
   bool is_client = false;
   bssl::UniquePtr<SSL_CTX> ctx;
@@ -252,6 +253,8 @@ struct TlsContext::Impl {
   // Server: protocols we accept, in our preference order; mesh servers refuse anything else.
   std::vector<std::string> server_alpn;
   bool alpn_required = false;
+  // kGatewayServer: what its callbacks reach through the SSL_CTX (gateway_tls.cc).
+  std::shared_ptr<const void> owner;
 
   // Sessions to resume, keyed by SNI. The context is otherwise immutable; this cache is the
   // one thing engines on any thread write to, hence the lock.
@@ -917,5 +920,42 @@ std::string TlsEngine::negotiated_alpn() const {
   SSL_get0_alpn_selected(impl_->ssl.get(), &alpn, &alpn_len);
   return std::string(reinterpret_cast<const char*>(alpn), alpn_len);
 }
+
+namespace internal {
+
+std::shared_ptr<const TlsContext> TlsContextFactory::WrapServer(bssl::UniquePtr<SSL_CTX> ctx,
+                                                                std::shared_ptr<const void> owner) {
+  auto impl = std::make_unique<TlsContext::Impl>();
+  impl->profile = TlsContext::Impl::Profile::kGatewayServer;
+  impl->ctx = std::move(ctx);
+  impl->owner = std::move(owner);
+  return std::shared_ptr<const TlsContext>(new TlsContext(std::move(impl)));
+}
+
+absl::Status UseCredentials(SSL_CTX* ctx, const TlsCredentials& credentials,
+                            bssl::UniquePtr<X509>* leaf_out) {
+  return LoadCredentials(ctx, credentials, leaf_out);
+}
+
+absl::Status AddRevocationListsTo(X509_STORE* store, std::string_view pem) {
+  return AddRevocationLists(store, pem);
+}
+
+SSL* TlsContextFactory::Ssl(const TlsEngine& engine) { return engine.impl_->ssl.get(); }
+
+SSL* EngineSsl(const TlsEngine& engine) { return TlsContextFactory::Ssl(engine); }
+
+void SetHandshakeFailure(SSL* ssl, absl::Status status) {
+  auto* engine = static_cast<TlsEngine::Impl*>(SSL_get_ex_data(ssl, EngineIndex()));
+  if (engine != nullptr) engine->verify_failure = std::move(status);
+}
+
+std::vector<std::string> SubjectAltNames(X509* cert) { return DescribeSans(cert); }
+
+bool CertificateMatchesName(X509* cert, const std::string& name) {
+  return MatchesSubjectAltName(cert, name);
+}
+
+}  // namespace internal
 
 }  // namespace nodeward::crypto

@@ -18,6 +18,10 @@
 
 namespace nodeward::crypto {
 
+namespace internal {
+struct TlsContextFactory;  // contexts built elsewhere in crypto/ (tls_internal.h)
+}  // namespace internal
+
 // A certificate chain (leaf first) with its private key, both PEM.
 struct TlsCredentials {
   std::string cert_chain_pem;
@@ -63,6 +67,7 @@ class TlsContext {
   const Impl& impl() const { return *impl_; }
 
  private:
+  friend struct internal::TlsContextFactory;
   explicit TlsContext(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
@@ -141,6 +146,7 @@ class TlsEngine {
   struct Impl;
 
  private:
+  friend struct internal::TlsContextFactory;
   explicit TlsEngine(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

@@ -20,7 +20,9 @@ namespace {
 
 using ::nodeward::crypto::testing::Id;
 using ::nodeward::crypto::testing::IssueWorkload;
+using ::nodeward::crypto::testing::Pump;
 using ::nodeward::crypto::testing::TempDir;
+using ::nodeward::crypto::testing::Transfer;
 using ::nodeward::crypto::testing::Workload;
 using ::testing::HasSubstr;
 using State = TlsEngine::State;
@@ -31,18 +33,6 @@ absl::Span<const std::uint8_t> Bytes(std::string_view s) {
   return absl::Span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(s.data()), s.size());
 }
 
-// Moves what `from` has for the wire into `to`, as far as `to` accepts it.
-bool Transfer(TlsEngine& from, TlsEngine& to) {
-  bool moved = false;
-  while (from.PendingWire() > 0) {
-    const std::size_t n = to.FeedWire(from.PeekWire());
-    if (n == 0) break;
-    from.ConsumeWire(n);
-    moved = true;
-  }
-  return moved;
-}
-
 struct Outcome {
   absl::Status client;
   absl::Status server;
@@ -51,13 +41,7 @@ struct Outcome {
 // Runs both ends until no more bytes move. A TLS 1.3 client finishes before the server has
 // checked its certificate, so the client's read afterwards picks up the server's verdict.
 Outcome Handshake(TlsEngine& client, TlsEngine& server) {
-  for (int round = 0; round < 64; ++round) {
-    (void)client.Advance();
-    (void)server.Advance();
-    const bool to_server = Transfer(client, server);
-    const bool to_client = Transfer(server, client);
-    if (!to_server && !to_client) break;
-  }
+  Pump(client, server);
   std::uint8_t scratch[64];
   absl::Status client_status = client.Advance();
   if (client_status.ok() && client.state() == State::kEstablished) {

@@ -239,5 +239,50 @@ TEST_F(DirectorySourceTest, LoadDirectoryRefusesAnOversizedFileAtOnce) {
   EXPECT_THAT(std::string(loaded.status().message()), HasSubstr("huge.yaml: 5000 bytes"));
 }
 
+TEST_F(DirectorySourceTest, CarriesGatewaysVirtualServicesAndSecretsAndFollowsARotation) {
+  Write("gateway.yaml", R"(apiVersion: networking.istio.io/v1beta1
+kind: Gateway
+metadata: {name: public, namespace: istio-ingress}
+spec:
+  servers:
+  - port: {number: 443, name: tls, protocol: TLS}
+    hosts: [shop.example.com]
+    tls: {mode: SIMPLE, credentialName: shop-cert}
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: shop, namespace: shop}
+spec:
+  hosts: [shop.example.com]
+  gateways: [istio-ingress/public]
+  tcp: [{route: [{destination: {host: web}}]}]
+)");
+  Write("secret.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: shop-cert, namespace: istio-ingress}\n"
+        "type: kubernetes.io/tls\nstringData: {tls.crt: OLD, tls.key: KEY}\n");
+  ASSERT_TRUE(StartSource().ok());
+  std::shared_ptr<const Snapshot> snapshot = source_->Current();
+  ASSERT_EQ(snapshot->resources().gateways.size(), 1u);
+  ASSERT_EQ(snapshot->resources().virtual_services.size(), 1u);
+  ASSERT_NE(snapshot->FindSecret("istio-ingress", "shop-cert"), nullptr);
+
+  Write("secret.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: shop-cert, namespace: istio-ingress}\n"
+        "type: kubernetes.io/tls\nstringData: {tls.crt: NEW, tls.key: KEY}\n");
+  ASSERT_TRUE(WaitFor([&] {
+    const Secret* secret = source_->Current()->FindSecret("istio-ingress", "shop-cert");
+    return secret != nullptr && secret->data.at("tls.crt") == "NEW";
+  }));
+  // A Secret that does not parse keeps the last good configuration and says why.
+  Write("secret.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: shop-cert, namespace: istio-ingress}\n"
+        "data: {tls.crt: \"not base64!\"}\n");
+  ASSERT_TRUE(WaitFor([&] { return !source_->Status().last_error.ok(); }));
+  EXPECT_THAT(std::string(source_->Status().last_error.message()),
+              HasSubstr("Secret istio-ingress/shop-cert: data[tls.crt]: is not base64"));
+  EXPECT_EQ(source_->Current()->FindSecret("istio-ingress", "shop-cert")->data.at("tls.crt"),
+            "NEW");
+}
+
 }  // namespace
 }  // namespace nodeward::policy

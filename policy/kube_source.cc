@@ -31,6 +31,8 @@ struct KubeSource::Kind {
   std::string name;                         // "PeerAuthentication"
   std::string resource;                     // "peerauthentications"
   std::vector<std::string> group_versions;  // tried in order until one is served
+  std::string ns;                           // listed in this namespace only; empty: in all of them
+  std::string field_selector;               // as written, not yet URL-encoded; or empty
   // Guarded by KubeSource::mutex_.
   std::map<std::string, ResourceSet> objects;  // by "namespace/name"
   bool synced = false;
@@ -177,6 +179,18 @@ absl::StatusOr<std::unique_ptr<KubeSource>> KubeSource::Start(KubeSourceOptions 
       {"networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"});
   add("AuthorizationPolicy", "authorizationpolicies",
       {"security.istio.io/v1", "security.istio.io/v1beta1"});
+  if (!source->options_.gateway_namespace.empty()) {
+    add("Gateway", "gateways",
+        {"networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"});
+    add("VirtualService", "virtualservices",
+        {"networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"});
+    add("Secret", "secrets", {"v1"});
+    source->kinds_.back()->ns = source->options_.gateway_namespace;
+    // As Istio's credential controller: Helm releases and service account tokens are large,
+    // common and never a credentialName.
+    source->kinds_.back()->field_selector =
+        "type!=helm.sh/release.v1,type!=kubernetes.io/service-account-token";
+  }
   if (!source->options_.kinds.empty()) {
     for (const std::string& wanted : source->options_.kinds) {
       if (std::none_of(source->kinds_.begin(), source->kinds_.end(),
@@ -254,15 +268,18 @@ void KubeSource::RunKind(size_t index) {
 
   auto base_path = [&]() {
     const std::string& gv = kind.group_versions[version];
-    return gv.find('/') == std::string::npos ? absl::StrCat("/api/", gv, "/", kind.resource)
-                                             : absl::StrCat("/apis/", gv, "/", kind.resource);
+    const std::string scope = kind.ns.empty() ? "" : absl::StrCat("namespaces/", kind.ns, "/");
+    return gv.find('/') == std::string::npos
+               ? absl::StrCat("/api/", gv, "/", scope, kind.resource)
+               : absl::StrCat("/apis/", gv, "/", scope, kind.resource);
   };
-
   // Query parameters every list and watch of this kind carries.
-  std::string selector;
+  std::string field_selector = kind.field_selector;
   if (kind.name == "Pod" && !options_.pod_field_selector.empty()) {
-    selector = absl::StrCat("&fieldSelector=", QueryEscape(options_.pod_field_selector));
+    field_selector = options_.pod_field_selector;
   }
+  const std::string selector =
+      field_selector.empty() ? "" : absl::StrCat("&fieldSelector=", QueryEscape(field_selector));
 
   auto record_invalid = [&](const std::string& key, absl::Status status) {
     absl::MutexLock lock(&mutex_);
@@ -593,8 +610,8 @@ absl::StatusOr<ObjectPresence> GetObjectPresence(const KubeSourceOptions& option
   if (answer->status == 404) return ObjectPresence::kAbsent;
   if (answer->status == 401 || answer->status == 403) return ObjectPresence::kForbidden;
   if (answer->status != 200) {
-    return absl::UnavailableError(absl::StrCat("GET ", path, ": HTTP ", answer->status, " ",
-                                               answer->body.substr(0, 200)));
+    return absl::UnavailableError(
+        absl::StrCat("GET ", path, ": HTTP ", answer->status, " ", answer->body.substr(0, 200)));
   }
   absl::StatusOr<YAML::Node> object = ParseJson(answer->body, absl::StrCat("GET ", path));
   if (!object.ok()) return object.status();
@@ -603,7 +620,7 @@ absl::StatusOr<ObjectPresence> GetObjectPresence(const KubeSourceOptions& option
 }
 
 absl::StatusOr<std::unique_ptr<ConfigSource>> StartDirectoryOrKubeSource(
-    const std::string& directory, SnapshotOptions snapshot) {
+    const std::string& directory, SnapshotOptions snapshot, const std::string& gateway_namespace) {
   if (!directory.empty()) {
     DirectorySource::Options options;
     options.directory = directory;
@@ -618,6 +635,7 @@ absl::StatusOr<std::unique_ptr<ConfigSource>> StartDirectoryOrKubeSource(
         "no configuration directory and not in a cluster: ", options.status().message()));
   }
   options->snapshot = std::move(snapshot);
+  options->gateway_namespace = gateway_namespace;
   absl::StatusOr<std::unique_ptr<KubeSource>> source = KubeSource::Start(*std::move(options));
   if (!source.ok()) return source.status();
   return std::unique_ptr<ConfigSource>(*std::move(source));

@@ -1,9 +1,10 @@
 // Configuration from the Kubernetes API: list + watch of namespaces, pods, services,
-// endpointslices, peerauthentications, destinationrules and authorizationpolicies over HTTPS
-// with the pod's service account token. Follows resourceVersions and bookmarks, relists on
-// "410 Gone", reconnects with exponential backoff, and publishes a new snapshot (debounced)
-// once every kind has been listed and after each change. An object that stops parsing keeps
-// its last good version; an AuthorizationPolicy that never parsed stands in failing closed.
+// endpointslices, peerauthentications, destinationrules and authorizationpolicies (and, for a
+// gateway, gateways, virtualservices and its namespace's secrets) over HTTPS with the pod's
+// service account token. Follows resourceVersions and bookmarks, relists on "410 Gone",
+// reconnects with exponential backoff, and publishes a new snapshot (debounced) once every kind
+// has been listed and after each change. An object that stops parsing keeps its last good
+// version; an AuthorizationPolicy that never parsed stands in failing closed.
 #pragma once
 
 #include <atomic>
@@ -42,6 +43,11 @@ struct KubeSourceOptions {
   // Asked of the server per watch; it then ends the watch, and the source resumes it.
   int watch_timeout_seconds = 300;
   int page_size = 500;
+  // Set for a gateway: it also lists and watches Gateways and VirtualServices (in every
+  // namespace) and the Secrets of this namespace, its own, which is where Istio resolves a
+  // Gateway's credentialName. Secrets of other namespaces are never read; the node agent, which
+  // needs none of them, leaves this empty.
+  std::string gateway_namespace;
   // Connecting, TLS handshakes and list responses must progress within this.
   absl::Duration io_timeout = absl::Seconds(30);
   // The kinds to follow, by name ("Namespace", "Pod", ...); empty: every kind above. A source
@@ -114,8 +120,10 @@ absl::StatusOr<ObjectPresence> GetObjectPresence(const KubeSourceOptions& option
                                                  const std::string& path);
 
 // What a binary is told to decide with: the files under `directory` when it is set, else the
-// Kubernetes API from inside the cluster (an error outside one).
+// Kubernetes API from inside the cluster (an error outside one). A gateway passes its own
+// namespace as `gateway_namespace` (see KubeSourceOptions).
 absl::StatusOr<std::unique_ptr<ConfigSource>> StartDirectoryOrKubeSource(
-    const std::string& directory, SnapshotOptions snapshot);
+    const std::string& directory, SnapshotOptions snapshot,
+    const std::string& gateway_namespace = "");
 
 }  // namespace nodeward::policy

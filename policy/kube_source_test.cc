@@ -475,6 +475,56 @@ TEST_F(KubeSourceTest, FollowsOneNodesPodsThroughRealWatchSemantics) {
   ASSERT_TRUE(WaitFor([&] { return server_->Count(absl::StrCat(kPods, "?limit=")) >= 2; }));
 }
 
+TEST_F(KubeSourceTest, AGatewayAlsoFollowsGatewaysVirtualServicesAndItsOwnSecrets) {
+  constexpr char kGateways[] = "/apis/networking.istio.io/v1/gateways";
+  constexpr char kVirtualServices[] = "/apis/networking.istio.io/v1/virtualservices";
+  constexpr char kIngressSecrets[] = "/api/v1/namespaces/istio-ingress/secrets";
+  server_->SetList(
+      kGateways, "10",
+      {R"({"metadata":{"name":"public","namespace":"istio-ingress","resourceVersion":"7"},"spec":{"servers":[{"port":{"number":443,"name":"tls","protocol":"TLS"},"hosts":["shop.example.com"],"tls":{"mode":"SIMPLE","credentialName":"shop-cert"}}]}})"});
+  server_->SetList(
+      kVirtualServices, "10",
+      {R"({"metadata":{"name":"shop","namespace":"shop","resourceVersion":"8"},"spec":{"hosts":["shop.example.com"],"gateways":["istio-ingress/public"],"tcp":[{"route":[{"destination":{"host":"reviews"}}]}]}})"});
+  // "Q0VSVA==" and "S0VZ" are "CERT" and "KEY".
+  server_->SetList(
+      kIngressSecrets, "10",
+      {R"({"metadata":{"name":"shop-cert","namespace":"istio-ingress","resourceVersion":"9"},"type":"kubernetes.io/tls","data":{"tls.crt":"Q0VSVA==","tls.key":"S0VZ"}})"});
+
+  KubeSourceOptions options = Options();
+  options.gateway_namespace = "istio-ingress";
+  absl::StatusOr<std::unique_ptr<KubeSource>> source = KubeSource::Start(options);
+  ASSERT_TRUE(source.ok()) << source.status();
+  source_ = *std::move(source);
+  ASSERT_TRUE(source_->WaitForSync(absl::Seconds(15))) << source_->Status().last_error;
+  std::shared_ptr<const Snapshot> snapshot = source_->Current();
+  ASSERT_EQ(snapshot->resources().gateways.size(), 1u);
+  EXPECT_EQ(snapshot->resources().gateways[0].meta.name, "public");
+  ASSERT_EQ(snapshot->resources().virtual_services.size(), 1u);
+  const Secret* secret = snapshot->FindSecret("istio-ingress", "shop-cert");
+  ASSERT_NE(secret, nullptr);
+  EXPECT_EQ(secret->data.at("tls.crt"), "CERT");
+  // Its own namespace's Secrets only, without the kinds that are never a credential.
+  EXPECT_GE(server_->Count(absl::StrCat(
+                kIngressSecrets,
+                "?limit=500&fieldSelector=type%21%3Dhelm.sh%2Frelease.v1%2Ctype%21%3Dkubernetes."
+                "io%2Fservice-account-token")),
+            1);
+  EXPECT_EQ(server_->Count("/api/v1/secrets"), 0);
+}
+
+TEST_F(KubeSourceTest, TheNodeAgentReadsNoGatewayKindsAndNoSecrets) {
+  absl::StatusOr<std::unique_ptr<KubeSource>> source = KubeSource::Start(Options());
+  ASSERT_TRUE(source.ok()) << source.status();
+  source_ = *std::move(source);
+  ASSERT_TRUE(source_->WaitForSync(absl::Seconds(15))) << source_->Status().last_error;
+  for (const std::string& target : server_->Requests()) {
+    EXPECT_FALSE(absl::StrContains(target, "secrets")) << target;
+    EXPECT_FALSE(absl::StrContains(target, "gateways")) << target;
+    EXPECT_FALSE(absl::StrContains(target, "virtualservices")) << target;
+  }
+  EXPECT_TRUE(source_->Current()->resources().secrets.empty());
+}
+
 TEST_F(KubeSourceTest, TellsWhetherAnObjectIsThereOrGoing) {
   server_->ServeResource("/apis/apps/v1/daemonsets", "DaemonSet", /*namespaced=*/true);
   const std::string path = "/apis/apps/v1/namespaces/nodeward-system/daemonsets/nodeward";

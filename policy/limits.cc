@@ -10,9 +10,11 @@ size_t MaxObjectsOfKind(const ConfigLimits& limits, absl::string_view kind) {
   if (kind == "Pod") return limits.max_pods;
   if (kind == "Service") return limits.max_services;
   if (kind == "EndpointSlice") return limits.max_endpoint_slices;
-  if (kind == "PeerAuthentication" || kind == "DestinationRule" || kind == "AuthorizationPolicy") {
+  if (kind == "PeerAuthentication" || kind == "DestinationRule" || kind == "AuthorizationPolicy" ||
+      kind == "Gateway" || kind == "VirtualService") {
     return limits.max_policies;
   }
+  if (kind == "Secret") return limits.max_secrets;
   return 0;
 }
 
@@ -29,6 +31,9 @@ absl::Status CheckLimits(const ResourceSet& resources, const ConfigLimits& limit
            Count{"PeerAuthentication", resources.peer_authentications.size()},
            Count{"DestinationRule", resources.destination_rules.size()},
            Count{"AuthorizationPolicy", resources.authorization_policies.size()},
+           Count{"Gateway", resources.gateways.size()},
+           Count{"VirtualService", resources.virtual_services.size()},
+           Count{"Secret", resources.secrets.size()},
        }) {
     const size_t limit = MaxObjectsOfKind(limits, c.kind);
     if (c.count > limit) {

@@ -26,6 +26,7 @@ struct ConfigLimits {
   size_t max_services = 20'000;
   size_t max_endpoint_slices = 100'000;
   size_t max_policies = 10'000;  // of each Istio kind
+  size_t max_secrets = 10'000;   // a gateway reads those of its own namespace only
 };
 
 // The limit for objects of `kind` ("Pod", "AuthorizationPolicy", ...); 0 for unknown kinds.

@@ -14,6 +14,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "policy/gateway_kind_parsers.h"
 #include "policy/kind_parsers.h"
 #include "policy/object_parser.h"
 #include "policy/yaml_fields.h"
@@ -165,6 +166,9 @@ void ResourceSet::Append(ResourceSet&& other) {
   move_all(peer_authentications, other.peer_authentications);
   move_all(destination_rules, other.destination_rules);
   move_all(authorization_policies, other.authorization_policies);
+  move_all(gateways, other.gateways);
+  move_all(virtual_services, other.virtual_services);
+  move_all(secrets, other.secrets);
 }
 
 namespace internal {
@@ -381,6 +385,9 @@ const std::vector<KindParser>& KindParsers() {
        {"v1", "v1beta1", "v1alpha3"},
        ParseDestinationRule},
       {"security.istio.io", "AuthorizationPolicy", {"v1", "v1beta1"}, ParseAuthorizationPolicy},
+      {"networking.istio.io", "Gateway", {"v1", "v1beta1", "v1alpha3"}, ParseGateway},
+      {"networking.istio.io", "VirtualService", {"v1", "v1beta1", "v1alpha3"}, ParseVirtualService},
+      {"", "Secret", {"v1"}, ParseSecret},
   };
   return *parsers;
 }

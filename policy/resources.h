@@ -233,6 +233,116 @@ struct AuthorizationPolicy {
   std::string rejected;
 };
 
+// Istio's gateway kinds (networking.istio.io Gateway and VirtualService) and the Secrets a
+// Gateway's credentialName names. Parsed and validated as Istio does in gateway_resources.cc;
+// the fields kept are those an L4 gateway (TLS termination, SNI passthrough, TCP) applies.
+
+// Server.port.protocol, parsed case-insensitively as Istio does. HTTP, HTTP2, GRPC and GRPC-WEB
+// servers route by HTTP, as does HTTPS unless it passes TLS through; MONGO, REDIS and MYSQL
+// are TCP to a gateway without their protocol filters.
+enum class GatewayProtocol { kHttp, kHttps, kTls, kTcp };
+absl::string_view GatewayProtocolName(GatewayProtocol protocol);
+
+// ServerTLSSettings.mode; Istio's default (enum value 0) is PASSTHROUGH.
+enum class ServerTlsMode {
+  kPassthrough,
+  kSimple,
+  kMutual,
+  kAutoPassthrough,
+  kIstioMutual,
+  kOptionalMutual
+};
+absl::string_view ServerTlsModeName(ServerTlsMode mode);
+
+// minProtocolVersion / maxProtocolVersion; kAuto is TLS_AUTO (Envoy's defaults: TLS 1.2 to 1.3).
+enum class TlsProtocolVersion { kAuto, kTlsV1_0, kTlsV1_1, kTlsV1_2, kTlsV1_3 };
+absl::string_view TlsProtocolVersionName(TlsProtocolVersion version);
+
+struct ServerTlsSettings {
+  bool https_redirect = false;
+  ServerTlsMode mode = ServerTlsMode::kPassthrough;
+  std::string server_certificate;  // file paths
+  std::string private_key;
+  std::string ca_certificates;
+  std::string ca_crl;
+  std::string credential_name;  // a Secret in the namespace of the gateway workload
+  std::vector<std::string> subject_alt_names;
+  std::vector<std::string> verify_certificate_spki;  // base64 SHA-256 of the SPKI
+  std::vector<std::string> verify_certificate_hash;  // hex SHA-256 of the DER, colons allowed
+  TlsProtocolVersion min_protocol_version = TlsProtocolVersion::kAuto;
+  TlsProtocolVersion max_protocol_version = TlsProtocolVersion::kAuto;
+  std::vector<std::string> cipher_suites;
+  friend bool operator==(const ServerTlsSettings&, const ServerTlsSettings&) = default;
+};
+
+struct GatewayPort {
+  uint32_t number = 0;
+  std::string protocol_name;  // as written
+  GatewayProtocol protocol = GatewayProtocol::kTcp;
+  std::string name;
+};
+
+struct GatewayServer {
+  GatewayPort port;
+  std::string bind;
+  // As written: "host", "ns/host", "./host" or "*/host", where host is an FQDN, "*.suffix"
+  // or "*"; the namespace part says which namespaces' VirtualServices may bind to it.
+  std::vector<std::string> hosts;
+  std::optional<ServerTlsSettings> tls;
+  std::string name;
+};
+
+struct Gateway {
+  ObjectMeta meta;
+  Labels selector;  // empty selects every gateway workload
+  std::vector<GatewayServer> servers;
+  // What Istio's validation warns about (settings that are ignored); shown in traces.
+  std::vector<std::string> warnings;
+};
+
+struct RouteDestination {
+  std::string host;   // short (relative to the VirtualService's namespace) or FQDN
+  uint32_t port = 0;  // destination.port.number; 0 when unset
+  std::string subset;
+  uint32_t weight = 0;
+};
+
+// tls[].match[] and tcp[].match[] (sniHosts only in tls). sourceLabels, sourceNamespace and
+// destinationSubnets are not kept: Istio's gateways ignore them (pilot/pkg/networking/core/
+// gateway.go, l4SingleMatch looks at the port and the gateways only).
+struct L4Match {
+  std::vector<std::string> sni_hosts;
+  uint32_t port = 0;                  // 0 matches every port
+  std::vector<std::string> gateways;  // as written; empty: the VirtualService's own gateways
+};
+
+struct L4Route {
+  std::vector<L4Match> match;
+  std::vector<RouteDestination> route;
+};
+
+struct VirtualService {
+  ObjectMeta meta;
+  std::vector<std::string> hosts;
+  std::vector<std::string> gateways;   // as written; empty means the reserved "mesh"
+  std::vector<std::string> export_to;  // empty means "*"
+  std::vector<L4Route> tls;
+  std::vector<L4Route> tcp;
+  // http[] routes: HTTP routing, which this gateway does not do; counted so that decisions
+  // can say why such a VirtualService routes nothing here.
+  size_t http_routes = 0;
+  std::vector<std::string> warnings;
+};
+
+// A Kubernetes Secret with only the keys Istio's credentialName reads (tls.crt, tls.key,
+// ca.crt, ca.crl, and the generic cert, key, cacert, crl), base64-decoded. Other keys are
+// dropped when parsed, so no unrelated secret stays in memory.
+struct Secret {
+  ObjectMeta meta;
+  std::string type;  // "kubernetes.io/tls", "Opaque", ...
+  std::map<std::string, std::string> data;
+};
+
 // Everything one configuration source knows, before indexing.
 struct ResourceSet {
   std::vector<Namespace> namespaces;
@@ -242,10 +352,14 @@ struct ResourceSet {
   std::vector<PeerAuthentication> peer_authentications;
   std::vector<DestinationRule> destination_rules;
   std::vector<AuthorizationPolicy> authorization_policies;
+  std::vector<Gateway> gateways;
+  std::vector<VirtualService> virtual_services;
+  std::vector<Secret> secrets;
 
   size_t size() const {
     return namespaces.size() + pods.size() + services.size() + endpoint_slices.size() +
-           peer_authentications.size() + destination_rules.size() + authorization_policies.size();
+           peer_authentications.size() + destination_rules.size() + authorization_policies.size() +
+           gateways.size() + virtual_services.size() + secrets.size();
   }
   // Moves every object of `other` to the end of this set.
   void Append(ResourceSet&& other);

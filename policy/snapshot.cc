@@ -77,11 +77,16 @@ absl::Status Snapshot::Index() {
         CheckUnique("Service", r.services), CheckUnique("EndpointSlice", r.endpoint_slices),
         CheckUnique("PeerAuthentication", r.peer_authentications),
         CheckUnique("DestinationRule", r.destination_rules),
-        CheckUnique("AuthorizationPolicy", r.authorization_policies)}) {
+        CheckUnique("AuthorizationPolicy", r.authorization_policies),
+        CheckUnique("Gateway", r.gateways), CheckUnique("VirtualService", r.virtual_services),
+        CheckUnique("Secret", r.secrets)}) {
     if (!status.ok()) return status;
   }
 
   for (const Namespace& ns : r.namespaces) namespaces_[ns.meta.name].ns = &ns;
+  for (const Secret& secret : r.secrets) {
+    secrets_by_name_[Key(secret.meta.ns, secret.meta.name)] = &secret;
+  }
 
   absl::flat_hash_map<std::string, std::vector<const Pod*>> pods_by_namespace;
   for (const Pod& pod : r.pods) {
@@ -304,6 +309,11 @@ std::string Snapshot::ResolvedHost(const DestinationRule& rule) const {
     return rule.host;
   }
   return absl::StrCat(rule.host, ".", rule.meta.ns, ".svc.", options_.cluster_domain);
+}
+
+const Secret* Snapshot::FindSecret(absl::string_view ns, absl::string_view name) const {
+  auto it = secrets_by_name_.find(Key(ns, name));
+  return it == secrets_by_name_.end() ? nullptr : it->second;
 }
 
 }  // namespace nodeward::policy

@@ -93,6 +93,8 @@ class Snapshot {
   // Whether the configuration has any AuthorizationPolicy at all: the common case of none
   // costs a decision nothing.
   bool HasAuthorizationPolicies() const { return !resources_.authorization_policies.empty(); }
+  // The Secret `ns`/`name` (a Gateway's credentialName), or null.
+  const Secret* FindSecret(absl::string_view ns, absl::string_view name) const;
 
  private:
   Snapshot() = default;
@@ -125,6 +127,7 @@ class Snapshot {
   absl::flat_hash_map<std::string, const ServiceIndex*> services_by_ip_;
   std::vector<const PeerAuthentication*> mesh_policies_;
   DestinationRuleIndex destination_rules_;
+  absl::flat_hash_map<std::string, const Secret*> secrets_by_name_;  // "ns/name"
 };
 
 // Whether `labels` has every key/value of `selector`.

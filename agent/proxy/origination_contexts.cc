@@ -1,8 +1,5 @@
 #include "agent/proxy/origination_contexts.h"
 
-#include <sys/stat.h>
-
-#include <cerrno>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -90,26 +87,6 @@ std::vector<std::string> OriginationContexts::FilesOf(const policy::ClientTlsSet
   return files;
 }
 
-std::vector<OriginationContexts::FileStamp> OriginationContexts::Stamp(
-    const std::vector<std::string>& files) {
-  std::vector<FileStamp> stamps(files.size());
-  for (std::size_t i = 0; i < files.size(); ++i) {
-    struct stat st;
-    if (::stat(files[i].c_str(), &st) != 0) {
-      stamps[i].error = errno;
-      continue;
-    }
-    // Inode and ctime as well as mtime and size: a rotation by rename, or a rewrite within
-    // the mtime granularity, still shows.
-    stamps[i].device = st.st_dev;
-    stamps[i].inode = st.st_ino;
-    stamps[i].size = st.st_size;
-    stamps[i].modified_ns = st.st_mtim.tv_sec * 1'000'000'000LL + st.st_mtim.tv_nsec;
-    stamps[i].changed_ns = st.st_ctim.tv_sec * 1'000'000'000LL + st.st_ctim.tv_nsec;
-  }
-  return stamps;
-}
-
 absl::StatusOr<std::shared_ptr<const crypto::TlsContext>> OriginationContexts::Get(
     const policy::ClientTlsSettings& tls, absl::Time now) {
   const std::string key = KeyOf(tls);
@@ -120,7 +97,7 @@ absl::StatusOr<std::shared_ptr<const crypto::TlsContext>> OriginationContexts::G
     if (now - found->second.checked < options_.recheck_interval) return found->second.context;
   }
   const std::vector<std::string> files = FilesOf(tls);
-  std::vector<FileStamp> stamps = Stamp(files);
+  std::vector<FileStamp> stamps = StampFiles(files);
   if (found != entries_.end()) {
     Entry& entry = found->second;
     entry.checked = now;

@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/file_stamp.h"
 #include "crypto/tls.h"
 #include "policy/resources.h"
 
@@ -57,16 +58,6 @@ class OriginationContexts {
   std::size_t size() const;
 
  private:
-  // What stat(2) says of one file; a file that cannot be stat'ed has `error` set.
-  struct FileStamp {
-    int error = 0;
-    dev_t device = 0;
-    ino_t inode = 0;
-    off_t size = 0;
-    std::int64_t modified_ns = 0;
-    std::int64_t changed_ns = 0;
-    friend bool operator==(const FileStamp&, const FileStamp&) = default;
-  };
   struct Entry {
     std::shared_ptr<const crypto::TlsContext> context;
     std::vector<FileStamp> stamps;         // of the files `context` was built from
@@ -76,7 +67,6 @@ class OriginationContexts {
   };
 
   std::vector<std::string> FilesOf(const policy::ClientTlsSettings& tls) const;
-  static std::vector<FileStamp> Stamp(const std::vector<std::string>& files);
   void EvictLeastRecentlyUsed() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
 
   const Options options_;
