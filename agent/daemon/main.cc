@@ -76,6 +76,12 @@ ABSL_FLAG(std::string, system_ca_bundle, nodeward::proxy::kDefaultSystemCaBundle
           "roots for TLS origination when a DestinationRule has no caCertificates (or \"system\")");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(5),
           "on SIGTERM, how long live connections may finish before they are cut");
+ABSL_FLAG(absl::Duration, handshake_timeout, absl::Seconds(10),
+          "an HBONE connection (15008) whose TLS handshake has not finished by then is closed");
+ABSL_FLAG(int, max_pending_handshakes, 1024,
+          "HBONE connections still in their TLS handshake, at most, on this node");
+ABSL_FLAG(int, max_pending_handshakes_per_source, 64,
+          "of those, at most this many from one source address (0: no such limit)");
 ABSL_FLAG(bool, enroller, true,
           "follow this node's pods and their namespaces and keep them enrolled as the labels "
           "say (at start, on label changes, and for nodeward-cni at pod creation)");
@@ -140,6 +146,17 @@ absl::StatusOr<std::unique_ptr<proxy::DataPlane>> StartMesh(
   options.trust_domain = snapshot.trust_domain;
   options.workers = absl::GetFlag(FLAGS_workers);
   options.system_ca_bundle = absl::GetFlag(FLAGS_system_ca_bundle);
+  const absl::Duration handshake_timeout = absl::GetFlag(FLAGS_handshake_timeout);
+  const int max_pending = absl::GetFlag(FLAGS_max_pending_handshakes);
+  const int max_per_source = absl::GetFlag(FLAGS_max_pending_handshakes_per_source);
+  if (handshake_timeout <= absl::ZeroDuration() || max_pending <= 0 || max_per_source < 0) {
+    return absl::InvalidArgumentError(
+        "--handshake_timeout and --max_pending_handshakes must be positive, "
+        "--max_pending_handshakes_per_source at least 0");
+  }
+  options.handshakes.timeout = handshake_timeout;
+  options.handshakes.max_pending = static_cast<std::size_t>(max_pending);
+  options.handshakes.max_pending_per_source = static_cast<std::size_t>(max_per_source);
   return proxy::DataPlane::Create(options, config.get(), credentials.get(), access_log.get());
 }
 

@@ -61,6 +61,7 @@ std::string FormatAccessRecord(const AccessRecord& record, absl::Time end) {
   if (record.refusal != RefusalReason::kNone) {
     field("refusal", std::string(RefusalReasonName(record.refusal)));
   }
+  if (record.closed_by_policy_change) field("closed_by", "policy_change");
   absl::StrAppend(&line, ",\"sent_bytes\":", record.sent_bytes,
                   ",\"received_bytes\":", record.received_bytes,
                   ",\"duration_ms\":", absl::ToInt64Milliseconds(record.duration), "}\n");

@@ -34,6 +34,9 @@ struct AccessRecord {
   std::string reason;  // the decision or the failure, in words
   Result result = Result::kError;
   RefusalReason refusal = RefusalReason::kNone;
+  // Admitted, carried, and closed because the policy changed so that it would now be refused
+  // (result kRefused, `refusal` and `reason` say by what).
+  bool closed_by_policy_change = false;
   std::uint64_t sent_bytes = 0;  // from the source toward the destination
   std::uint64_t received_bytes = 0;
   absl::Duration duration;

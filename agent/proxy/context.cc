@@ -102,7 +102,14 @@ ProxyContext::ProxyContext(const ProxyOptions& options, policy::ConfigSource* co
       config_(config),
       credentials_(credentials),
       access_log_(access_log),
-      origination_({.system_ca_bundle = options.system_ca_bundle}) {}
+      origination_({.system_ca_bundle = options.system_ca_bundle}),
+      handshakes_(options.handshakes) {}
+
+bool ProxyContext::MayLogHandshakeDrop(absl::Time now) {
+  const std::int64_t second = absl::ToUnixSeconds(now);
+  std::int64_t last = last_drop_log_seconds_.load();
+  return last != second && last_drop_log_seconds_.compare_exchange_strong(last, second);
+}
 
 std::optional<LiveSlot> ProxyContext::Admit(RefusalReason* why) {
   if (draining_.load()) {

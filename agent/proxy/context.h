@@ -24,6 +24,7 @@
 #include "agent/proxy/access_log.h"
 #include "agent/proxy/credentials.h"
 #include "agent/proxy/flow.h"
+#include "agent/proxy/handshake_budget.h"
 #include "agent/proxy/hbone_tunnel.h"
 #include "agent/proxy/origination_contexts.h"
 #include "agent/proxy/traffic_metrics.h"
@@ -54,6 +55,9 @@ struct ProxyOptions {
   // Live connections (application side) beyond this are refused at once.
   std::size_t max_connections = 65536;
   HboneTunnel::Options tunnel;
+  // Tunnels (15008) that have not finished their TLS handshake: how many, from one source,
+  // and for how long.
+  HandshakeBudget::Options handshakes;
   io::EventLoop::Options loop = DefaultLoopOptions();
   // TLS origination's roots when a DestinationRule gives no caCertificates.
   std::string system_ca_bundle = kDefaultSystemCaBundle;
@@ -90,6 +94,7 @@ struct Worker {
   TunnelPool pool;
   std::vector<std::weak_ptr<HboneTunnel>> server_tunnels;
   absl::flat_hash_set<Flow*> flows;  // live ones, for the debug CLI
+  bool recheck_scheduled = false;    // a policy re-check of `flows` is on the loop's timer
 
   io::EventLoop& loop() { return thread->loop(); }
 };
@@ -125,6 +130,10 @@ class ProxyContext {
   MeshCredentials* credentials() { return credentials_; }
   TrafficMetrics& metrics() { return metrics_; }
   OriginationContexts& origination() { return origination_; }
+  HandshakeBudget& handshakes() { return handshakes_; }
+  // Whether a line about a dropped handshake may be logged now: at most one a second, so a
+  // flood of them cannot flood the log too (the metric counts every one).
+  bool MayLogHandshakeDrop(absl::Time now);
 
   // A place among the live connections, or why there is none (draining, limit reached).
   std::optional<LiveSlot> Admit(RefusalReason* why);
@@ -152,6 +161,8 @@ class ProxyContext {
   AccessLog* const access_log_;
   TrafficMetrics metrics_;
   OriginationContexts origination_;
+  HandshakeBudget handshakes_;
+  std::atomic<std::int64_t> last_drop_log_seconds_{0};
   std::atomic<std::size_t> live_{0};
   std::atomic<bool> draining_{false};
   std::atomic<std::uint64_t> endpoint_hint_{0};

@@ -14,6 +14,8 @@ namespace nodeward::proxy {
 namespace {
 
 constexpr absl::Duration kPodAcceptRetryDelay = absl::Milliseconds(100);
+// Changes arriving within this of each other are re-checked against live flows once.
+constexpr absl::Duration kPolicyRecheckDelay = absl::Milliseconds(500);
 
 }  // namespace
 
@@ -36,6 +38,11 @@ absl::StatusOr<std::unique_ptr<DataPlane>> DataPlane::Create(const ProxyOptions&
     worker->poster = std::make_shared<LoopPoster>(worker->thread.get());
     plane->workers_.push_back(std::move(worker));
   }
+  if (config != nullptr && !options.passthrough) {
+    DataPlane* raw = plane.get();
+    plane->config_subscription_ =
+        config->Subscribe([raw](std::shared_ptr<const policy::Snapshot>) { raw->OnSnapshot(); });
+  }
   return plane;
 }
 
@@ -47,6 +54,7 @@ DataPlane::DataPlane(const ProxyOptions& options, policy::ConfigSource* config,
       inbound_(context_, upstreams_) {}
 
 DataPlane::~DataPlane() {
+  if (config_subscription_.has_value()) context_.config()->Unsubscribe(*config_subscription_);
   // Open connections hold their relays and the relays them: cut them while the loops run.
   CutEverything(absl::CancelledError("agent stopping"));
   for (auto& worker : workers_) worker->poster->Detach();
@@ -57,6 +65,41 @@ DataPlane::~DataPlane() {
 Worker& DataPlane::WorkerFor(const capture::CapturedPod& pod) {
   // One pod's connections share a loop, so they share that loop's pooled tunnels.
   return *workers_[pod.netns_cookie() % workers_.size()];
+}
+
+void DataPlane::OnSnapshot() {
+  for (auto& worker : workers_) {
+    Worker* w = worker.get();
+    w->poster->Post([this, w] {
+      if (w->recheck_scheduled) return;
+      w->recheck_scheduled = true;
+      w->loop().Timer(kPolicyRecheckDelay, [this, w](io::Completion&) {
+        w->recheck_scheduled = false;
+        RecheckFlows(*w);
+      });
+    });
+  }
+}
+
+void DataPlane::RecheckFlows(Worker& worker) {
+  std::shared_ptr<const policy::Snapshot> snapshot = context_.config()->Current();
+  if (snapshot == nullptr) return;
+  std::vector<Flow*> flows(worker.flows.begin(), worker.flows.end());
+  for (Flow* flow : flows) {
+    // Cutting one flow may end others (the streams of one tunnel).
+    if (!worker.flows.contains(flow) || flow->revoked()) continue;
+    const std::optional<InboundAdmission>& admission = flow->admission();
+    if (!admission.has_value()) continue;
+    policy::InboundDecision decision = policy::DecideInbound(
+        *snapshot, PolicyPodFor(*snapshot, admission->pod->metadata()), admission->connection);
+    if (decision.allow) continue;
+    const AccessRecord& record = flow->record();
+    Log(LogLevel::kInfo, "pod=", admission->pod->display_name(),
+        " peer=", record.source_principal.empty() ? record.source_address : record.source_principal,
+        " connection closed, the policy changed: ", decision.trace.ToString());
+    RecordInbound(decision, flow->record());
+    flow->Revoke(RefusalOf(decision.reason_code, admission->connection.transport), decision.reason);
+  }
 }
 
 void DataPlane::OnPodEnrolled(std::shared_ptr<const capture::CapturedPod> pod) {

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -70,6 +71,10 @@ class DataPlane : public capture::ConnectionHandler {
   DataPlane(const ProxyOptions& options, policy::ConfigSource* config, MeshCredentials* credentials,
             AccessLog* access_log);
   Worker& WorkerFor(const capture::CapturedPod& pod);
+  // A new configuration: each loop re-decides its admitted inbound flows a moment later (so
+  // a burst of changes costs one pass) and closes those the policy now refuses.
+  void OnSnapshot();
+  void RecheckFlows(Worker& worker);
   // Resets every connection and tunnel left on every loop, and waits until each loop did.
   void CutEverything(const absl::Status& reason);
   void ArmPodAccept(Worker& worker, std::shared_ptr<capture::InPodListener> listener);
@@ -83,6 +88,7 @@ class DataPlane : public capture::ConnectionHandler {
   Outbound outbound_;
   Inbound inbound_;
   std::vector<std::unique_ptr<Worker>> workers_;
+  std::optional<std::uint64_t> config_subscription_;
 };
 
 }  // namespace nodeward::proxy

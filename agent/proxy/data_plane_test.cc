@@ -72,7 +72,7 @@ class DataPlaneTest : public ::testing::Test {
     auto log = AccessLog::Open(dir_ + "/access.log");
     ASSERT_TRUE(log.ok()) << log.status();
     access_log_ = *std::move(log);
-    ProxyOptions options;
+    ProxyOptions options = options_;
     options.passthrough = passthrough;
     options.workers = 1;
     auto plane = passthrough
@@ -174,6 +174,7 @@ class DataPlaneTest : public ::testing::Test {
     return done();
   }
 
+  ProxyOptions options_;  // what SetUpWith starts the data plane with
   policy::SnapshotPublisher config_{"test"};
   std::unique_ptr<StaticMeshCredentials> credentials_;
   std::unique_ptr<capture::TestNetns> netns_;
@@ -349,6 +350,53 @@ TEST_F(HboneInboundTest, ConnectToTheAgentsOwnPortOrAnotherAddressIsA400) {
   const std::string log = AccessLogText();
   EXPECT_THAT(log, HasSubstr(R"("refusal":"agent_port")"));
   EXPECT_THAT(log, HasSubstr(absl::StrCat(R"("source_principal":")", client_id_.ToString())));
+}
+
+// Clients that connect to 15008 and never finish TLS: each is closed at the handshake timeout,
+// one source cannot hold more than its share, and the drops are counted.
+class HandshakeLimitTest : public HboneInboundTest {
+ protected:
+  void SetUp() override {
+    options_.handshakes.timeout = absl::Milliseconds(600);
+    options_.handshakes.max_pending = 8;
+    options_.handshakes.max_pending_per_source = 3;
+    HboneInboundTest::SetUp();
+  }
+
+  std::string Metrics() {
+    std::string metrics;
+    plane_->metrics().Render(metrics);
+    return metrics;
+  }
+};
+
+TEST_F(HandshakeLimitTest, StalledHandshakesAreBoundedAndTimedOut) {
+  const uint16_t tunnel_port = Serve(capture::InPodListener::Kind::kTunnel, 0);
+  // Five bare TCP connections from one address, sending nothing.
+  std::vector<io::testing::Fd> stalled;
+  for (int i = 0; i < 5; ++i) stalled.push_back(ConnectInPod(tunnel_port));
+  // Beyond the per-source share of 3, two are closed at once.
+  ASSERT_TRUE(WaitFor([&] {
+    return Metrics().find(
+               R"(nodeward_handshakes_dropped_total{reason="pending_per_source_limit"} 2)") !=
+           std::string::npos;
+  })) << Metrics();
+  const absl::Time start = absl::Now();
+  // The three admitted are closed at the timeout; a byte read returns the end.
+  for (io::testing::Fd& fd : stalled) {
+    char byte;
+    EXPECT_LE(recv(fd.get(), &byte, 1, 0), 0);
+  }
+  const absl::Duration waited = absl::Now() - start;
+  EXPECT_LT(waited, absl::Seconds(4)) << "a stalled handshake outlived its timeout";
+  ASSERT_TRUE(WaitFor([&] {
+    return Metrics().find(R"(nodeward_handshakes_dropped_total{reason="timeout"} 3)") !=
+           std::string::npos;
+  })) << Metrics();
+  // Their places came back: a real client's tunnel is served after them.
+  Connect(tunnel_port);
+  absl::Status answer = Call("10.9.9.9:15001");
+  EXPECT_TRUE(absl::IsInvalidArgument(answer)) << answer;  // answered, so the tunnel is up
 }
 
 }  // namespace

@@ -36,6 +36,14 @@ void Flow::Refuse(RefusalReason refusal, absl::string_view reason) {
 
 void Flow::Finish(Result result, absl::string_view reason, RefusalReason refusal) {
   if (finished_) return;
+  if (revoked_.has_value()) {
+    // However the relay saw its end (a reset, mostly), the policy ended it.
+    record_.closed_by_policy_change = true;
+    record_.reason.clear();
+    result = Result::kRefused;
+    refusal = revoked_->refusal;
+    reason = revoked_->reason;
+  }
   finished_ = true;
   if (live_flows_ != nullptr) live_flows_->erase(this);
   record_.result = result;
@@ -49,7 +57,7 @@ void Flow::Finish(Result result, absl::string_view reason, RefusalReason refusal
   }
   record_.duration = absl::Now() - start_;
   slot_.Release();
-  if (result != Result::kRefused && !carried_) {
+  if ((result != Result::kRefused || record_.closed_by_policy_change) && !carried_) {
     carried_ = true;
     sinks_.metrics->Opened(record_);
   }
@@ -67,6 +75,12 @@ void Flow::Cut(const absl::Status& reason) {
   if (std::shared_ptr<io::Stream> counted = counted_.lock()) counted->Reset(reason);
 }
 
+void Flow::Revoke(RefusalReason refusal, absl::string_view reason) {
+  if (finished_ || revoked_.has_value()) return;
+  revoked_ = Revocation{refusal, absl::StrCat("policy changed: ", reason)};
+  Cut(absl::PermissionDeniedError(revoked_->reason));
+}
+
 AccessRecord Flow::Live() const {
   AccessRecord live = record_;
   if (std::shared_ptr<io::Stream> counted = counted_.lock()) {
@@ -80,6 +94,14 @@ AccessRecord Flow::Live() const {
 void RelayFlow(std::shared_ptr<Flow> flow, std::shared_ptr<io::Stream> source_side,
                std::shared_ptr<io::Stream> destination_side, bool destination_may_refuse) {
   flow->MarkCarried(source_side, /*counted_is_source=*/true);
+  if (flow->revoked()) {
+    // Revoked while its destination was being dialled.
+    const absl::Status cut = absl::PermissionDeniedError("policy changed");
+    source_side->Reset(cut);
+    destination_side->Reset(cut);
+    flow->Finish(Result::kRefused);
+    return;
+  }
   io::Relay::Start(std::move(source_side), std::move(destination_side),
                    [flow, destination_may_refuse](const io::Relay::Result& result) {
                      flow->record().sent_bytes = result.a_to_b_bytes;

@@ -6,15 +6,18 @@
 #include <atomic>
 #include <cstddef>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "agent/capture/captured_pod.h"
 #include "agent/io/stream.h"
 #include "agent/proxy/access_log.h"
 #include "agent/proxy/outcome.h"
 #include "agent/proxy/traffic_metrics.h"
+#include "policy/decisions.h"
 
 namespace nodeward::proxy {
 
@@ -50,6 +53,13 @@ struct FlowSinks {
   AccessLog* access_log = nullptr;  // optional
 };
 
+// What an inbound decision allowed: the destination pod and the connection as policy saw it,
+// so that the same decision can be taken again when the policy changes.
+struct InboundAdmission {
+  std::shared_ptr<const capture::CapturedPod> pod;
+  policy::InboundConnection connection;
+};
+
 class Flow {
  public:
   // `live_flows` (a loop's registry, for the debug CLI) holds the flow while it is open; the
@@ -79,6 +89,15 @@ class Flow {
   // Resets the connection being carried (the relay then ends the flow with `reason`).
   void Cut(const absl::Status& reason);
 
+  // Remembers what allowed an inbound flow, for Revoke's callers.
+  void SetAdmission(InboundAdmission admission) { admission_ = std::move(admission); }
+  const std::optional<InboundAdmission>& admission() const { return admission_; }
+  // The policy changed so that this flow would now be refused: it is cut, and ends refused by
+  // `refusal` with `reason`, marked closed by a policy change. A flow not yet carried is ended
+  // as soon as its relay would start.
+  void Revoke(RefusalReason refusal, absl::string_view reason);
+  bool revoked() const { return revoked_.has_value(); }
+
  private:
   AccessRecord record_;
   const absl::Time start_ = absl::Now();
@@ -89,6 +108,12 @@ class Flow {
   bool carried_ = false;
   std::weak_ptr<io::Stream> counted_;
   bool counted_is_source_ = true;
+  std::optional<InboundAdmission> admission_;
+  struct Revocation {
+    RefusalReason refusal;
+    std::string reason;
+  };
+  std::optional<Revocation> revoked_;
 };
 
 // Relays `source_side` (toward the flow's source) and `destination_side` until both are done,

@@ -76,6 +76,7 @@ void Inbound::HandlePlaintext(Worker& worker, std::shared_ptr<const capture::Cap
       Log(LogLevel::kInfo, "pod=", pod->display_name(), " peer=", record.source_address,
           " audited by ", record.audited_by);
     }
+    flow->SetAdmission({pod, std::move(connection)});
   }
   const std::optional<SocketAddress> client =
       peer.ok() ? std::optional<SocketAddress>(*peer) : std::nullopt;
@@ -100,6 +101,31 @@ void Inbound::HandleTunnel(Worker& worker, std::shared_ptr<const capture::Captur
     wire->Reset(absl::PermissionDeniedError(AgentPortReason(NW_PORT_TUNNEL)));
     return;
   }
+  absl::StatusOr<SocketAddress> peer = SocketAddress::PeerOf(fd);
+  if (!peer.ok()) {
+    Log(LogLevel::kWarning, "pod=", pod->display_name(),
+        " tunnel refused: ", peer.status().ToString());
+    wire->Reset(peer.status());
+    return;
+  }
+  // Admitted only within the bounds on unfinished handshakes, so clients that connect and
+  // never finish cannot hold the agent's memory or descriptors.
+  const absl::Time now = absl::Now();
+  HandshakeBudget::Refusal why = HandshakeBudget::Refusal::kAgentLimit;
+  std::optional<HandshakeBudget::Ticket> ticket =
+      context_.handshakes().TryAdmit(peer->ip.Unmapped(), now, &why);
+  if (!ticket.has_value()) {
+    context_.metrics().HandshakeDropped(HandshakeBudget::RefusalName(why));
+    if (context_.MayLogHandshakeDrop(now)) {
+      Log(LogLevel::kWarning, "pod=", pod->display_name(), " peer=", peer->ToString(),
+          " tunnel refused: too many unfinished handshakes (", HandshakeBudget::RefusalName(why),
+          ", ", context_.handshakes().pending(),
+          " pending); further ones are counted in nodeward_handshakes_dropped_total");
+    }
+    wire->Reset(absl::ResourceExhaustedError("too many unfinished handshakes"));
+    return;
+  }
+  auto pending = std::make_shared<std::optional<HandshakeBudget::Ticket>>(*std::move(ticket));
   absl::StatusOr<crypto::SpiffeId> identity = context_.IdentityOf(*pod);
   if (!identity.ok()) {
     Log(LogLevel::kWarning, "pod=", pod->display_name(),
@@ -109,37 +135,34 @@ void Inbound::HandleTunnel(Worker& worker, std::shared_ptr<const capture::Captur
   }
   WithCredentials(context_, worker, *identity, /*server=*/true,
                   absl::Now() + context_.options().credentials_wait,
-                  [this, &worker, pod,
-                   wire](absl::StatusOr<std::shared_ptr<const crypto::TlsContext>> context) {
+                  [this, &worker, pod, wire, peer = *peer,
+                   pending](absl::StatusOr<std::shared_ptr<const crypto::TlsContext>> context) {
                     if (!context.ok()) {
                       Log(LogLevel::kWarning, "pod=", pod->display_name(),
                           " tunnel refused: ", context.status().ToString());
                       wire->Reset(context.status());
                       return;
                     }
-                    ServeTunnel(worker, pod, wire, *std::move(context));
+                    ServeTunnel(worker, pod, wire, peer, *std::move(context), pending);
                   });
 }
 
 void Inbound::ServeTunnel(Worker& worker, std::shared_ptr<const capture::CapturedPod> pod,
-                          std::shared_ptr<io::Connection> wire,
-                          std::shared_ptr<const crypto::TlsContext> context) {
-  absl::StatusOr<SocketAddress> peer_address = SocketAddress::PeerOf(wire->fd());
-  if (!peer_address.ok()) {
-    Log(LogLevel::kWarning, "pod=", pod->display_name(),
-        " tunnel refused: ", peer_address.status().ToString());
-    wire->Reset(peer_address.status());
-    return;
-  }
-  const SocketAddress peer = *peer_address;
+                          std::shared_ptr<io::Connection> wire, const SocketAddress& peer,
+                          std::shared_ptr<const crypto::TlsContext> context,
+                          std::shared_ptr<std::optional<HandshakeBudget::Ticket>> pending) {
   auto holder = std::make_shared<std::weak_ptr<HboneTunnel>>();
   absl::StatusOr<std::shared_ptr<HboneTunnel>> tunnel = HboneTunnel::Start(
       HboneTunnel::Role::kServer, wire, crypto::TlsEngine::Server(std::move(context)),
       context_.options().tunnel,
-      [this, &worker, pod, holder, peer](hbone::StreamId stream, const std::string& authority) {
+      [this, &worker, pod, holder, peer, pending](hbone::StreamId stream,
+                                                  const std::string& authority) {
+        // A CONNECT came over it: the handshake is long done.
+        pending->reset();
         AnswerConnect(worker, pod, *holder, peer, stream, authority);
       },
-      [pod](const absl::Status& status) {
+      [pod, pending](const absl::Status& status) {
+        pending->reset();
         if (!status.ok() && !absl::IsUnavailable(status)) {
           Log(LogLevel::kInfo, "pod=", pod->display_name(), " tunnel ended: ", status.ToString());
         }
@@ -149,6 +172,28 @@ void Inbound::ServeTunnel(Worker& worker, std::shared_ptr<const capture::Capture
     return;
   }
   *holder = *tunnel;
+  if (pending->has_value()) {
+    // Only a weak hold: a tunnel that closes sooner gives its place back at once.
+    std::weak_ptr<std::optional<HandshakeBudget::Ticket>> weak_pending = pending;
+    const absl::Duration left = (*pending)->deadline() - absl::Now();
+    worker.loop().Timer(
+        left, [this, pod, peer, weak_tunnel = *holder, weak_pending](io::Completion&) {
+          std::shared_ptr<std::optional<HandshakeBudget::Ticket>> still = weak_pending.lock();
+          std::shared_ptr<HboneTunnel> tunnel = weak_tunnel.lock();
+          if (still == nullptr || !still->has_value() || tunnel == nullptr) return;
+          still->reset();
+          if (tunnel->established() || tunnel->closed()) return;
+          context_.metrics().HandshakeDropped("timeout");
+          const std::string why =
+              absl::StrCat("TLS handshake not finished within ",
+                           absl::FormatDuration(context_.handshakes().options().timeout));
+          if (context_.MayLogHandshakeDrop(absl::Now())) {
+            Log(LogLevel::kWarning, "pod=", pod->display_name(), " peer=", peer.ToString(),
+                " tunnel closed: ", why);
+          }
+          tunnel->Close(absl::DeadlineExceededError(why));
+        });
+  }
   absl::StatusOr<crypto::SpiffeId> identity = context_.IdentityOf(*pod);
   (*tunnel)->set_description(
       {pod->display_name(), identity.ok() ? identity->ToString() : "", peer.ToString()});
@@ -213,8 +258,19 @@ void Inbound::AnswerConnect(Worker& worker, std::shared_ptr<const capture::Captu
     refuse(RefusalReason::kNoConfiguration, "no configuration loaded yet");
     return;
   }
+  // The verified identity is the source: the pod at the tunnel's address names the workload
+  // only when it runs as that identity (a stolen certificate is logged as its own identity,
+  // not as the pod it was used from).
   if (const policy::Pod* source = snapshot->FindPodByIp(tunnel_peer.ip.Unmapped().ToString())) {
-    record.source_workload = absl::StrCat(source->meta.ns, "/", source->meta.name);
+    absl::StatusOr<crypto::SpiffeId> source_identity = crypto::SpiffeId::Make(
+        context_.options().trust_domain, source->meta.ns, source->service_account);
+    if (peer.has_value() && source_identity.ok() && *source_identity == *peer) {
+      record.source_workload = absl::StrCat(source->meta.ns, "/", source->meta.name);
+    } else {
+      Log(LogLevel::kWarning, "pod=", pod->display_name(), " peer=", record.source_principal,
+          " tunnel from ", tunnel_peer.ToString(), ", the address of pod ", source->meta.ns, "/",
+          source->meta.name, " which runs as another identity");
+    }
   }
   const std::string source_ip = tunnel_peer.ip.Unmapped().ToString();
   policy::InboundConnection connection;
@@ -234,6 +290,7 @@ void Inbound::AnswerConnect(Worker& worker, std::shared_ptr<const capture::Captu
     Log(LogLevel::kInfo, "pod=", pod->display_name(), " peer=", record.source_principal,
         " audited by ", record.audited_by);
   }
+  flow->SetAdmission({pod, std::move(connection)});
   // The tunnel was dialled from inside the client pod: its peer is the client pod's address.
   record.delivered_from = DeliveredFrom(*pod, application, tunnel_peer);
   upstreams_.Deliver(worker, *pod, application, tunnel_peer,

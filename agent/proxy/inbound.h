@@ -10,12 +10,14 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/time/time.h"
 #include "agent/capture/captured_pod.h"
 #include "agent/hbone/session.h"
 #include "agent/proxy/context.h"
+#include "agent/proxy/handshake_budget.h"
 #include "agent/proxy/hbone_tunnel.h"
 #include "agent/proxy/upstream.h"
 #include "common/net_address.h"
@@ -34,9 +36,12 @@ class Inbound {
   void HandleTunnel(Worker& worker, std::shared_ptr<const capture::CapturedPod> pod, int fd);
 
  private:
+  // `pending` holds the tunnel's place among unfinished handshakes until it is established
+  // (its first CONNECT) or closes; past the place's deadline, an unfinished tunnel is closed.
   void ServeTunnel(Worker& worker, std::shared_ptr<const capture::CapturedPod> pod,
-                   std::shared_ptr<io::Connection> wire,
-                   std::shared_ptr<const crypto::TlsContext> context);
+                   std::shared_ptr<io::Connection> wire, const SocketAddress& peer,
+                   std::shared_ptr<const crypto::TlsContext> context,
+                   std::shared_ptr<std::optional<HandshakeBudget::Ticket>> pending);
   void AnswerConnect(Worker& worker, std::shared_ptr<const capture::CapturedPod> pod,
                      std::weak_ptr<HboneTunnel> tunnel, const SocketAddress& tunnel_peer,
                      hbone::StreamId stream, const std::string& authority);

@@ -142,6 +142,7 @@ void Outbound::Handle(Worker& worker, std::shared_ptr<const capture::CapturedPod
         RecordInbound(inbound, inbound_record);
         record.authorization = inbound_record.authorization;
         record.audited_by = inbound_record.audited_by;
+        flow->SetAdmission({local, std::move(connection)});
         if (IsAgentPort(target->port)) {
           refuse(RefusalReason::kAgentPort,
                  absl::StrCat("port ", target->port, " is the agent's own"));

@@ -72,7 +72,10 @@ void TrafficMetrics::Opened(const AccessRecord& record) {
 void TrafficMetrics::Closed(const AccessRecord& record) {
   absl::MutexLock lock(&mutex_);
   const std::string direction(DirectionName(record.direction));
-  if (record.result == Result::kRefused) {
+  if (record.closed_by_policy_change) {
+    ++closed_by_policy_[{{"direction", direction},
+                         {"reason", std::string(RefusalReasonName(record.refusal))}}];
+  } else if (record.result == Result::kRefused) {
     ++refusals_[{{"direction", direction},
                  {"reason", std::string(RefusalReasonName(record.refusal))}}];
     return;
@@ -82,6 +85,11 @@ void TrafficMetrics::Closed(const AccessRecord& record) {
   counters.sent += record.sent_bytes;
   counters.received += record.received_bytes;
   if (record.result == Result::kError) ++errors_[{{"direction", direction}}];
+}
+
+void TrafficMetrics::HandshakeDropped(absl::string_view reason) {
+  absl::MutexLock lock(&mutex_);
+  ++handshakes_dropped_[std::string(reason)];
 }
 
 void TrafficMetrics::Render(std::string& out) const {
@@ -111,6 +119,20 @@ void TrafficMetrics::Render(std::string& out) const {
   for (const auto& [labels, count] : refusals_) {
     absl::StrAppend(&out, "nodeward_connections_refused_total", PrometheusLabels(labels), " ",
                     count, "\n");
+  }
+  AppendMetricHeader(out, "nodeward_connections_closed_by_policy_total", "counter",
+                     "Live connections closed because a policy change now refuses them, by the "
+                     "reason it gives");
+  for (const auto& [labels, count] : closed_by_policy_) {
+    absl::StrAppend(&out, "nodeward_connections_closed_by_policy_total", PrometheusLabels(labels),
+                    " ", count, "\n");
+  }
+  AppendMetricHeader(out, "nodeward_handshakes_dropped_total", "counter",
+                     "HBONE connections closed before their TLS handshake finished: over the "
+                     "pending limits or past the handshake timeout");
+  for (const auto& [reason, count] : handshakes_dropped_) {
+    absl::StrAppend(&out, "nodeward_handshakes_dropped_total",
+                    PrometheusLabels({{"reason", reason}}), " ", count, "\n");
   }
   AppendMetricHeader(out, "nodeward_connection_errors_total", "counter",
                      "Connections that ended with an error (connect failure, reset, TLS)");

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "agent/proxy/access_log.h"
 
@@ -19,6 +20,10 @@ class TrafficMetrics {
   void Opened(const AccessRecord& record);
   // It ended: bytes are added and it is counted closed (or refused).
   void Closed(const AccessRecord& record);
+
+  // A tunnel's TLS handshake was not let to finish: `reason` is "timeout" or a
+  // HandshakeBudget refusal name.
+  void HandshakeDropped(absl::string_view reason);
 
   // Appends every metric family in the Prometheus text exposition format.
   void Render(std::string& out) const;
@@ -37,6 +42,8 @@ class TrafficMetrics {
   std::map<Labels, Counters> tcp_ ABSL_GUARDED_BY(mutex_);
   std::map<Labels, std::uint64_t> refusals_ ABSL_GUARDED_BY(mutex_);
   std::map<Labels, std::uint64_t> errors_ ABSL_GUARDED_BY(mutex_);
+  std::map<Labels, std::uint64_t> closed_by_policy_ ABSL_GUARDED_BY(mutex_);
+  std::map<std::string, std::uint64_t> handshakes_dropped_ ABSL_GUARDED_BY(mutex_);
 };
 
 // Prometheus text helpers shared by every exporter of the agent.
