@@ -10,7 +10,10 @@
 #    link-local address, and addresses added after enrollment (IPv4 and IPv6); a PERMISSIVE
 #    pod's link-local address is served through the agent;
 #  - plaintext to the agent's own ports (15006 and the rest) is refused at once, and trying it
-#    again and again leaves the agent's descriptor count flat.
+#    again and again leaves the agent's descriptor count flat;
+#  - 200 connections to a pod's 15008 that never start TLS: beyond one source's share (64) they
+#    are reset at once, the rest at the handshake timeout (10 s), each counted in
+#    nodeward_handshakes_dropped_total, while mesh clients are served meanwhile.
 #   inbound_e2e_test.sh NODEWARD_SANDBOX BIN_DIR
 set -u
 sandbox_bin=$1
@@ -37,8 +40,9 @@ done
 serve open 9556 $open
 serve vault 9556 $vault
 serve near 9556 $near
-for log in "$work"/serve-*.log; do
-  for i in $(seq 50); do grep -q "listening on" "$log" && break; sleep 0.1; done
+# Named, not globbed: a background listener may not have created its log yet.
+for log in "$work"/serve-{open,vault,near}-{9555,9557,9556}.log; do
+  for i in $(seq 50); do grep -q "listening on" "$log" 2> /dev/null && break; sleep 0.1; done
   grep -q "listening on" "$log" || fail "a listener did not start: $log: $(cat "$log")"
 done
 
@@ -185,3 +189,59 @@ grep -q "plaintext to the agent's own port refused" "$run_dir/node2/agent.log" |
   fail "the refusals at the agent's own port were not logged"
 reply=$(in_pod client "$sandbox_bin" app call --to=$open:8080 --send=IB-AFTER-LOOP)
 [[ "$reply" == *"got=IB-AFTER-LOOP"* ]] || fail "the agent no longer serves after the loop attempts: $reply"
+
+echo "== connections that never finish their handshake are bounded"
+before=$(ls "/proc/$agent_pid/fd" | wc -l)
+# Holds 200 bare TCP connections to vault's 15008; prints how many the agent closed within
+# 2 s, then within 14 s.
+in_pod outsider python3 -c '
+import socket, select, sys, time
+held, reset_at_connect = [], 0
+for _ in range(200):
+    s = socket.socket(); s.settimeout(3)
+    try:
+        s.connect(("'$vault'", 15008))
+    except ConnectionResetError:  # reset by the agent before connect() returned
+        reset_at_connect += 1
+        continue
+    s.setblocking(False)
+    held.append(s)
+def closed_now():
+    n = reset_at_connect
+    for s in held:
+        try:
+            n += s.recv(1) == b""
+        except BlockingIOError:
+            pass
+        except OSError:
+            n += 1
+    return n
+start = time.time()
+time.sleep(2)
+print("closed within 2s:", closed_now(), flush=True)
+while time.time() - start < 14 and closed_now() < 200:
+    time.sleep(0.5)
+print("closed within %.0fs:" % (time.time() - start), closed_now(), flush=True)
+time.sleep(30)
+' > "$work/stall.log" 2>&1 &
+stall=$!
+background_pids+=("$stall")
+for i in $(seq 40); do grep -q "within 2s" "$work/stall.log" && break; sleep 0.1; done
+during=$(ls "/proc/$agent_pid/fd" | wc -l)
+reply=$(in_pod client "$sandbox_bin" app call --to=$vault:8080 --send=IB-DURING-STALL)
+[[ "$reply" == *"got=IB-DURING-STALL"* ]] || fail "a mesh client was not served while others stalled: $reply"
+for i in $(seq 150); do grep -q "closed within [0-9]*s: 200" "$work/stall.log" && break; sleep 0.1; done
+cat "$work/stall.log"
+quick=$(awk '/within 2s/ {print $NF}' "$work/stall.log")
+[ "${quick:-0}" -ge 136 ] || fail "only ${quick:-none} of 200 stalled connections were refused at once"
+grep -qE "closed within ([0-9]|1[0-3])s: 200" "$work/stall.log" ||
+  fail "the stalled connections were not all closed by the handshake timeout"
+echo "node2 agent descriptors: $before before, $during while 200 connections stalled"
+[ "$during" -le $((before + 80)) ] || fail "the agent held $during descriptors (from $before)"
+metrics=$(nsenter --net="/run/netns/$node2_netns" curl -s --max-time 5 http://127.0.0.1:15020/metrics)
+grep '^nodeward_handshakes_dropped_total' <<< "$metrics"
+per_source=$(awk '/^nodeward_handshakes_dropped_total\{reason="pending_per_source_limit"\}/ {print $2}' <<< "$metrics")
+timeouts=$(awk '/^nodeward_handshakes_dropped_total\{reason="timeout"\}/ {print $2}' <<< "$metrics")
+[ "${per_source:-0}" -ge 136 ] && [ "${timeouts:-0}" -ge 1 ] ||
+  fail "dropped handshakes not counted: per source ${per_source:-none}, timeout ${timeouts:-none}"
+kill "$stall" 2> /dev/null
