@@ -1,5 +1,4 @@
-#ifndef NODEWARD_BPF_CAPTURE_DATAPLANE_H_
-#define NODEWARD_BPF_CAPTURE_DATAPLANE_H_
+#pragma once
 
 #include <cstdint>
 #include <map>
@@ -83,5 +82,3 @@ class CaptureDataplane {
 };
 
 }  // namespace nodeward::bpf
-
-#endif  // NODEWARD_BPF_CAPTURE_DATAPLANE_H_

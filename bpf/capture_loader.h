@@ -1,5 +1,4 @@
-#ifndef NODEWARD_BPF_CAPTURE_LOADER_H_
-#define NODEWARD_BPF_CAPTURE_LOADER_H_
+#pragma once
 
 #include <cstdint>
 #include <memory>
@@ -84,5 +83,3 @@ class CaptureLoader final : public CaptureDataplane {
 };
 
 }  // namespace nodeward::bpf
-
-#endif  // NODEWARD_BPF_CAPTURE_LOADER_H_

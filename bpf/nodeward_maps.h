@@ -1,8 +1,7 @@
 /* Map keys, values and constants shared by the BPF programs (C, compiled with clang -target bpf)
  * and the user-space loader (C++). Every struct has explicit padding so both sides agree on the
  * layout byte for byte. */
-#ifndef NODEWARD_BPF_NODEWARD_MAPS_H_
-#define NODEWARD_BPF_NODEWARD_MAPS_H_
+#pragma once
 
 #ifndef __VMLINUX_H__
 #include <linux/types.h>
@@ -117,5 +116,3 @@ NW_LAYOUT_ASSERT(sizeof(struct nw_orig_dst) == 20, "nw_orig_dst layout");
 NW_LAYOUT_ASSERT(sizeof(struct nw_tuple_key) == 32, "nw_tuple_key layout");
 NW_LAYOUT_ASSERT(sizeof(struct nw_listener_key) == 20, "nw_listener_key layout");
 NW_LAYOUT_ASSERT(sizeof(struct nw_delivery_key) == 40, "nw_delivery_key layout");
-
-#endif /* NODEWARD_BPF_NODEWARD_MAPS_H_ */

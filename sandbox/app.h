@@ -9,8 +9,7 @@
 //          echo checked.
 //   load:  N connections at once, each sending TEXT-<i>, half-closing and checking that the
 //          reply says the server got exactly that.
-#ifndef NODEWARD_SANDBOX_APP_H_
-#define NODEWARD_SANDBOX_APP_H_
+#pragma once
 
 #include <string>
 
@@ -50,5 +49,3 @@ int LoadApp(const LoadOptions& options);
 int CallApp(const std::string& to, const std::string& text, absl::Duration timeout);
 
 }  // namespace nodeward::sandbox
-
-#endif  // NODEWARD_SANDBOX_APP_H_

@@ -3,8 +3,7 @@
 // real nodeward-sds and nodeward-agent. Everything is recorded under
 // /run/nodeward-sandbox/NAME/ as it is created and named with the sandbox's prefix, so `down`
 // removes it all, also after a crash.
-#ifndef NODEWARD_SANDBOX_CLUSTER_H_
-#define NODEWARD_SANDBOX_CLUSTER_H_
+#pragma once
 
 #include <string>
 #include <vector>
@@ -46,5 +45,3 @@ absl::Status ExecInPod(const std::string& name, const std::string& pod,
                        const std::vector<std::string>& argv);
 
 }  // namespace nodeward::sandbox
-
-#endif  // NODEWARD_SANDBOX_CLUSTER_H_

@@ -4,8 +4,7 @@
 // how it was carried, whether its marker was readable on the wire, and the call's own outcome.
 // Fails when an mTLS call's marker was seen on the wire or a result differs from `expect`.
 // Tears the sandbox down afterwards, also on failure, unless `keep`.
-#ifndef NODEWARD_SANDBOX_DEMO_H_
-#define NODEWARD_SANDBOX_DEMO_H_
+#pragma once
 
 #include "sandbox/cluster.h"
 
@@ -20,5 +19,3 @@ struct DemoOptions {
 int RunDemo(const DemoOptions& options);
 
 }  // namespace nodeward::sandbox
-
-#endif  // NODEWARD_SANDBOX_DEMO_H_

@@ -1,7 +1,6 @@
 // Certificates for TLS servers outside the mesh in a sandbox (DestinationRule SIMPLE/MUTUAL
 // origination): a CA and a server certificate for some DNS names, signed by it.
-#ifndef NODEWARD_SANDBOX_PKI_H_
-#define NODEWARD_SANDBOX_PKI_H_
+#pragma once
 
 #include <string>
 #include <vector>
@@ -17,5 +16,3 @@ namespace nodeward::sandbox {
 absl::Status MakeServerPki(const std::string& out, const std::vector<std::string>& dns_names);
 
 }  // namespace nodeward::sandbox
-
-#endif  // NODEWARD_SANDBOX_PKI_H_

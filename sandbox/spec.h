@@ -14,8 +14,7 @@
 //   config: config/             # optional; directory of Kubernetes YAML, relative to this file
 //   traffic:                    # optional; the calls `nodeward-sandbox demo` makes
 //   - {from: web, to: api.back, port: 80, expect: mtls}
-#ifndef NODEWARD_SANDBOX_SPEC_H_
-#define NODEWARD_SANDBOX_SPEC_H_
+#pragma once
 
 #include <map>
 #include <optional>
@@ -144,5 +143,3 @@ std::string PodsYaml(const SandboxSpec& spec);
 std::string MissingNamespacesYaml(const SandboxSpec& spec, const ClusterConfig& config);
 
 }  // namespace nodeward::sandbox
-
-#endif  // NODEWARD_SANDBOX_SPEC_H_

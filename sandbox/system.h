@@ -1,8 +1,7 @@
 // Small operating-system helpers of the sandbox: running commands from argument vectors,
 // starting long-lived processes inside a network namespace and a cgroup, identifying processes
 // safely by pid and start time, and plain file operations. No shell is ever involved.
-#ifndef NODEWARD_SANDBOX_SYSTEM_H_
-#define NODEWARD_SANDBOX_SYSTEM_H_
+#pragma once
 
 #include <sys/types.h>
 
@@ -87,5 +86,3 @@ std::string Tail(const std::string& path, int lines);
 uint64_t InodeOf(const std::string& path);
 
 }  // namespace nodeward::sandbox
-
-#endif  // NODEWARD_SANDBOX_SYSTEM_H_

@@ -1,5 +1,4 @@
-#ifndef NODEWARD_AGENT_CAPTURE_CAPTURED_POD_H_
-#define NODEWARD_AGENT_CAPTURE_CAPTURED_POD_H_
+#pragma once
 
 #include <cstddef>
 #include <cstdint>
@@ -111,5 +110,3 @@ class CapturedPod {
 };
 
 }  // namespace nodeward::capture
-
-#endif  // NODEWARD_AGENT_CAPTURE_CAPTURED_POD_H_

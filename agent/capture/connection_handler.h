@@ -1,5 +1,4 @@
-#ifndef NODEWARD_AGENT_CAPTURE_CONNECTION_HANDLER_H_
-#define NODEWARD_AGENT_CAPTURE_CONNECTION_HANDLER_H_
+#pragma once
 
 #include <memory>
 
@@ -25,5 +24,3 @@ class ConnectionHandler {
 };
 
 }  // namespace nodeward::capture
-
-#endif  // NODEWARD_AGENT_CAPTURE_CONNECTION_HANDLER_H_

@@ -1,5 +1,4 @@
-#ifndef NODEWARD_AGENT_CAPTURE_ENROLLMENT_MANAGER_H_
-#define NODEWARD_AGENT_CAPTURE_ENROLLMENT_MANAGER_H_
+#pragma once
 
 #include <cstdint>
 #include <memory>
@@ -104,5 +103,3 @@ class EnrollmentManager {
 absl::StatusOr<PodMetadata> ValidateEnrollRequest(const v1::EnrollRequest& request);
 
 }  // namespace nodeward::capture
-
-#endif  // NODEWARD_AGENT_CAPTURE_ENROLLMENT_MANAGER_H_

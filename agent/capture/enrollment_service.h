@@ -1,5 +1,4 @@
-#ifndef NODEWARD_AGENT_CAPTURE_ENROLLMENT_SERVICE_H_
-#define NODEWARD_AGENT_CAPTURE_ENROLLMENT_SERVICE_H_
+#pragma once
 
 #include "absl/status/status.h"
 #include "agent/capture/enrollment.grpc.pb.h"
@@ -27,5 +26,3 @@ class EnrollmentService final : public v1::Enrollment::Service {
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
 }  // namespace nodeward::capture
-
-#endif  // NODEWARD_AGENT_CAPTURE_ENROLLMENT_SERVICE_H_

@@ -1,5 +1,4 @@
-#ifndef NODEWARD_AGENT_CAPTURE_IN_POD_LISTENER_H_
-#define NODEWARD_AGENT_CAPTURE_IN_POD_LISTENER_H_
+#pragma once
 
 #include <atomic>
 #include <cstdint>
@@ -69,5 +68,3 @@ class InPodListener {
 };
 
 }  // namespace nodeward::capture
-
-#endif  // NODEWARD_AGENT_CAPTURE_IN_POD_LISTENER_H_

@@ -1,5 +1,4 @@
-#ifndef NODEWARD_AGENT_CAPTURE_NETNS_EXECUTOR_H_
-#define NODEWARD_AGENT_CAPTURE_NETNS_EXECUTOR_H_
+#pragma once
 
 #include <cstddef>
 #include <cstdint>
@@ -57,5 +56,3 @@ class NetnsExecutor {
 absl::StatusOr<uint64_t> NetnsCookieOfSocket(int socket_fd);
 
 }  // namespace nodeward::capture
-
-#endif  // NODEWARD_AGENT_CAPTURE_NETNS_EXECUTOR_H_

@@ -1,7 +1,6 @@
 // Test support: a fresh network namespace with loopback up, owned by an fd (no name, nothing
 // to clean up beyond closing it). Needs root.
-#ifndef NODEWARD_AGENT_CAPTURE_TEST_NETNS_H_
-#define NODEWARD_AGENT_CAPTURE_TEST_NETNS_H_
+#pragma once
 
 #include <fcntl.h>
 #include <net/if.h>
@@ -66,5 +65,3 @@ class TestNetns {
 };
 
 }  // namespace nodeward::capture
-
-#endif  // NODEWARD_AGENT_CAPTURE_TEST_NETNS_H_
