@@ -44,12 +44,14 @@ cat "$work/restart.log"
   echo "(the killed agent shows as DEAD, as expected)"
 
 ok=0
-for i in $(seq 20); do   # the restarted agent may need a moment to take its pods back
-  reply=$(in_pod client "$sandbox_bin" app call --to=$server --send=RESTART-AFTER-$i)
+back_started=$(($(date +%s%N) / 1000000))
+for i in $(seq 100); do   # the restarted agent may need a moment to take its pods back
+  reply=$(in_pod client "$sandbox_bin" app call --to=$server --send=RESTART-AFTER-$i --timeout=1s)
   if [[ "$reply" == *"got=RESTART-AFTER-$i"* ]]; then ok=1; break; fi
-  sleep 0.25
+  sleep 0.05
 done
 echo "after: $reply"
+echo "served again $(($(date +%s%N) / 1000000 - back_started)) ms after the agent was started again"
 [ $ok -eq 1 ] || fail "the call after the restart failed"
 line=$(last_outbound)
 echo "node1: $line"
