@@ -11,6 +11,8 @@
 #    pod's link-local address is served through the agent;
 #  - plaintext to the agent's own ports (15006 and the rest) is refused at once, and trying it
 #    again and again leaves the agent's descriptor count flat;
+#  - a STRICT pod listening on 13 more ports refuses plaintext on each of them from every
+#    source outside the mesh (pods on both nodes, both nodes' own namespaces);
 #  - 200 connections to a pod's 15008 that never start TLS: beyond one source's share (64) they
 #    are reset at once, the rest at the handshake timeout (10 s), each counted in
 #    nodeward_handshakes_dropped_total, while mesh clients are served meanwhile.
@@ -245,3 +247,43 @@ timeouts=$(awk '/^nodeward_handshakes_dropped_total\{reason="timeout"\}/ {print 
 [ "${per_source:-0}" -ge 136 ] && [ "${timeouts:-0}" -ge 1 ] ||
   fail "dropped handshakes not counted: per source ${per_source:-none}, timeout ${timeouts:-none}"
 kill "$stall" 2> /dev/null
+
+echo "== every port of a STRICT pod refuses every source outside the mesh"
+sweep_ports=(22 80 443 1433 3306 5432 6379 8000 8443 9000 9090 11211 27017)
+for port in "${sweep_ports[@]}"; do serve vault "$port" ::; done
+for port in "${sweep_ports[@]}"; do
+  log="$work/serve-vault-$port.log"
+  for i in $(seq 50); do grep -q "listening on" "$log" 2> /dev/null && break; sleep 0.1; done
+  grep -q "listening on" "$log" || fail "vault did not listen on $port: $(cat "$log")"
+done
+# from_node NODE TO_IP PORT: a plaintext call from a node's own network namespace.
+from_node() {
+  nsenter --net="/run/netns/nws-$name-$1" "$sandbox_bin" app call --to="$2:$3" \
+    --send="IB-$1-$2-$3" --timeout=2s
+}
+served=0 refused=0
+for port in "${sweep_ports[@]}"; do
+  reply=$(in_pod client "$sandbox_bin" app call --to="$vault:$port" --send="IB-SWEEP-$port")
+  [[ "$reply" == *"got=IB-SWEEP-$port"* ]] && served=$((served + 1)) ||
+    fail "the mesh client was not served on vault:$port: $reply"
+  for from in outsider stranger; do
+    reply=$(in_pod $from "$sandbox_bin" app call --to="$vault:$port" --send="IB-$from-$port" --timeout=2s)
+    [[ "$reply" == *"got="* ]] && fail "$from -> vault:$port served in plaintext: $reply" ||
+      refused=$((refused + 1))
+  done
+  for node in node1 node2; do
+    reply=$(from_node $node $vault $port)
+    [[ "$reply" == *"got="* ]] && fail "$node -> vault:$port served in plaintext: $reply" ||
+      refused=$((refused + 1))
+  done
+done
+echo "13 ports of vault: $served served to the mesh client, $refused plaintext calls refused"
+[ $refused -eq 52 ] || fail "want 52 refusals (13 ports x 4 sources), got $refused"
+logged=0
+for port in "${sweep_ports[@]}"; do
+  n=$(grep -F "\"destination_address\":\"$vault:$port\"" "$run_dir/node2/access.log" |
+    grep -c '"refusal":"strict_requires_mtls"')
+  logged=$((logged + n))
+done
+echo "node2 logged $logged of them as refused by STRICT"
+[ $logged -ge 52 ] || fail "only $logged of the 52 plaintext calls were logged as STRICT refusals"
