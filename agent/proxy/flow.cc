@@ -56,7 +56,6 @@ void Flow::Finish(Result result, absl::string_view reason, RefusalReason refusal
                          : std::string(reason);
   }
   record_.duration = absl::Now() - start_;
-  slot_.Release();
   if ((result != Result::kRefused || record_.closed_by_policy_change) && !carried_) {
     carried_ = true;
     sinks_.metrics->Opened(record_);
@@ -69,6 +68,9 @@ void Flow::Finish(Result result, absl::string_view reason, RefusalReason refusal
       " source_principal=", r.source_principal, " destination=", r.destination_address,
       " destination_principal=", r.destination_principal, " mode=", ModeName(r.mode),
       " result=", ResultName(result), " reason=", r.reason);
+  // Last: whoever waits for the live count to drop (drain, then exit) finds the flow's
+  // metrics and access-log line already written.
+  slot_.Release();
 }
 
 void Flow::Cut(const absl::Status& reason) {
