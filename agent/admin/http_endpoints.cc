@@ -143,6 +143,10 @@ std::string RenderMetrics(const AgentView& view) {
     proxy::AppendMetricHeader(out, "nodeward_tunnels_pooled", "gauge",
                               "Outbound HBONE tunnels in the pools");
     absl::StrAppend(&out, "nodeward_tunnels_pooled ", view.data_plane->pooled_tunnels(), "\n");
+    proxy::AppendMetricHeader(out, "nodeward_handshakes_pending", "gauge",
+                              "HBONE connections still in their TLS handshake");
+    absl::StrAppend(&out, "nodeward_handshakes_pending ", view.data_plane->pending_handshakes(),
+                    "\n");
     proxy::AppendMetricHeader(out, "nodeward_loop_pending_operations", "gauge",
                               "io_uring operations in flight per worker loop (saturation)");
     std::vector<std::size_t> pending = view.data_plane->LoopPendingOperations(absl::Seconds(1));

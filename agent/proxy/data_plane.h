@@ -42,6 +42,8 @@ class DataPlane : public capture::ConnectionHandler {
 
   std::size_t live_connections() const { return context_.live(); }
   std::size_t pooled_tunnels() const;
+  // HBONE connections admitted and not yet past their handshake (HandshakeBudget).
+  std::size_t pending_handshakes() { return context_.handshakes().pending(); }
   bool draining() const { return context_.draining(); }
   bool passthrough() const { return context_.options().passthrough; }
   const TrafficMetrics& metrics() { return context_.metrics(); }

@@ -230,6 +230,10 @@ stall=$!
 background_pids+=("$stall")
 for i in $(seq 40); do grep -q "within 2s" "$work/stall.log" && break; sleep 0.1; done
 during=$(ls "/proc/$agent_pid/fd" | wc -l)
+pending=$(nsenter --net="/run/netns/$node2_netns" curl -s --max-time 5 http://127.0.0.1:15020/metrics |
+  awk '/^nodeward_handshakes_pending / {print $2}')
+echo "node2 handshakes pending while stalled: ${pending:-none}"
+[ "${pending:-0}" -eq 64 ] || fail "nodeward_handshakes_pending is ${pending:-absent}, want 64"
 reply=$(in_pod client "$sandbox_bin" app call --to=$vault:8080 --send=IB-DURING-STALL)
 [[ "$reply" == *"got=IB-DURING-STALL"* ]] || fail "a mesh client was not served while others stalled: $reply"
 for i in $(seq 150); do grep -q "closed within [0-9]*s: 200" "$work/stall.log" && break; sleep 0.1; done
