@@ -40,29 +40,29 @@ HandshakeBudget::HandshakeBudget(Options options)
     : options_(options), shared_(std::make_shared<Ticket::Shared>()) {}
 
 std::optional<HandshakeBudget::Ticket> HandshakeBudget::TryAdmit(absl::Time now, Refusal* why) {
-  absl::MutexLock lock(&shared_->mutex);
-  if (shared_->pending >= options_.max_pending) {
-    if (why != nullptr) *why = Refusal::kAgentLimit;
-    return std::nullopt;
-  }
-  ++shared_->pending;
-  return Ticket(shared_, std::nullopt, now + options_.timeout);
+  return Admit(std::nullopt, now, why);
 }
 
 std::optional<HandshakeBudget::Ticket> HandshakeBudget::TryAdmit(const IpAddress& source,
                                                                  absl::Time now, Refusal* why) {
+  return Admit(source, now, why);
+}
+
+std::optional<HandshakeBudget::Ticket> HandshakeBudget::Admit(
+    const std::optional<IpAddress>& source, absl::Time now, Refusal* why) {
   absl::MutexLock lock(&shared_->mutex);
   if (shared_->pending >= options_.max_pending) {
     if (why != nullptr) *why = Refusal::kAgentLimit;
     return std::nullopt;
   }
-  std::size_t& from_source = shared_->by_source[source];
-  if (options_.max_pending_per_source != 0 && from_source >= options_.max_pending_per_source) {
-    if (from_source == 0) shared_->by_source.erase(source);
-    if (why != nullptr) *why = Refusal::kSourceLimit;
-    return std::nullopt;
+  if (source.has_value()) {
+    std::size_t& from_source = shared_->by_source[*source];
+    if (options_.max_pending_per_source != 0 && from_source >= options_.max_pending_per_source) {
+      if (why != nullptr) *why = Refusal::kSourceLimit;
+      return std::nullopt;
+    }
+    ++from_source;
   }
-  ++from_source;
   ++shared_->pending;
   return Ticket(shared_, source, now + options_.timeout);
 }

@@ -78,6 +78,8 @@ class HandshakeBudget {
   const Options& options() const { return options_; }
 
  private:
+  std::optional<Ticket> Admit(const std::optional<IpAddress>& source, absl::Time now, Refusal* why);
+
   const Options options_;
   // Shared with the tickets, so one outliving the budget still gives its place back safely.
   std::shared_ptr<Ticket::Shared> shared_;
