@@ -1,5 +1,6 @@
 #include "policy/decisions.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -80,6 +81,8 @@ absl::string_view OutboundActionName(OutboundAction action) {
   switch (action) {
     case OutboundAction::kHbone:
       return "HBONE";
+    case OutboundAction::kSameNode:
+      return "SAME_NODE";
     case OutboundAction::kTlsOrigination:
       return "TLS_ORIGINATION";
     case OutboundAction::kPlaintext:
@@ -284,6 +287,50 @@ OutboundDecision DecideOutbound(const Snapshot& snapshot, const Pod& source,
       decision, OutboundAction::kHbone, DecisionReason::kAutoMtls,
       absl::StrCat("auto mTLS: ", Describe(*pod), " is in the mesh and ", MtlsModeName(server_mode),
                    " on port ", decision.port, "; expecting ", decision.expected_peer_identity));
+}
+
+OutboundDecision DecideOutboundOnNode(const Snapshot& snapshot, const Pod& source,
+                                      absl::string_view destination_ip, uint32_t destination_port,
+                                      uint64_t endpoint_hint, LocalPodQuery is_local) {
+  OutboundDecision decision =
+      DecideOutbound(snapshot, source, destination_ip, destination_port, endpoint_hint);
+  if (decision.action != OutboundAction::kHbone || decision.destination_pod == nullptr ||
+      !is_local(decision.address)) {
+    return decision;
+  }
+  const Pod& destination = *decision.destination_pod;
+  OwnedInboundConnection connection;
+  connection.transport = InboundTransport::kMtls;
+  connection.peer_identity = WorkloadSpiffeId(snapshot, source);
+  // The source pod's address of the destination's family: what the application sees.
+  const bool v6 = decision.address.find(':') != std::string::npos;
+  for (const std::string& ip : source.ips) {
+    if ((ip.find(':') != std::string::npos) == v6) {
+      connection.source_ip = ip;
+      break;
+    }
+  }
+  connection.destination_ip = decision.address;
+  connection.port = decision.port;
+  InboundDecision inbound = DecideInbound(snapshot, destination, connection.View());
+  decision.trace.steps.push_back(absl::StrCat(Describe(destination),
+                                              " is served by this node's agent: carried on the "
+                                              "node, its inbound policy decides: ",
+                                              inbound.reason));
+  for (const std::string& resource : inbound.trace.deciding) {
+    std::vector<std::string>& deciding = decision.trace.deciding;
+    if (std::find(deciding.begin(), deciding.end(), resource) == deciding.end()) {
+      deciding.push_back(resource);
+    }
+  }
+  const bool allow = inbound.allow;
+  const DecisionReason code = inbound.reason_code;
+  std::string reason =
+      allow ? absl::StrCat("same node: ", decision.reason, "; ", inbound.reason) : inbound.reason;
+  decision.same_node_inbound = std::move(inbound);
+  decision.same_node_connection = std::move(connection);
+  return Finish(decision, allow ? OutboundAction::kSameNode : OutboundAction::kRefuse,
+                allow ? decision.reason_code : code, std::move(reason));
 }
 
 namespace {

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/strings/string_view.h"
 #include "policy/authorization.h"
 #include "policy/destination_rules.h"
@@ -60,8 +61,21 @@ Enrollment ResolveEnrollment(const Snapshot& snapshot, const Pod& pod);
 // spiffe://<trust domain>/ns/<namespace>/sa/<service account>
 std::string WorkloadSpiffeId(const Snapshot& snapshot, const Pod& pod);
 
-enum class OutboundAction { kHbone, kTlsOrigination, kPlaintext, kRefuse };
+enum class OutboundAction { kHbone, kSameNode, kTlsOrigination, kPlaintext, kRefuse };
 absl::string_view OutboundActionName(OutboundAction action);
+
+// Whether a connection is allowed in, and by what (DecideInbound).
+struct InboundDecision {
+  bool allow = false;
+  DecisionReason reason_code = DecisionReason::kNotInMesh;
+  std::string reason;
+  EffectiveMtls mtls;
+  // Reached when PeerAuthentication admits the connection.
+  std::optional<AuthorizationResult> authorization;
+  // An AUDIT or dry-run AuthorizationPolicy matched: log the connection under its name.
+  bool audit = false;
+  Trace trace;
+};
 
 struct OutboundDecision {
   OutboundAction action = OutboundAction::kRefuse;
@@ -82,6 +96,10 @@ struct OutboundDecision {
   std::string expected_peer_identity;
   std::optional<ClientTlsSettings> origination;   // kTlsOrigination: how to originate
   std::optional<EffectiveMtls> destination_mtls;  // when the destination is a known pod
+  // DecideOutboundOnNode: the destination pod is served by this data plane, and this is what
+  // its inbound policy said of the connection (kSameNode when it allowed it, kRefuse not).
+  std::optional<InboundDecision> same_node_inbound;
+  std::optional<OwnedInboundConnection> same_node_connection;  // as that policy saw it
   Trace trace;
 };
 
@@ -92,17 +110,17 @@ OutboundDecision DecideOutbound(const Snapshot& snapshot, const Pod& source,
                                 absl::string_view destination_ip, uint32_t destination_port,
                                 uint64_t endpoint_hint = 0);
 
-struct InboundDecision {
-  bool allow = false;
-  DecisionReason reason_code = DecisionReason::kNotInMesh;
-  std::string reason;
-  EffectiveMtls mtls;
-  // Reached when PeerAuthentication admits the connection.
-  std::optional<AuthorizationResult> authorization;
-  // An AUDIT or dry-run AuthorizationPolicy matched: log the connection under its name.
-  bool audit = false;
-  Trace trace;
-};
+// Whether `ip` is a pod this data plane serves itself (an enrolled pod of its node).
+using LocalPodQuery = absl::FunctionRef<bool(absl::string_view ip)>;
+
+// DecideOutbound as a node's data plane takes it: an HBONE decision whose destination pod is
+// served by this data plane (`is_local`) is carried on the node instead (kSameNode), because
+// the agent authenticated both ends; the destination's inbound policy still decides, for the
+// source's identity and address, as ztunnel's same-node path keeps the destination's
+// authorization (src/proxy/outbound.rs). A refusal there makes the decision kRefuse.
+OutboundDecision DecideOutboundOnNode(const Snapshot& snapshot, const Pod& source,
+                                      absl::string_view destination_ip, uint32_t destination_port,
+                                      uint64_t endpoint_hint, LocalPodQuery is_local);
 
 // Whether `destination` accepts `connection`.
 InboundDecision DecideInbound(const Snapshot& snapshot, const Pod& destination,

@@ -240,6 +240,50 @@ TEST(OutboundTest, AutoMtlsExpectsTheDestinationIdentity) {
   EXPECT_THAT(decision.expected_peer_identities, ::testing::ElementsAre(kReviewsId));
 }
 
+// A destination pod the data plane serves itself is carried on the node, decided by its own
+// inbound policy; any other stays HBONE.
+TEST(OutboundTest, ADestinationServedOnTheNodeIsSameNodeUnderItsInboundPolicy) {
+  auto served_here = [](absl::string_view ip) { return ip == "10.0.1.2"; };
+  auto nowhere = [](absl::string_view) { return false; };
+  std::shared_ptr<const Snapshot> open = Load("");
+  ASSERT_NE(open, nullptr);
+  const Pod client = PodNamed(*open, "shop", "client");
+  OutboundDecision here = DecideOutboundOnNode(*open, client, "10.96.1.1", 80, 0, served_here);
+  EXPECT_EQ(here.action, OutboundAction::kSameNode) << here.trace.ToString();
+  EXPECT_EQ(here.address, "10.0.1.2");
+  ASSERT_TRUE(here.same_node_inbound.has_value());
+  EXPECT_TRUE(here.same_node_inbound->allow);
+  ASSERT_TRUE(here.same_node_connection.has_value());
+  EXPECT_EQ(here.same_node_connection->transport, InboundTransport::kMtls);
+  EXPECT_EQ(here.same_node_connection->peer_identity, WorkloadSpiffeId(*open, client));
+  EXPECT_EQ(here.same_node_connection->source_ip, client.ips.front());
+  EXPECT_EQ(OutboundActionName(here.action), "SAME_NODE");
+  EXPECT_EQ(DecideOutboundOnNode(*open, client, "10.96.1.1", 80, 0, nowhere).action,
+            OutboundAction::kHbone);
+
+  // The destination's AuthorizationPolicy denies the client: refused, by that policy.
+  std::shared_ptr<const Snapshot> denied = Load(R"(apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-client, namespace: shop}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  action: DENY
+  rules: [{from: [{source: {principals: [cluster.local/ns/shop/sa/client]}}]}]
+)");
+  ASSERT_NE(denied, nullptr);
+  ASSERT_EQ(denied->resources().authorization_policies.size(), 1u);
+  OutboundDecision refused = DecideOutboundOnNode(*denied, PodNamed(*denied, "shop", "client"),
+                                                  "10.96.1.1", 80, 0, served_here);
+  EXPECT_EQ(refused.action, OutboundAction::kRefuse) << refused.trace.ToString();
+  EXPECT_EQ(refused.reason_code, DecisionReason::kAuthorization);
+  EXPECT_THAT(refused.trace.deciding, ::testing::Contains("AuthorizationPolicy shop/no-client"));
+  // Without the same node, the client's side sends HBONE and the server's agent decides.
+  EXPECT_EQ(DecideOutboundOnNode(*denied, PodNamed(*denied, "shop", "client"), "10.96.1.1", 80, 0,
+                                 nowhere)
+                .action,
+            OutboundAction::kHbone);
+}
+
 // The data plane cannot fetch Secrets: explain must say what the connection will meet.
 TEST(OutboundTest, CredentialNameIsRefusedAsTheDataPlaneRefusesIt) {
   for (absl::string_view mode : {"SIMPLE", "MUTUAL"}) {

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 
 #include "absl/strings/string_view.h"
 
@@ -26,6 +27,39 @@ struct InboundConnection {
   // The server name of the client's own TLS ClientHello, for `connection.sni`: nullopt when the
   // data plane did not look, "" for TLS without SNI or no TLS at all.
   std::optional<absl::string_view> sni;
+};
+
+// An InboundConnection that owns what it names: kept beside a live connection to decide it
+// again when the policy changes (an InboundConnection only views the caller's strings).
+struct OwnedInboundConnection {
+  InboundTransport transport = InboundTransport::kPlaintext;
+  std::string peer_identity;
+  std::string source_ip;
+  std::string destination_ip;
+  uint32_t port = 0;
+  std::optional<std::string> sni;
+
+  static OwnedInboundConnection From(const InboundConnection& connection) {
+    OwnedInboundConnection owned;
+    owned.transport = connection.transport;
+    owned.peer_identity = std::string(connection.peer_identity);
+    owned.source_ip = std::string(connection.source_ip);
+    owned.destination_ip = std::string(connection.destination_ip);
+    owned.port = connection.port;
+    if (connection.sni.has_value()) owned.sni = std::string(*connection.sni);
+    return owned;
+  }
+  // Valid while this object lives and is not changed.
+  InboundConnection View() const {
+    InboundConnection view;
+    view.transport = transport;
+    view.peer_identity = peer_identity;
+    view.source_ip = source_ip;
+    view.destination_ip = destination_ip;
+    view.port = port;
+    if (sni.has_value()) view.sni = *sni;
+    return view;
+  }
 };
 
 }  // namespace nodeward::policy

@@ -215,8 +215,12 @@ grpc::Status AdminService::ExplainPolicy(grpc::ServerContext*,
       return InvalidArgument(
           absl::StrCat("--to ", request->outbound().to(), ": ", to.status().message()));
     }
-    policy::OutboundDecision decision =
-        policy::DecideOutbound(*snapshot, *source, to->ip.Unmapped().ToString(), to->port);
+    // As the data plane decides: a destination this agent serves is carried on the node.
+    policy::OutboundDecision decision = policy::DecideOutboundOnNode(
+        *snapshot, *source, to->ip.Unmapped().ToString(), to->port, /*endpoint_hint=*/0,
+        [this](absl::string_view ip) {
+          return view_.data_plane != nullptr && view_.data_plane->ServesPod(ip);
+        });
     response->set_action(std::string(policy::OutboundActionName(decision.action)));
     response->set_reason(decision.reason);
     response->set_reason_code(std::string(policy::DecisionReasonName(decision.reason_code)));

@@ -90,8 +90,9 @@ void DataPlane::RecheckFlows(Worker& worker) {
     if (!worker.flows.contains(flow) || flow->revoked()) continue;
     const std::optional<InboundAdmission>& admission = flow->admission();
     if (!admission.has_value()) continue;
-    policy::InboundDecision decision = policy::DecideInbound(
-        *snapshot, PolicyPodFor(*snapshot, admission->pod->metadata()), admission->connection);
+    policy::InboundDecision decision =
+        policy::DecideInbound(*snapshot, PolicyPodFor(*snapshot, admission->pod->metadata()),
+                              admission->connection.View());
     if (decision.allow) continue;
     const AccessRecord& record = flow->record();
     Log(LogLevel::kInfo, "pod=", admission->pod->display_name(),

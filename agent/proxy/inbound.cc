@@ -76,7 +76,7 @@ void Inbound::HandlePlaintext(Worker& worker, std::shared_ptr<const capture::Cap
       Log(LogLevel::kInfo, "pod=", pod->display_name(), " peer=", record.source_address,
           " audited by ", record.audited_by);
     }
-    flow->SetAdmission({pod, std::move(connection)});
+    flow->SetAdmission({pod, policy::OwnedInboundConnection::From(connection)});
   }
   const std::optional<SocketAddress> client =
       peer.ok() ? std::optional<SocketAddress>(*peer) : std::nullopt;
@@ -290,7 +290,7 @@ void Inbound::AnswerConnect(Worker& worker, std::shared_ptr<const capture::Captu
     Log(LogLevel::kInfo, "pod=", pod->display_name(), " peer=", record.source_principal,
         " audited by ", record.audited_by);
   }
-  flow->SetAdmission({pod, std::move(connection)});
+  flow->SetAdmission({pod, policy::OwnedInboundConnection::From(connection)});
   // The tunnel was dialled from inside the client pod: its peer is the client pod's address.
   record.delivered_from = DeliveredFrom(*pod, application, tunnel_peer);
   upstreams_.Deliver(worker, *pod, application, tunnel_peer,

@@ -54,9 +54,10 @@ void Outbound::Handle(Worker& worker, std::shared_ptr<const capture::CapturedPod
     return;
   }
   const policy::Pod source_pod = PolicyPodFor(*snapshot, pod->metadata());
-  policy::OutboundDecision decision =
-      policy::DecideOutbound(*snapshot, source_pod, destination.ip.Unmapped().ToString(),
-                             destination.port, context_.NextEndpointHint());
+  policy::OutboundDecision decision = policy::DecideOutboundOnNode(
+      *snapshot, source_pod, destination.ip.Unmapped().ToString(), destination.port,
+      context_.NextEndpointHint(),
+      [this](absl::string_view ip) { return context_.LocalPodByIp(std::string(ip)) != nullptr; });
   record.policy = absl::StrJoin(decision.trace.deciding, "; ");
   record.reason = decision.reason;
   if (decision.destination_pod != nullptr) {
@@ -77,6 +78,9 @@ void Outbound::Handle(Worker& worker, std::shared_ptr<const capture::CapturedPod
     case policy::OutboundAction::kRefuse:
       Log(LogLevel::kInfo, "pod=", pod->display_name(), " identity=", source->ToString(),
           " peer=", destination.ToString(), " refused: ", decision.trace.ToString());
+      // Refused by a same-node destination's inbound policy: its outcome in this one line.
+      if (decision.same_node_inbound.has_value())
+        RecordInbound(*decision.same_node_inbound, record);
       refuse(RefusalOf(decision.reason_code, policy::InboundTransport::kMtls), decision.reason);
       return;
 
@@ -116,51 +120,44 @@ void Outbound::Handle(Worker& worker, std::shared_ptr<const capture::CapturedPod
       }
       record.destination_principal = peer->ToString();
       record.mutual_tls = true;
-      if (std::shared_ptr<const capture::CapturedPod> local =
-              context_.LocalPodByIp(decision.address)) {
-        // Both ends are pods of this agent: it has authenticated both, so the bytes stay on
-        // the node, but the destination's inbound policy still decides.
-        record.mode = Mode::kSameNode;
-        const std::optional<SocketAddress> from = PodAddressOfFamily(*pod, target->ip.family);
-        const std::string source_ip = from.has_value() ? from->ip.ToString() : "";
-        const std::string source_principal = source->ToString();
-        policy::InboundConnection connection;
-        connection.transport = policy::InboundTransport::kMtls;
-        connection.peer_identity = source_principal;
-        connection.source_ip = source_ip;
-        connection.destination_ip = decision.address;
-        connection.port = decision.port;
-        policy::InboundDecision inbound = policy::DecideInbound(
-            *snapshot, PolicyPodFor(*snapshot, local->metadata()), connection);
-        if (!inbound.allow) {
-          RecordInbound(inbound, record);
-          refuse(RefusalOf(inbound.reason_code, connection.transport), inbound.reason);
-          return;
-        }
-        // The destination's AuthorizationPolicy outcome belongs in this one line too.
-        AccessRecord inbound_record;
-        RecordInbound(inbound, inbound_record);
-        record.authorization = inbound_record.authorization;
-        record.audited_by = inbound_record.audited_by;
-        flow->SetAdmission({local, std::move(connection)});
-        if (IsAgentPort(target->port)) {
-          refuse(RefusalReason::kAgentPort,
-                 absl::StrCat("port ", target->port, " is the agent's own"));
-          return;
-        }
-        Carry(worker, pod, flow, app,
-              {.kind = UpstreamTarget::Kind::kLocalPod,
-               .address = *target,
-               .local_pod = local,
-               .client = from});
-        return;
-      }
       record.mode = Mode::kHboneMtls;
       Carry(worker, pod, flow, app,
             {.kind = UpstreamTarget::Kind::kHbone,
              .address = *target,
              .source = *source,
-             .peer = *peer});
+             .peer = *peer,
+             .also_accepted = std::move(also_accepted)});
+      return;
+    }
+
+    case policy::OutboundAction::kSameNode: {
+      // Both ends are pods of this agent: it has authenticated both, so the bytes stay on the
+      // node; the destination's inbound policy allowed it (in the decision).
+      std::shared_ptr<const capture::CapturedPod> local = context_.LocalPodByIp(decision.address);
+      if (local == nullptr) {
+        refuse(RefusalReason::kNotInMesh,
+               absl::StrCat("destination ", decision.address, " left this node"));
+        return;
+      }
+      record.mode = Mode::kSameNode;
+      record.mutual_tls = true;
+      record.destination_principal = decision.expected_peer_identity;
+      // The destination's AuthorizationPolicy outcome belongs in this one line too.
+      AccessRecord inbound_record;
+      RecordInbound(*decision.same_node_inbound, inbound_record);
+      record.authorization = inbound_record.authorization;
+      record.audited_by = inbound_record.audited_by;
+      if (IsAgentPort(target->port)) {
+        refuse(RefusalReason::kAgentPort,
+               absl::StrCat("port ", target->port, " is the agent's own"));
+        return;
+      }
+      flow->SetAdmission({local, *decision.same_node_connection});
+      Carry(worker, pod, flow, app,
+            {.kind = UpstreamTarget::Kind::kLocalPod,
+             .address = *target,
+             .local_pod = local,
+             .client = PodAddressOfFamily(*pod, target->ip.family)});
       return;
     }
   }

@@ -47,6 +47,7 @@ nodes: [node1, node2]
 pods:
 - {name: client, namespace: shop, serviceAccount: client, node: node1, labels: {app: client}}
 - {name: server, namespace: shop, serviceAccount: server, node: node2, ports: [8080], labels: {app: server}}
+- {name: neighbor, namespace: shop, serviceAccount: neighbor, node: node2, labels: {app: neighbor}}
 config: config
 YAML
 cat > "$work/config/shop.yaml" <<YAML
@@ -148,6 +149,17 @@ out=$("$ctl_bin" --socket="$run_dir/node2/admin.sock" policy explain --inbound s
 rc=$?
 expect_ok "policy explain --inbound"
 grep -Eq '^ACTION +REFUSE$' <<< "$out" || fail "policy explain --inbound --plaintext: not REFUSE under STRICT"
+
+echo "== policy explain (to a pod of the same node: what node2's data plane does)"
+out=$("$ctl_bin" --socket="$run_dir/node2/admin.sock" policy explain --from shop/neighbor --to $server_ip:8080 2>&1)
+rc=$?
+expect_ok "policy explain same node"
+grep -Eq '^ACTION +SAME_NODE$' <<< "$out" || fail "policy explain: a pod of the same node is not SAME_NODE"
+grep -q 'served by this node' <<< "$out" || fail "policy explain: the same-node step is not in the trace"
+reply=$("$sandbox_bin" exec "$name" neighbor -- "$sandbox_bin" app call --to=$server_ip:8080 --send=CTL-SAME-NODE)
+[[ "$reply" == *"got=CTL-SAME-NODE"* ]] || fail "the same-node call failed: $reply"
+grep '"direction":"outbound"' "$run_dir/node2/access.log" | grep -q '"mode":"same_node"' ||
+  fail "node2's access log has no same_node line for what explain said"
 
 echo "== tunnels"
 ctl tunnels
