@@ -9,6 +9,7 @@
 #include "absl/strings/str_split.h"
 #include "policy/gateway_internal.h"
 #include "policy/gateway_resources.h"
+#include "policy/trace.h"
 
 namespace nodeward::policy {
 
@@ -218,12 +219,6 @@ GatewayDecision DecideAutoPassthrough(const Snapshot& snapshot, GatewayDecision 
                 std::move(reason));
 }
 
-void Append(Trace& into, const Trace& from, absl::string_view prefix) {
-  for (const std::string& step : from.steps) into.steps.push_back(absl::StrCat(prefix, step));
-  into.warnings.insert(into.warnings.end(), from.warnings.begin(), from.warnings.end());
-  into.deciding.insert(into.deciding.end(), from.deciding.begin(), from.deciding.end());
-}
-
 }  // namespace
 
 absl::string_view GatewayActionName(GatewayAction action) {
@@ -369,23 +364,23 @@ GatewayExplanation ExplainGateway(const Snapshot& snapshot, const Pod& gateway, 
                                   const GatewayOptions& options) {
   GatewayExplanation result;
   GatewayListeners listeners = ResolveGatewayListeners(snapshot, gateway, options);
-  Append(result.trace, listeners.trace, "");
+  AppendTrace(result.trace, listeners.trace, "");
   const GatewayListener* listener = listeners.ForPort(port);
   if (listener == nullptr) {
     result.decision = Refuse(GatewayDecision{}, GatewayRefusal::kNoListener,
                              absl::StrCat("no Gateway server of this workload is on port ", port));
-    Append(result.trace, result.decision.trace, "");
+    AppendTrace(result.trace, result.decision.trace, "");
     return result;
   }
   result.decision = DecideGateway(snapshot, *listener, connection, hint);
-  Append(result.trace, result.decision.trace, "");
+  AppendTrace(result.trace, result.decision.trace, "");
   if (!result.decision.destination.has_value() ||
       result.decision.action == GatewayAction::kRefuse) {
     return result;
   }
   const GatewayDestination& destination = *result.decision.destination;
   result.upstream = DecideOutbound(snapshot, gateway, destination.address, destination.port, hint);
-  Append(result.trace, result.upstream->trace, "upstream: ");
+  AppendTrace(result.trace, result.upstream->trace, "upstream: ");
   const OutboundAction upstream = result.upstream->action;
   if (result.decision.action == GatewayAction::kPassthrough) {
     if (upstream == OutboundAction::kHbone) {

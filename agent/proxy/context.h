@@ -153,6 +153,8 @@ class ProxyContext {
   void AddLocalPod(std::shared_ptr<const capture::CapturedPod> pod);
   void RemoveLocalPod(const std::shared_ptr<const capture::CapturedPod>& pod);
   std::shared_ptr<const capture::CapturedPod> LocalPodByIp(const std::string& ip) const;
+  // Whether `ip` is one of those pods': policy's same-node question (policy::LocalPodQuery).
+  bool ServesPod(absl::string_view ip) const { return LocalPodByIp(std::string(ip)) != nullptr; }
 
  private:
   const ProxyOptions options_;

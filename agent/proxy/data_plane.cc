@@ -5,6 +5,7 @@
 #include <thread>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "agent/io/socket.h"
@@ -85,14 +86,17 @@ void DataPlane::RecheckFlows(Worker& worker) {
   std::shared_ptr<const policy::Snapshot> snapshot = context_.config()->Current();
   if (snapshot == nullptr) return;
   std::vector<Flow*> flows(worker.flows.begin(), worker.flows.end());
+  // A pod's many flows share one view of it for the pass.
+  absl::flat_hash_map<const capture::CapturedPod*, policy::Pod> pods;
   for (Flow* flow : flows) {
     // Cutting one flow may end others (the streams of one tunnel).
     if (!worker.flows.contains(flow) || flow->revoked()) continue;
     const std::optional<InboundAdmission>& admission = flow->admission();
     if (!admission.has_value()) continue;
+    auto [it, added] = pods.try_emplace(admission->pod.get());
+    if (added) it->second = PolicyPodFor(*snapshot, admission->pod->metadata());
     policy::InboundDecision decision =
-        policy::DecideInbound(*snapshot, PolicyPodFor(*snapshot, admission->pod->metadata()),
-                              admission->connection.View());
+        policy::DecideInbound(*snapshot, it->second, admission->connection.View());
     if (decision.allow) continue;
     const AccessRecord& record = flow->record();
     Log(LogLevel::kInfo, "pod=", admission->pod->display_name(),

@@ -8,19 +8,6 @@
 #include "policy/decisions.h"
 
 namespace nodeward::proxy {
-namespace {
-
-// The source pod's address of `family`, which the destination application should see: the
-// agent sees a same-node application's connection come from loopback.
-std::optional<SocketAddress> PodAddressOfFamily(const capture::CapturedPod& pod, int family) {
-  for (const std::string& ip : pod.metadata().ips) {
-    absl::StatusOr<IpAddress> address = IpAddress::Parse(ip);
-    if (address.ok() && address->family == family) return SocketAddress{*address, 0, 0};
-  }
-  return std::nullopt;
-}
-
-}  // namespace
 
 void Outbound::Handle(Worker& worker, std::shared_ptr<const capture::CapturedPod> pod, int fd,
                       const SocketAddress& destination, const SocketAddress& client,
@@ -56,8 +43,7 @@ void Outbound::Handle(Worker& worker, std::shared_ptr<const capture::CapturedPod
   const policy::Pod source_pod = PolicyPodFor(*snapshot, pod->metadata());
   policy::OutboundDecision decision = policy::DecideOutboundOnNode(
       *snapshot, source_pod, destination.ip.Unmapped().ToString(), destination.port,
-      context_.NextEndpointHint(),
-      [this](absl::string_view ip) { return context_.LocalPodByIp(std::string(ip)) != nullptr; });
+      context_.NextEndpointHint(), [this](absl::string_view ip) { return context_.ServesPod(ip); });
   record.policy = absl::StrJoin(decision.trace.deciding, "; ");
   record.reason = decision.reason;
   if (decision.destination_pod != nullptr) {
@@ -152,12 +138,19 @@ void Outbound::Handle(Worker& worker, std::shared_ptr<const capture::CapturedPod
                absl::StrCat("port ", target->port, " is the agent's own"));
         return;
       }
+      // The source pod's address the destination's policy decided about is the one its
+      // application should see (the agent sees a same-node connection come from loopback).
+      std::optional<SocketAddress> from;
+      if (absl::StatusOr<IpAddress> ip = IpAddress::Parse(decision.same_node_connection->source_ip);
+          ip.ok()) {
+        from = SocketAddress{*ip, 0, 0};
+      }
       flow->SetAdmission({local, *decision.same_node_connection});
       Carry(worker, pod, flow, app,
             {.kind = UpstreamTarget::Kind::kLocalPod,
              .address = *target,
              .local_pod = local,
-             .client = PodAddressOfFamily(*pod, target->ip.family)});
+             .client = from});
       return;
     }
   }

@@ -21,6 +21,7 @@ namespace {
 using nodeward::crypto::TlsContext;
 using nodeward::crypto::TlsEngine;
 namespace testing = nodeward::crypto::testing;
+using testing::Transfer;
 
 constexpr std::size_t kRecord = 16384;
 
@@ -59,17 +60,6 @@ const Setup& GetSetup() {
     return s;
   }();
   return *setup;
-}
-
-bool Transfer(TlsEngine& from, TlsEngine& to) {
-  bool moved = false;
-  while (from.PendingWire() > 0) {
-    const std::size_t n = to.FeedWire(from.PeekWire());
-    if (n == 0) break;
-    from.ConsumeWire(n);
-    moved = true;
-  }
-  return moved;
 }
 
 bool EngineHandshake(TlsEngine& client, TlsEngine& server) {
