@@ -267,6 +267,9 @@ class Builder {
         }
       }
     }
+    if (spec_.outside) {
+      if (absl::Status s = MakeOutside(); !s.ok()) return s;
+    }
     for (const PodSpec& pod : spec_.pods) {
       const std::string node_netns = NetnsName(spec_.name, pod.node);
       const std::string netns = NetnsName(spec_.name, pod.name);
@@ -290,6 +293,28 @@ class Builder {
       for (const auto& command : commands) {
         if (absl::Status s = MustRun(command); !s.ok()) return s;
       }
+    }
+    return absl::OkStatus();
+  }
+
+  // Clients outside the cluster: on the fabric like a node, but running no agent, reaching
+  // each node's pods through that node as a load balancer reaches a gateway pod.
+  absl::Status MakeOutside() {
+    const std::string fabric = NetnsName(spec_.name, kFabric);
+    const std::string netns = NetnsName(spec_.name, kOutside);
+    if (absl::Status s = AddNetns(kOutside); !s.ok()) return s;
+    std::vector<std::vector<std::string>> commands = {
+        {"ip", "-n", fabric, "link", "add", "o0", "type", "veth", "peer", "name", "eth0", "netns",
+         netns},
+        {"ip", "-n", fabric, "link", "set", "o0", "master", "br0", "up"},
+        {"ip", "-n", netns, "addr", "add", absl::StrCat(kOutsideAddress, "/24"), "dev", "eth0"},
+        {"ip", "-n", netns, "link", "set", "eth0", "up"},
+    };
+    for (const NodeSpec& node : spec_.nodes) {
+      commands.push_back({"ip", "-n", netns, "route", "add", node.pod_cidr, "via", node.address});
+    }
+    for (const auto& command : commands) {
+      if (absl::Status s = MustRun(command); !s.ok()) return s;
     }
     return absl::OkStatus();
   }
@@ -478,13 +503,51 @@ class Builder {
     return absl::OkStatus();
   }
 
+  struct PendingApp {
+    std::string what, log;
+    ProcessRef process;
+    std::string ready_line;  // in its log once it serves
+  };
+
+  // nodeward-gateway in the pod, as its Deployment would run it: the pod's identity from the
+  // downward API (here, flags), its certificate from its node's nodeward-sds, the sandbox's
+  // configuration. Its log and access log go to NODE/gateway-POD.log and
+  // NODE/gateway-POD-access.log.
+  absl::StatusOr<PendingApp> StartGateway(const PodSpec& pod) {
+    const std::string log = absl::StrCat(NodeDir(pod.node), "/gateway-", pod.name, ".log");
+    std::vector<std::string> labels;
+    for (const auto& [key, value] : pod.labels) labels.push_back(absl::StrCat(key, "=", value));
+    std::vector<std::string> argv = {
+        Bin("nodeward-gateway"),
+        absl::StrCat("--config-dir=", run_dir_, "/config"),
+        absl::StrCat("--sds-socket=", NodeDir(pod.node), "/sds.sock"),
+        absl::StrCat("--trust-domain=", spec_.trust_domain),
+        absl::StrCat("--pod-namespace=", pod.namespace_name),
+        absl::StrCat("--pod-name=", pod.name),
+        absl::StrCat("--service-account=", pod.service_account),
+        absl::StrCat("--labels=", absl::StrJoin(labels, ",")),
+        absl::StrCat("--access-log=", NodeDir(pod.node), "/gateway-", pod.name, "-access.log"),
+        "--log-format=text",
+        "--workers=1"};
+    absl::StatusOr<ProcessRef> process =
+        Start("gateway", pod.node, absl::StrCat(pod.namespace_name, "/", pod.name),
+              {.argv = argv,
+               .netns_path = NetnsPath(NetnsName(spec_.name, pod.name)),
+               .cgroup_dir = NodeCgroup(pod.node),
+               .log_path = log});
+    if (!process.ok()) return process.status();
+    return PendingApp{absl::StrCat("gateway ", pod.name), log, *process, "configuration"};
+  }
+
   absl::Status StartPods() {
-    struct PendingApp {
-      std::string what, log;
-      ProcessRef process;
-    };
     std::vector<PendingApp> apps;
     for (const PodSpec& pod : spec_.pods) {
+      if (pod.gateway) {
+        absl::StatusOr<PendingApp> gateway = StartGateway(pod);
+        if (!gateway.ok()) return gateway.status();
+        apps.push_back(*std::move(gateway));
+        continue;
+      }
       for (int port : pod.ports) {
         const std::string log =
             absl::StrCat(NodeDir(pod.node), "/app-", pod.name, "-", port, ".log");
@@ -501,13 +564,14 @@ class Builder {
                    .cgroup_dir = NodeCgroup(pod.node),
                    .log_path = log});
         if (!app.ok()) return app.status();
-        apps.push_back({absl::StrCat("app of ", pod.name, " on port ", port), log, *app});
+        apps.push_back(
+            {absl::StrCat("app of ", pod.name, " on port ", port), log, *app, "listening on"});
       }
     }
     for (const PendingApp& app : apps) {
       if (absl::Status s = WaitUntil(
               app.what, app.process, app.log,
-              [&] { return absl::StrContains(ReadFile(app.log).value_or(""), "listening on"); });
+              [&] { return absl::StrContains(ReadFile(app.log).value_or(""), app.ready_line); });
           !s.ok()) {
         return s;
       }
@@ -819,12 +883,35 @@ absl::Status PrintStatus(const std::string& name) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// Replaces this process with `argv` inside the netns at `netns_path`; returns only on failure.
+absl::Status ExecInNetns(const std::string& netns_path, const std::vector<std::string>& argv) {
+  if (absl::Status s = EnterNetns(netns_path); !s.ok()) return s;
+  std::vector<char*> args;
+  for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
+  args.push_back(nullptr);
+  execvp(args[0], args.data());
+  return absl::ErrnoToStatus(errno, absl::StrCat("cannot execute ", argv[0]));
+}
+
+}  // namespace
+
 absl::Status ExecInPod(const std::string& name, const std::string& pod,
                        const std::vector<std::string>& argv) {
   if (absl::Status s = ValidateSandboxName(name); !s.ok()) return s;
   if (argv.empty()) return absl::InvalidArgumentError("no command given after --");
   const std::string run_dir = RunDir(name);
   if (!Exists(run_dir)) return absl::NotFoundError(absl::StrCat("no sandbox ", name));
+  if (pod == kOutside) {
+    // Not a pod: no node, no cgroup of the sandbox.
+    const std::string netns = NetnsPath(NetnsName(name, kOutside));
+    if (!Exists(netns)) {
+      return absl::NotFoundError(
+          absl::StrCat("sandbox ", name, " has no outside network (outside: true in its file)"));
+    }
+    return ExecInNetns(netns, argv);
+  }
   const PodRecord* found = nullptr;
   std::vector<PodRecord> pods = ReadPods(run_dir);
   for (const PodRecord& record : pods) {
@@ -844,12 +931,7 @@ absl::Status ExecInPod(const std::string& name, const std::string& pod,
   // The cgroup first: a socket belongs to the cgroup its creator is in, and the connect hooks
   // only see sockets of the node's cgroup.
   if (absl::Status s = JoinCgroup(found->cgroup); !s.ok()) return s;
-  if (absl::Status s = EnterNetns(NetnsPath(found->netns)); !s.ok()) return s;
-  std::vector<char*> args;
-  for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
-  args.push_back(nullptr);
-  execvp(args[0], args.data());
-  return absl::ErrnoToStatus(errno, absl::StrCat("cannot execute ", argv[0]));
+  return ExecInNetns(NetnsPath(found->netns), argv);
 }
 
 }  // namespace nodeward::sandbox

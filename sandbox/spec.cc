@@ -57,7 +57,8 @@ absl::StatusOr<std::string> Scalar(const YAML::Node& node, absl::string_view whe
 absl::StatusOr<PodSpec> ParsePod(const YAML::Node& node, const std::string& where) {
   if (!node.IsMap()) return absl::InvalidArgumentError(absl::StrCat(where, ": expected a map"));
   if (absl::Status keys = CheckKeys(
-          node, where, {"name", "namespace", "serviceAccount", "node", "ports", "labels", "tls"});
+          node, where,
+          {"name", "namespace", "serviceAccount", "node", "ports", "labels", "tls", "gateway"});
       !keys.ok()) {
     return keys;
   }
@@ -155,6 +156,11 @@ absl::StatusOr<PodSpec> ParsePod(const YAML::Node& node, const std::string& wher
             absl::StrCat(at, ": label ", key, "=", value, " may not contain ',' (or '=' in keys)"));
       }
       pod.labels[key] = value;
+    }
+  }
+  if (YAML::Node gateway = node["gateway"]) {
+    if (!gateway.IsScalar() || !YAML::convert<bool>::decode(gateway, pod.gateway)) {
+      return absl::InvalidArgumentError(absl::StrCat(at, ": gateway must be true or false"));
     }
   }
   if (YAML::Node tls = node["tls"]) {
@@ -341,9 +347,9 @@ absl::StatusOr<SandboxSpec> ParseSandbox(const std::string& text, const std::str
     return absl::InvalidArgumentError(absl::StrCat("not valid YAML: ", e.what()));
   }
   if (!root.IsMap()) return absl::InvalidArgumentError("expected a map at the top level");
-  if (absl::Status keys =
-          CheckKeys(root, "top level",
-                    {"name", "trustDomain", "nodes", "pods", "config", "traffic", "certLifetime"});
+  if (absl::Status keys = CheckKeys(
+          root, "top level",
+          {"name", "trustDomain", "nodes", "pods", "config", "traffic", "certLifetime", "outside"});
       !keys.ok()) {
     return keys;
   }
@@ -364,6 +370,11 @@ absl::StatusOr<SandboxSpec> ParseSandbox(const std::string& text, const std::str
           absl::StrCat("trustDomain \"", spec.trust_domain, "\" is not a trust domain"));
     }
 
+    if (YAML::Node outside = root["outside"]) {
+      if (!outside.IsScalar() || !YAML::convert<bool>::decode(outside, spec.outside)) {
+        return absl::InvalidArgumentError("outside must be true or false");
+      }
+    }
     if (root["certLifetime"]) {
       absl::StatusOr<std::string> text = Scalar(root["certLifetime"], "certLifetime");
       if (!text.ok()) return text.status();
@@ -379,14 +390,15 @@ absl::StatusOr<SandboxSpec> ParseSandbox(const std::string& text, const std::str
       return absl::InvalidArgumentError("nodes must be a non-empty list of node names");
     }
     if (nodes.size() > 200) return absl::InvalidArgumentError("at most 200 nodes");
-    std::set<std::string> members = {kFabric};
+    std::set<std::string> members = {kFabric, kOutside};
     for (const YAML::Node& item : nodes) {
       absl::StatusOr<std::string> node_name = Scalar(item, "nodes[]");
       if (!node_name.ok()) return node_name.status();
       if (absl::Status s = ValidateLabelName(*node_name, "node name", 40); !s.ok()) return s;
       if (!members.insert(*node_name).second) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "node \"", *node_name, "\" is listed twice (or is the reserved name \"fabric\")"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("node \"", *node_name,
+                         "\" is listed twice (or is a reserved name: \"fabric\", \"outside\")"));
       }
       NodeSpec node;
       node.name = *node_name;
@@ -412,8 +424,8 @@ absl::StatusOr<SandboxSpec> ParseSandbox(const std::string& text, const std::str
         if (!members.insert(pod->name).second) {
           return absl::InvalidArgumentError(absl::StrCat(
               "pod name \"", pod->name,
-              "\" is used twice or is also a node name (each pod and node gets its own netns "
-              "nws-<sandbox>-<name>)"));
+              "\" is used twice, is also a node name or is reserved (\"fabric\", \"outside\"): "
+              "each pod and node gets its own netns nws-<sandbox>-<name>"));
         }
         for (std::string* path : {&pod->tls_cert, &pod->tls_key}) {
           if (!path->empty() && path->front() != '/') *path = absl::StrCat(base_dir, "/", *path);

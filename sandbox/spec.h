@@ -10,6 +10,9 @@
 //      labels: {app: web}}
 //   - {name: ext, node: node2, ports: [{port: 8443, name: https}],   # named container port
 //      tls: {cert: pki/server-cert.pem, key: pki/server-key.pem}}    # the app serves TLS
+//   - {name: gw, namespace: istio-ingress, serviceAccount: gateway, node: node1,
+//      labels: {istio: ingressgateway}, gateway: true}    # runs nodeward-gateway, not the app
+//   outside: true               # optional; a netns "outside" that is not a node (clients)
 //   certLifetime: 6s            # optional; workload certificate lifetime (rotation at half)
 //   config: config/             # optional; directory of Kubernetes YAML, relative to this file
 //   traffic:                    # optional; the calls `nodeward-sandbox demo` makes
@@ -46,6 +49,9 @@ struct PodSpec {
   // When set (absolute paths), the pod's application serves TLS with this certificate chain
   // and key on every port.
   std::string tls_cert, tls_key;
+  // The pod runs nodeward-gateway (for the Gateways selecting its labels) instead of the
+  // application, whatever its ports say.
+  bool gateway = false;
   // Derived.
   int node_index = 0;     // 1-based index of `node`
   int index_on_node = 0;  // 0-based
@@ -77,7 +83,13 @@ struct SandboxSpec {
   std::vector<TrafficSpec> traffic;
   // Lifetime of workload certificates (nodeward-sds --cert-lifetime); zero: its default.
   absl::Duration cert_lifetime = absl::ZeroDuration();
+  // A network namespace "outside" on the fabric (10.240.0.250) that is no node: clients from
+  // outside the cluster, with routes to every pod CIDR through its node, as a load balancer
+  // reaches a gateway pod.
+  bool outside = false;
 };
+inline constexpr char kOutside[] = "outside";
+inline constexpr char kOutsideAddress[] = "10.240.0.250";
 
 // Parses and validates a sandbox file; unknown keys are errors (they are usually typos).
 absl::StatusOr<SandboxSpec> LoadSandboxFile(const std::string& path);

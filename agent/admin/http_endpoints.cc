@@ -241,4 +241,44 @@ Readiness CheckReadiness(const AgentView& view) {
   return readiness;
 }
 
+absl::StatusOr<std::vector<std::unique_ptr<HttpEndpoint>>> StartProbeEndpoints(
+    const ProbeEndpoints& endpoints) {
+  std::vector<std::unique_ptr<HttpEndpoint>> started;
+  if (endpoints.metrics_port != 0) {
+    absl::StatusOr<std::unique_ptr<HttpEndpoint>> metrics = HttpEndpoint::Start(
+        endpoints.metrics_host, endpoints.metrics_port,
+        [render = endpoints.metrics](const std::string& path) {
+          if (path != "/metrics" && path != "/stats/prometheus") {
+            return HttpResponse{404, "text/plain; charset=utf-8", "try /metrics\n"};
+          }
+          return HttpResponse{200, "text/plain; version=0.0.4; charset=utf-8", render()};
+        });
+    if (!metrics.ok()) {
+      return absl::Status(metrics.status().code(),
+                          absl::StrCat("metrics: ", metrics.status().message()));
+    }
+    started.push_back(*std::move(metrics));
+  }
+  if (endpoints.readiness_port != 0) {
+    absl::StatusOr<std::unique_ptr<HttpEndpoint>> readiness = HttpEndpoint::Start(
+        endpoints.readiness_host, endpoints.readiness_port,
+        [ready = endpoints.ready](const std::string& path) {
+          if (path == "/healthz/live") {
+            return HttpResponse{200, "text/plain; charset=utf-8", "live\n"};
+          }
+          if (path != "/healthz/ready") {
+            return HttpResponse{404, "text/plain; charset=utf-8", "try /healthz/ready\n"};
+          }
+          Readiness now = ready();
+          return HttpResponse{now.ready ? 200 : 503, "text/plain; charset=utf-8", now.detail};
+        });
+    if (!readiness.ok()) {
+      return absl::Status(readiness.status().code(),
+                          absl::StrCat("readiness: ", readiness.status().message()));
+    }
+    started.push_back(*std::move(readiness));
+  }
+  return started;
+}
+
 }  // namespace nodeward::admin

@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "agent/admin/admin_service.h"
@@ -41,14 +42,32 @@ class HttpEndpoint {
   std::thread thread_;
 };
 
-// Everything the agent exports to Prometheus, as text.
-std::string RenderMetrics(const AgentView& view);
-
-// Ready when the capture programs, the SDS stream and the configuration are all live.
+// Whether a binary is ready to serve, and why not.
 struct Readiness {
   bool ready = false;
   std::string detail;  // one line per part
 };
+
+// The usual pair: Prometheus text on metrics_host:metrics_port (/metrics, /stats/prometheus)
+// and /healthz/ready (503 with the reasons until `ready` says so) and /healthz/live (200 while
+// it answers at all: a missing SDS or configuration makes it unready, never restarted) on
+// readiness_host:readiness_port. A port of 0 leaves that endpoint out.
+struct ProbeEndpoints {
+  std::string metrics_host;
+  std::uint16_t metrics_port = 0;
+  std::function<std::string()> metrics;
+  std::string readiness_host;
+  std::uint16_t readiness_port = 0;
+  std::function<Readiness()> ready;
+};
+absl::StatusOr<std::vector<std::unique_ptr<HttpEndpoint>>> StartProbeEndpoints(
+    const ProbeEndpoints& endpoints);
+
+// Everything the agent exports to Prometheus, as text.
+std::string RenderMetrics(const AgentView& view);
+
+// The agent is ready when the capture programs, the SDS stream and the configuration are all
+// live.
 Readiness CheckReadiness(const AgentView& view);
 
 }  // namespace nodeward::admin

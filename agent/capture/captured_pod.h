@@ -12,6 +12,7 @@
 #include "absl/synchronization/mutex.h"
 #include "agent/capture/netns_executor.h"
 #include "agent/capture/pod_network.h"
+#include "agent/capture/socket_origin.h"
 #include "bpf/capture_dataplane.h"
 #include "common/net_address.h"
 
@@ -57,28 +58,28 @@ class Delivery {
 
 // An enrolled pod as the data path sees it. Connections hold it by shared_ptr, so a pod that
 // is unenrolled while connections are open keeps its netns reachable until they finish.
-class CapturedPod {
+class CapturedPod : public SocketOrigin {
  public:
   // Takes ownership of `netns_fd`. `dataplane` (when set) announces deliveries to the pod's
   // inbound steering; `routing` says for which families a delivery can keep the client's
   // address.
   CapturedPod(PodMetadata metadata, int netns_fd, uint64_t netns_cookie, NetnsExecutor* executor,
               bpf::CaptureDataplane* dataplane = nullptr, DeliveryRouting routing = {});
-  ~CapturedPod();
+  ~CapturedPod() override;
   CapturedPod(const CapturedPod&) = delete;
   CapturedPod& operator=(const CapturedPod&) = delete;
 
   const PodMetadata& metadata() const { return metadata_; }
-  uint64_t netns_cookie() const { return netns_cookie_; }
+  uint64_t netns_cookie() const override { return netns_cookie_; }
   int netns_fd() const { return netns_fd_; }
   // "namespace/name" for logs.
-  const std::string& display_name() const { return display_name_; }
+  const std::string& display_name() const override { return display_name_; }
 
   // A non-blocking TCP socket inside the pod's netns carrying the agent's socket mark, so the
   // capture programs let it through (no loop back into the agent), with Nagle off.
   // Thread safe. Sockets come from a small stock refilled in batches: making one means a trip
   // into the pod's netns on the executor thread, which would otherwise be paid per connection.
-  absl::StatusOr<int> CreateAgentSocket(int family) const;
+  absl::StatusOr<int> CreateAgentSocket(int family) const override;
 
   // A connection to be made to `application`, one of this pod's addresses, on behalf of a
   // client at `client` (nullopt when there is none to keep, e.g. a loopback client): bound to

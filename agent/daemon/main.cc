@@ -30,6 +30,7 @@
 #include "agent/proxy/access_log.h"
 #include "agent/proxy/credentials.h"
 #include "agent/proxy/data_plane.h"
+#include "agent/proxy/proxy_flags.h"
 #include "bpf/capture_loader.h"
 #include "common/dashed_flags.h"
 #include "common/files.h"
@@ -39,7 +40,6 @@
 #include "policy/directory_source.h"
 #include "policy/kube_source.h"
 #include "sds/certificate_cache.h"
-#include "sds/log.h"
 
 ABSL_FLAG(std::string, attach_cgroup, "",
           "cgroup-v2 directory the connect hooks attach to: the cgroup-v2 root on a node, a "
@@ -50,8 +50,6 @@ ABSL_FLAG(std::string, enroll_socket, "/var/run/nodeward/enroll.sock",
           "Unix socket serving the enrollment API");
 ABSL_FLAG(std::string, state_dir, "/var/run/nodeward/pods",
           "directory recording enrolled pods, so a restarted agent takes them back");
-ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
-ABSL_FLAG(std::string, log_format, "json", "json (one object per line) or text");
 ABSL_FLAG(std::string, admin_socket, "",
           "Unix socket of the admin API (nodewardctl); default: admin.sock next to "
           "--enroll-socket");
@@ -67,21 +65,7 @@ ABSL_FLAG(std::string, config_dir, "",
           "directory of Kubernetes YAML (Namespaces, Pods, Services, PeerAuthentication, "
           "DestinationRule), reloaded on change; without it the Kubernetes API is watched "
           "with the in-cluster service account");
-ABSL_FLAG(std::string, sds_socket, "/var/run/nodeward/sds.sock", "nodeward-sds Unix socket");
 ABSL_FLAG(std::string, node_name, "", "this node's name (default: the host name)");
-ABSL_FLAG(std::string, trust_domain, "cluster.local", "SPIFFE trust domain of the mesh");
-ABSL_FLAG(std::string, access_log, "-", "file for one JSON line per connection; - is stderr");
-ABSL_FLAG(int, workers, 0, "io_uring worker loops (0: one per core)");
-ABSL_FLAG(std::string, system_ca_bundle, nodeward::proxy::kDefaultSystemCaBundle,
-          "roots for TLS origination when a DestinationRule has no caCertificates (or \"system\")");
-ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(5),
-          "on SIGTERM, how long live connections may finish before they are cut");
-ABSL_FLAG(absl::Duration, handshake_timeout, absl::Seconds(10),
-          "an HBONE connection (15008) whose TLS handshake has not finished by then is closed");
-ABSL_FLAG(int, max_pending_handshakes, 1024,
-          "HBONE connections still in their TLS handshake, at most, on this node");
-ABSL_FLAG(int, max_pending_handshakes_per_source, 64,
-          "of those, at most this many from one source address (0: no such limit)");
 ABSL_FLAG(bool, enroller, true,
           "follow this node's pods and their namespaces and keep them enrolled as the labels "
           "say (at start, on label changes, and for nodeward-cni at pod creation)");
@@ -142,46 +126,14 @@ absl::StatusOr<std::unique_ptr<proxy::DataPlane>> StartMesh(
       proxy::AccessLog::Open(absl::GetFlag(FLAGS_access_log));
   if (!log.ok()) return log.status();
   access_log = *std::move(log);
-  proxy::ProxyOptions options;
-  options.trust_domain = snapshot.trust_domain;
-  options.workers = absl::GetFlag(FLAGS_workers);
-  options.system_ca_bundle = absl::GetFlag(FLAGS_system_ca_bundle);
-  const absl::Duration handshake_timeout = absl::GetFlag(FLAGS_handshake_timeout);
-  const int max_pending = absl::GetFlag(FLAGS_max_pending_handshakes);
-  const int max_per_source = absl::GetFlag(FLAGS_max_pending_handshakes_per_source);
-  if (handshake_timeout <= absl::ZeroDuration() || max_pending <= 0 || max_per_source < 0) {
-    return absl::InvalidArgumentError(
-        "--handshake_timeout and --max_pending_handshakes must be positive, "
-        "--max_pending_handshakes_per_source at least 0");
-  }
-  options.handshakes.timeout = handshake_timeout;
-  options.handshakes.max_pending = static_cast<std::size_t>(max_pending);
-  options.handshakes.max_pending_per_source = static_cast<std::size_t>(max_per_source);
-  return proxy::DataPlane::Create(options, config.get(), credentials.get(), access_log.get());
-}
-
-// The certificate cache logs through sds/; its lines join the agent's own, in its format.
-void ForwardSdsLog(sds::LogLevel level, absl::string_view message) {
-  const LogLevel mapped = level == sds::LogLevel::kError     ? LogLevel::kError
-                          : level == sds::LogLevel::kWarning ? LogLevel::kWarning
-                                                             : LogLevel::kInfo;
-  Log(mapped, "sds: ", message);
+  absl::StatusOr<proxy::ProxyOptions> options = proxy::ProxyOptionsFromFlags();
+  if (!options.ok()) return options.status();
+  return proxy::DataPlane::Create(*options, config.get(), credentials.get(), access_log.get());
 }
 
 int Run() {
-  sds::SetLogSink(ForwardSdsLog);
-  absl::StatusOr<LogLevel> level = ParseLogLevel(absl::GetFlag(FLAGS_log_level));
-  if (!level.ok()) {
-    Log(LogLevel::kError, level.status().ToString());
-    return 2;
-  }
-  SetLogLevel(*level);
-  if (absl::GetFlag(FLAGS_log_format) == "text") {
-    SetLogFormat(LogFormat::kText);
-  } else if (absl::GetFlag(FLAGS_log_format) == "json") {
-    SetLogFormat(LogFormat::kJson);
-  } else {
-    Log(LogLevel::kError, "--log-format must be json or text");
+  if (absl::Status log = proxy::ConfigureLogFromFlags(); !log.ok()) {
+    Log(LogLevel::kError, log.ToString());
     return 2;
   }
   for (int port : {absl::GetFlag(FLAGS_admin_port), absl::GetFlag(FLAGS_metrics_port),
@@ -364,42 +316,18 @@ int Run() {
     return 1;
   }
   Log(LogLevel::kInfo, "admin API on unix:", admin_socket);
-  std::vector<std::unique_ptr<admin::HttpEndpoint>> endpoints;
-  if (const int port = absl::GetFlag(FLAGS_metrics_port); port != 0) {
-    absl::StatusOr<std::unique_ptr<admin::HttpEndpoint>> metrics = admin::HttpEndpoint::Start(
-        absl::GetFlag(FLAGS_metrics_address), port, [&view](const std::string& path) {
-          if (path != "/metrics" && path != "/stats/prometheus") {
-            return admin::HttpResponse{404, "text/plain; charset=utf-8", "try /metrics\n"};
-          }
-          return admin::HttpResponse{200, "text/plain; version=0.0.4; charset=utf-8",
-                                     admin::RenderMetrics(view)};
-        });
-    if (!metrics.ok()) {
-      Log(LogLevel::kError, "metrics: ", metrics.status().ToString());
-      return 1;
-    }
-    endpoints.push_back(*std::move(metrics));
-  }
-  if (const int port = absl::GetFlag(FLAGS_readiness_port); port != 0) {
-    absl::StatusOr<std::unique_ptr<admin::HttpEndpoint>> readiness =
-        admin::HttpEndpoint::Start("127.0.0.1", port, [&view](const std::string& path) {
-          // Live while it answers at all: a missing SDS or configuration makes it unready,
-          // never restarted.
-          if (path == "/healthz/live") {
-            return admin::HttpResponse{200, "text/plain; charset=utf-8", "live\n"};
-          }
-          if (path != "/healthz/ready") {
-            return admin::HttpResponse{404, "text/plain; charset=utf-8", "try /healthz/ready\n"};
-          }
-          admin::Readiness ready = admin::CheckReadiness(view);
-          return admin::HttpResponse{ready.ready ? 200 : 503, "text/plain; charset=utf-8",
-                                     ready.detail};
-        });
-    if (!readiness.ok()) {
-      Log(LogLevel::kError, "readiness: ", readiness.status().ToString());
-      return 1;
-    }
-    endpoints.push_back(*std::move(readiness));
+  absl::StatusOr<std::vector<std::unique_ptr<admin::HttpEndpoint>>> endpoints =
+      admin::StartProbeEndpoints({
+          .metrics_host = absl::GetFlag(FLAGS_metrics_address),
+          .metrics_port = static_cast<std::uint16_t>(absl::GetFlag(FLAGS_metrics_port)),
+          .metrics = [&view] { return admin::RenderMetrics(view); },
+          .readiness_host = "127.0.0.1",
+          .readiness_port = static_cast<std::uint16_t>(absl::GetFlag(FLAGS_readiness_port)),
+          .ready = [&view] { return admin::CheckReadiness(view); },
+      });
+  if (!endpoints.ok()) {
+    Log(LogLevel::kError, endpoints.status().ToString());
+    return 1;
   }
 
   int received = 0;
@@ -429,7 +357,7 @@ int Run() {
   server->Shutdown();
   server.reset();
   unlink(socket_path.c_str());
-  endpoints.clear();
+  endpoints->clear();
   admin_server->Shutdown();
   admin_server.reset();
   unlink(admin_socket.c_str());

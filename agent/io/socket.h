@@ -14,6 +14,10 @@ namespace nodeward::io {
 
 // A listening TCP socket (SO_REUSEADDR, close-on-exec).
 absl::StatusOr<int> ListenTcp(const SocketAddress& address, int backlog);
+// The same for a server facing clients of any family on one port from several loops:
+// SO_REUSEPORT (one socket per loop, the kernel spreading connections among them) and, for an
+// IPv6 address, IPv4 clients too (IPV6_V6ONLY off).
+absl::StatusOr<int> ListenTcpShared(const SocketAddress& address, int backlog);
 // A TCP socket ready for an asynchronous connect; `mark` (SO_MARK) is set when non-zero so the
 // node's capture programs leave our own connections alone.
 absl::StatusOr<int> NewTcpSocket(int family, std::uint32_t mark);

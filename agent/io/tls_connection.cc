@@ -30,6 +30,23 @@ void TlsConnection::Start(Callbacks callbacks) {
   if (started_ || closed_) return;
   started_ = true;
   callbacks_ = std::make_shared<Callbacks>(std::move(callbacks));
+  if (!wire_started_) StartWire();
+  // A client speaks first: its hello leaves now (and what arrived after a Handshake() goes on).
+  Process();
+}
+
+void TlsConnection::Handshake(absl::AnyInvocable<void(const absl::Status&)> done) {
+  if (wire_started_ || closed_) {
+    done(absl::FailedPreconditionError("TLS connection already started or closed"));
+    return;
+  }
+  handshake_done_ = std::move(done);
+  StartWire();
+  Process();
+}
+
+void TlsConnection::StartWire() {
+  wire_started_ = true;
   // The wire's callbacks hold this stream: it lives while its socket does, and the cycle ends
   // when the socket closes (Connection drops its callbacks then).
   auto self = shared_from_this();
@@ -58,15 +75,16 @@ void TlsConnection::Start(Callbacks callbacks) {
     self->wire_in_bytes_ = self->out_bytes_ = 0;
     std::shared_ptr<Callbacks> callbacks =
         std::exchange(self->callbacks_, std::make_shared<Callbacks>());
+    if (auto done = std::exchange(self->handshake_done_, nullptr)) {
+      done(status.ok() ? absl::UnavailableError("closed during the TLS handshake") : status);
+    }
     if (callbacks->on_closed) callbacks->on_closed(status);
   };
   wire_->Start(std::move(wire));
-  // A client speaks first: its hello leaves now.
-  Process();
 }
 
 void TlsConnection::Process() {
-  if (processing_ || closed_ || !started_) return;
+  if (processing_ || closed_ || !wire_started_) return;
   processing_ = true;
   std::shared_ptr<TlsConnection> keep = shared_from_this();
   bool plaintext_exhausted = false;
@@ -96,7 +114,7 @@ void TlsConnection::Process() {
     }
     if (!out_.empty() || shutdown_requested_) Flush();
     plaintext_exhausted = false;
-    while (!paused_ && !closed_) {
+    while (started_ && !paused_ && !closed_) {
       std::size_t room = kPlaintextChunk;
       if (callbacks_->receive_room) room = std::min(room, callbacks_->receive_room());
       if (room == 0) break;
@@ -123,7 +141,17 @@ void TlsConnection::Process() {
   processing_ = false;
   if (closed_) return;
   const bool wire_done = wire_eof_ && wire_in_.empty();
-  if (plaintext_exhausted && !read_eof_delivered_ && (engine_->PeerClosed() || wire_done)) {
+  if (!started_) {
+    // Handshake() alone: it ends in failure (the peer left) or success; plaintext waits.
+    if (engine_->state() == crypto::TlsEngine::State::kHandshaking && wire_done) {
+      Fail(absl::UnavailableError("peer closed the connection during the TLS handshake"));
+      return;
+    }
+    if (established()) {
+      if (auto done = std::exchange(handshake_done_, nullptr)) done(absl::OkStatus());
+      if (closed_) return;
+    }
+  } else if (plaintext_exhausted && !read_eof_delivered_ && (engine_->PeerClosed() || wire_done)) {
     // A FIN without close_notify still ends the stream once the handshake is done: the
     // application behind it decides whether what arrived was complete.
     if (engine_->state() == crypto::TlsEngine::State::kFailed) {
@@ -176,7 +204,7 @@ absl::StatusOr<std::size_t> TlsConnection::Write(absl::Span<const std::uint8_t> 
 std::size_t TlsConnection::queued_bytes() const { return out_bytes_ + wire_->queued_bytes(); }
 
 void TlsConnection::Flush() {
-  if (flushing_ || closed_ || !started_) return;
+  if (flushing_ || closed_ || !wire_started_) return;
   flushing_ = true;
   std::shared_ptr<TlsConnection> keep = shared_from_this();
   // Nothing can be encrypted before the handshake is done; queued bytes wait for it.
@@ -243,14 +271,14 @@ void TlsConnection::Fail(const absl::Status& status) { Close(status); }
 
 void TlsConnection::Close(const absl::Status& reason) {
   if (closed_) return;
-  if (!started_) closed_ = true;
+  if (!wire_started_) closed_ = true;
   // Once started, the wire's on_closed reports it, once.
   wire_->Close(reason);
 }
 
 void TlsConnection::Reset(const absl::Status& reason) {
   if (closed_) return;
-  if (!started_) closed_ = true;
+  if (!wire_started_) closed_ = true;
   wire_->Reset(reason);
 }
 

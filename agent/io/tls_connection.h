@@ -14,6 +14,7 @@
 #include <deque>
 #include <memory>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "agent/io/connection.h"
 #include "agent/io/stream.h"
@@ -40,6 +41,11 @@ class TlsConnection : public Stream, public std::enable_shared_from_this<TlsConn
   ~TlsConnection() override;
 
   void Start(Callbacks callbacks) override;
+  // Runs the handshake alone, before Start(): `done` runs once, OK when it is established,
+  // else with why it failed or the connection closed. A server that must know its client before
+  // doing anything on the client's behalf (the gateway opens the upstream only then) starts
+  // with this; plaintext that arrives meanwhile waits for Start().
+  void Handshake(absl::AnyInvocable<void(const absl::Status&)> done);
   void PauseReading() override;
   void ResumeReading() override;
   bool reading_paused() const override { return paused_; }
@@ -83,6 +89,8 @@ class TlsConnection : public Stream, public std::enable_shared_from_this<TlsConn
   bool SendSealed();
   void Fail(const absl::Status& status);
   void MaybeSignalDrained();
+  // Starts the socket under the engine (from Start or Handshake, once).
+  void StartWire();
 
   std::shared_ptr<Connection> wire_;
   std::unique_ptr<crypto::TlsEngine> engine_;
@@ -96,7 +104,9 @@ class TlsConnection : public Stream, public std::enable_shared_from_this<TlsConn
   bool wire_eof_ = false;
   std::deque<IoBuffer> out_;
   std::size_t out_bytes_ = 0;
-  bool started_ = false;
+  bool wire_started_ = false;
+  bool started_ = false;  // Start() was called: plaintext goes to the callbacks
+  absl::AnyInvocable<void(const absl::Status&)> handshake_done_;
   bool paused_ = false;
   bool read_eof_delivered_ = false;
   bool shutdown_requested_ = false;

@@ -3,6 +3,8 @@
 // stream) -> plain backend.
 #include "agent/io/tls_connection.h"
 
+#include <fcntl.h>
+
 #include <algorithm>
 #include <atomic>
 #include <thread>
@@ -211,6 +213,83 @@ TEST_F(TlsRelayTest, WrongServerIdentityCutsTheTunnelBeforeAnyData) {
   if (outcome.backend_received.ok()) {
     EXPECT_TRUE(outcome.backend_received->empty());
   }
+}
+
+// Two TLS streams over one loopback TCP connection, the server side under test.
+class TlsHandshakeTest : public TlsRelayTest {
+ protected:
+  struct Pair {
+    std::shared_ptr<TlsConnection> client;
+    std::shared_ptr<TlsConnection> server;
+  };
+  Pair Connect(EventLoop& loop, const SpiffeId& expected_server) {
+    auto listener = ListenLoopback();
+    EXPECT_TRUE(listener.ok());
+    auto client_fd = ConnectLoopback(PortOf(listener->get()));
+    EXPECT_TRUE(client_fd.ok());
+    auto server_fd = AcceptOne(listener->get());
+    EXPECT_TRUE(server_fd.ok());
+    for (int fd : {client_fd->get(), server_fd->get()}) {
+      fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    }
+    return {TlsConnection::Create(
+                Connection::Adopt(loop, client_fd->release(), {}),
+                TlsEngine::Client(client_context_, {.expected_peer = expected_server, .sni = ""})),
+            TlsConnection::Create(Connection::Adopt(loop, server_fd->release(), {}),
+                                  TlsEngine::Server(server_context_))};
+  }
+};
+
+TEST_F(TlsHandshakeTest, HandshakeAloneHoldsPlaintextUntilStart) {
+  NODEWARD_LOOP_OR_SKIP(loop);
+  Pair pair = Connect(*loop, server_id_);
+  std::vector<absl::Status> handshakes;
+  std::string received;
+  bool server_closed = false;
+  pair.server->Handshake([&](const absl::Status& status) { handshakes.push_back(status); });
+  Stream::Callbacks client;
+  client.on_closed = [](const absl::Status&) {};
+  pair.client->Start(std::move(client));
+  const std::string hello = "sent before the server started";
+  pair.client->Send(IoBuffer::Copy(
+      absl::MakeConstSpan(reinterpret_cast<const std::uint8_t*>(hello.data()), hello.size())));
+  ASSERT_TRUE(
+      loop->RunUntil([&] { return !handshakes.empty(); }, absl::Seconds(10)).value_or(false));
+  ASSERT_EQ(handshakes.size(), 1u);
+  EXPECT_TRUE(handshakes[0].ok()) << handshakes[0];
+  EXPECT_TRUE(pair.server->established());
+  // Nothing is delivered before Start(); everything after it, in order.
+  (void)loop->RunUntil([] { return false; }, absl::Milliseconds(100));
+  Stream::Callbacks server;
+  server.on_data = [&](IoBuffer chunk) {
+    received.append(reinterpret_cast<const char*>(chunk.data().data()), chunk.size());
+  };
+  server.on_closed = [&](const absl::Status&) { server_closed = true; };
+  pair.server->Start(std::move(server));
+  ASSERT_TRUE(loop->RunUntil([&] { return received.size() >= hello.size(); }, absl::Seconds(10))
+                  .value_or(false));
+  EXPECT_EQ(received, hello);
+  EXPECT_EQ(handshakes.size(), 1u);
+  pair.client->Close();
+  pair.server->Close();
+  (void)loop->RunUntil([&] { return server_closed; }, absl::Seconds(5));
+}
+
+TEST_F(TlsHandshakeTest, HandshakeAloneReportsAClientThatGivesUp) {
+  NODEWARD_LOOP_OR_SKIP(loop);
+  // The client refuses the server's identity: it aborts with an alert during the handshake.
+  Pair pair = Connect(*loop, crypto::testing::Id("cluster.local", "backend", "other"));
+  std::vector<absl::Status> handshakes;
+  pair.server->Handshake([&](const absl::Status& status) { handshakes.push_back(status); });
+  Stream::Callbacks client;
+  client.on_closed = [](const absl::Status&) {};
+  pair.client->Start(std::move(client));
+  ASSERT_TRUE(
+      loop->RunUntil([&] { return !handshakes.empty(); }, absl::Seconds(10)).value_or(false));
+  ASSERT_EQ(handshakes.size(), 1u);
+  EXPECT_FALSE(handshakes[0].ok());
+  EXPECT_FALSE(pair.server->established());
+  EXPECT_TRUE(pair.server->closed());
 }
 
 }  // namespace

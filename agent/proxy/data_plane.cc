@@ -2,13 +2,13 @@
 
 #include <cerrno>
 #include <cstring>
-#include <thread>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "agent/io/socket.h"
+#include "agent/proxy/workers.h"
 #include "common/log.h"
 
 namespace nodeward::proxy {
@@ -28,17 +28,10 @@ absl::StatusOr<std::unique_ptr<DataPlane>> DataPlane::Create(const ProxyOptions&
     return absl::InvalidArgumentError("the data plane needs a configuration and credentials");
   }
   std::unique_ptr<DataPlane> plane(new DataPlane(options, config, credentials, access_log));
-  int workers =
-      options.workers > 0 ? options.workers : static_cast<int>(std::thread::hardware_concurrency());
-  if (workers <= 0) workers = 1;
-  for (int i = 0; i < workers; ++i) {
-    auto worker = std::make_unique<Worker>();
-    absl::StatusOr<std::unique_ptr<io::LoopThread>> thread = io::LoopThread::Start(options.loop);
-    if (!thread.ok()) return thread.status();
-    worker->thread = *std::move(thread);
-    worker->poster = std::make_shared<LoopPoster>(worker->thread.get());
-    plane->workers_.push_back(std::move(worker));
-  }
+  absl::StatusOr<std::vector<std::unique_ptr<Worker>>> workers =
+      StartWorkers(options.workers, options.loop);
+  if (!workers.ok()) return workers.status();
+  plane->workers_ = *std::move(workers);
   if (config != nullptr && !options.passthrough) {
     DataPlane* raw = plane.get();
     plane->config_subscription_ =
@@ -199,38 +192,9 @@ void DataPlane::OnPodAccepted(Worker& worker, const capture::InPodListener& list
   }
 }
 
-template <typename T>
-std::vector<T> DataPlane::Gather(absl::AnyInvocable<void(Worker&, std::vector<T>&)> collect,
-                                 absl::Duration timeout) {
-  struct Shared {
-    absl::Mutex mutex;
-    std::vector<T> out;
-    std::size_t remaining = 0;
-  };
-  auto shared = std::make_shared<Shared>();
-  shared->remaining = workers_.size();
-  auto collector =
-      std::make_shared<absl::AnyInvocable<void(Worker&, std::vector<T>&)>>(std::move(collect));
-  for (auto& worker : workers_) {
-    Worker* w = worker.get();
-    w->thread->Post([shared, collector, w] {
-      std::vector<T> part;
-      (*collector)(*w, part);
-      absl::MutexLock lock(&shared->mutex);
-      for (T& item : part) shared->out.push_back(std::move(item));
-      --shared->remaining;
-    });
-  }
-  absl::MutexLock lock(&shared->mutex);
-  shared->mutex.AwaitWithTimeout(
-      absl::Condition(
-          +[](std::size_t* remaining) { return *remaining == 0; }, &shared->remaining),
-      timeout);
-  return shared->out;
-}
-
 std::vector<DataPlane::ConnectionInfo> DataPlane::Connections(absl::Duration timeout) {
-  return Gather<ConnectionInfo>(
+  return GatherFromWorkers<ConnectionInfo>(
+      workers_,
       [](Worker& worker, std::vector<ConnectionInfo>& out) {
         const absl::Time now = absl::Now();
         for (Flow* flow : worker.flows) out.push_back({flow->Live(), now - flow->start()});
@@ -239,7 +203,8 @@ std::vector<DataPlane::ConnectionInfo> DataPlane::Connections(absl::Duration tim
 }
 
 std::vector<DataPlane::TunnelInfo> DataPlane::Tunnels(absl::Duration timeout) {
-  return Gather<TunnelInfo>(
+  return GatherFromWorkers<TunnelInfo>(
+      workers_,
       [](Worker& worker, std::vector<TunnelInfo>& out) {
         const absl::Time now = absl::Now();
         auto describe = [&](const HboneTunnel& tunnel, const char* role) {
@@ -268,7 +233,8 @@ std::vector<DataPlane::TunnelInfo> DataPlane::Tunnels(absl::Duration timeout) {
 }
 
 std::vector<std::size_t> DataPlane::LoopPendingOperations(absl::Duration timeout) {
-  return Gather<std::size_t>(
+  return GatherFromWorkers<std::size_t>(
+      workers_,
       [](Worker& worker, std::vector<std::size_t>& out) {
         out.push_back(worker.loop().pending_operations());
       },
@@ -299,23 +265,6 @@ std::size_t DataPlane::Drain(absl::Duration grace) {
   return left;
 }
 
-void DataPlane::CutEverything(const absl::Status& reason) {
-  Gather<int>(
-      [reason](Worker& worker, std::vector<int>&) {
-        std::vector<Flow*> flows(worker.flows.begin(), worker.flows.end());
-        for (Flow* flow : flows) {
-          if (worker.flows.contains(flow)) flow->Cut(reason);
-        }
-        std::vector<std::shared_ptr<HboneTunnel>> tunnels;
-        worker.pool.ForEach([&](const TunnelKey&, const HboneTunnel& tunnel) {
-          tunnels.push_back(std::const_pointer_cast<HboneTunnel>(tunnel.shared_from_this()));
-        });
-        for (const std::weak_ptr<HboneTunnel>& weak : worker.server_tunnels) {
-          if (auto tunnel = weak.lock()) tunnels.push_back(tunnel);
-        }
-        for (const auto& tunnel : tunnels) tunnel->Close(reason);
-      },
-      absl::Seconds(2));
-}
+void DataPlane::CutEverything(const absl::Status& reason) { CutWorkers(workers_, reason); }
 
 }  // namespace nodeward::proxy

@@ -83,9 +83,6 @@ class DataPlane : public capture::ConnectionHandler {
   void CutEverything(const absl::Status& reason);
   void ArmPodAccept(Worker& worker, std::shared_ptr<capture::InPodListener> listener);
   void OnPodAccepted(Worker& worker, const capture::InPodListener& listener, int fd);
-  template <typename T>
-  std::vector<T> Gather(absl::AnyInvocable<void(Worker&, std::vector<T>&)> collect,
-                        absl::Duration timeout);
 
   ProxyContext context_;
   Upstreams upstreams_;

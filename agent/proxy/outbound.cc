@@ -50,16 +50,6 @@ void Outbound::Handle(Worker& worker, std::shared_ptr<const capture::CapturedPod
     record.destination_workload =
         absl::StrCat(decision.destination_pod->meta.ns, "/", decision.destination_pod->meta.name);
   }
-  absl::StatusOr<SocketAddress> target =
-      SocketAddress::Parse(decision.address.find(':') == std::string::npos
-                               ? absl::StrCat(decision.address, ":", decision.port)
-                               : absl::StrCat("[", decision.address, "]:", decision.port));
-  if (decision.action != policy::OutboundAction::kRefuse && !target.ok()) {
-    refuse(RefusalReason::kInvalidDestination,
-           absl::StrCat("destination: ", target.status().message()));
-    return;
-  }
-
   switch (decision.action) {
     case policy::OutboundAction::kRefuse:
       Log(LogLevel::kInfo, "pod=", pod->display_name(), " identity=", source->ToString(),
@@ -71,52 +61,24 @@ void Outbound::Handle(Worker& worker, std::shared_ptr<const capture::CapturedPod
       return;
 
     case policy::OutboundAction::kPlaintext:
-      record.mode = Mode::kPlaintext;
-      Carry(worker, pod, flow, app, {.kind = UpstreamTarget::Kind::kTcp, .address = *target});
-      return;
-
-    case policy::OutboundAction::kTlsOrigination: {
-      record.mode = Mode::kTlsOrigination;
-      absl::StatusOr<std::shared_ptr<const crypto::TlsContext>> context =
-          context_.origination().Get(*decision.origination);
-      if (!context.ok()) {
-        refuse(RefusalReason::kTlsOrigination,
-               absl::StrCat("TLS origination: ", context.status().message()));
-        return;
-      }
-      Carry(worker, pod, flow, app,
-            {.kind = UpstreamTarget::Kind::kTlsOrigination, .address = *target, .tls = *context});
-      return;
-    }
-
+    case policy::OutboundAction::kTlsOrigination:
     case policy::OutboundAction::kHbone: {
-      absl::StatusOr<crypto::SpiffeId> peer =
-          crypto::SpiffeId::Parse(decision.expected_peer_identity);
-      if (!peer.ok()) {
-        refuse(RefusalReason::kIdentity,
-               absl::StrCat("expected peer identity: ", peer.status().message()));
+      UpstreamChoice choice = ChooseUpstream(context_, decision, *source, record);
+      if (!choice.target.has_value()) {
+        refuse(choice.refusal, choice.reason);
         return;
       }
-      // A DestinationRule's subjectAltNames: any of them may answer (names that are not
-      // SPIFFE IDs can never be a mesh server's, and policy warned about them).
-      std::vector<crypto::SpiffeId> also_accepted;
-      for (const std::string& name : decision.expected_peer_identities) {
-        absl::StatusOr<crypto::SpiffeId> id = crypto::SpiffeId::Parse(name);
-        if (id.ok() && *id != *peer) also_accepted.push_back(*id);
-      }
-      record.destination_principal = peer->ToString();
-      record.mutual_tls = true;
-      record.mode = Mode::kHboneMtls;
-      Carry(worker, pod, flow, app,
-            {.kind = UpstreamTarget::Kind::kHbone,
-             .address = *target,
-             .source = *source,
-             .peer = *peer,
-             .also_accepted = std::move(also_accepted)});
+      Carry(worker, pod, flow, app, *std::move(choice.target));
       return;
     }
 
     case policy::OutboundAction::kSameNode: {
+      absl::StatusOr<SocketAddress> target = DecidedAddress(decision);
+      if (!target.ok()) {
+        refuse(RefusalReason::kInvalidDestination,
+               absl::StrCat("destination: ", target.status().message()));
+        return;
+      }
       // Both ends are pods of this agent: it has authenticated both, so the bytes stay on the
       // node; the destination's inbound policy allowed it (in the decision).
       std::shared_ptr<const capture::CapturedPod> local = context_.LocalPodByIp(decision.address);
@@ -165,19 +127,7 @@ void Outbound::Carry(Worker& worker, std::shared_ptr<const capture::CapturedPod>
   const absl::Time deadline = absl::Now() + context_.options().credentials_wait;
   const bool hbone = target.kind == UpstreamTarget::Kind::kHbone;
   upstreams_.Open(worker, std::move(pod), std::move(target), deadline,
-                  [flow, app, hbone](absl::StatusOr<std::shared_ptr<io::Stream>> upstream) {
-                    if (!upstream.ok()) {
-                      app->Reset(upstream.status());
-                      flow->Finish(Result::kError, upstream.status().message());
-                      return;
-                    }
-                    if (app->closed()) {
-                      (*upstream)->Close();
-                      flow->Finish(Result::kError, "application closed before the upstream was up");
-                      return;
-                    }
-                    RelayFlow(flow, app, *std::move(upstream), /*destination_may_refuse=*/hbone);
-                  });
+                  RelayOnceOpen(std::move(flow), std::move(app), /*destination_may_refuse=*/hbone));
 }
 
 }  // namespace nodeward::proxy

@@ -74,6 +74,12 @@ absl::string_view RefusalReasonName(RefusalReason reason) {
       return "not_a_pod_address";
     case RefusalReason::kBadRequest:
       return "bad_request";
+    case RefusalReason::kGatewayRoute:
+      return "gateway_route";
+    case RefusalReason::kClientHello:
+      return "client_hello";
+    case RefusalReason::kClientHandshake:
+      return "client_handshake";
   }
   return "none";
 }

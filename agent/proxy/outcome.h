@@ -41,6 +41,10 @@ enum class RefusalReason {
   kAgentPort,           // the agent's own ports are never delivered to
   kNotAPodAddress,      // a CONNECT to an address the pod does not have
   kBadRequest,          // a malformed CONNECT or an unreadable original destination
+  // The ingress gateway's own (the typed detail is its metrics' reason label):
+  kGatewayRoute,     // no server, route or destination for the connection (GatewayRefusal)
+  kClientHello,      // the client's first bytes are no usable ClientHello (ClientHelloError)
+  kClientHandshake,  // the client's TLS handshake failed (crypto::GatewayHandshakeFailure)
 };
 
 absl::string_view DirectionName(Direction direction);

@@ -47,6 +47,87 @@ void WithCredentials(
   });
 }
 
+Upstreams::Done RelayOnceOpen(std::shared_ptr<Flow> flow, std::shared_ptr<io::Stream> source_side,
+                              bool destination_may_refuse) {
+  return [flow = std::move(flow), source_side = std::move(source_side),
+          destination_may_refuse](absl::StatusOr<std::shared_ptr<io::Stream>> upstream) {
+    if (!upstream.ok()) {
+      source_side->Reset(upstream.status());
+      flow->Finish(Result::kError, upstream.status().message());
+      return;
+    }
+    if (source_side->closed()) {
+      (*upstream)->Close();
+      flow->Finish(Result::kError, "the client closed before the upstream was up");
+      return;
+    }
+    RelayFlow(flow, source_side, *std::move(upstream), destination_may_refuse);
+  };
+}
+
+absl::StatusOr<SocketAddress> DecidedAddress(const policy::OutboundDecision& decision) {
+  return SocketAddress::Parse(decision.address.find(':') == std::string::npos
+                                  ? absl::StrCat(decision.address, ":", decision.port)
+                                  : absl::StrCat("[", decision.address, "]:", decision.port));
+}
+
+UpstreamChoice ChooseUpstream(ProxyContext& context, const policy::OutboundDecision& decision,
+                              const crypto::SpiffeId& source, AccessRecord& record) {
+  absl::StatusOr<SocketAddress> address = DecidedAddress(decision);
+  if (!address.ok()) {
+    return {std::nullopt, RefusalReason::kInvalidDestination,
+            absl::StrCat("destination: ", address.status().message())};
+  }
+  switch (decision.action) {
+    case policy::OutboundAction::kPlaintext:
+      record.mode = Mode::kPlaintext;
+      return {UpstreamTarget{.kind = UpstreamTarget::Kind::kTcp, .address = *address}};
+
+    case policy::OutboundAction::kTlsOrigination: {
+      record.mode = Mode::kTlsOrigination;
+      absl::StatusOr<std::shared_ptr<const crypto::TlsContext>> tls =
+          context.origination().Get(*decision.origination);
+      if (!tls.ok()) {
+        return {std::nullopt, RefusalReason::kTlsOrigination,
+                absl::StrCat("TLS origination: ", tls.status().message())};
+      }
+      return {UpstreamTarget{
+          .kind = UpstreamTarget::Kind::kTlsOrigination, .address = *address, .tls = *tls}};
+    }
+
+    case policy::OutboundAction::kHbone: {
+      absl::StatusOr<crypto::SpiffeId> peer =
+          crypto::SpiffeId::Parse(decision.expected_peer_identity);
+      if (!peer.ok()) {
+        return {std::nullopt, RefusalReason::kIdentity,
+                absl::StrCat("expected peer identity: ", peer.status().message())};
+      }
+      // A DestinationRule's subjectAltNames: any of them may answer (names that are not
+      // SPIFFE IDs can never be a mesh server's, and policy warned about them).
+      std::vector<crypto::SpiffeId> also_accepted;
+      for (const std::string& name : decision.expected_peer_identities) {
+        absl::StatusOr<crypto::SpiffeId> id = crypto::SpiffeId::Parse(name);
+        if (id.ok() && *id != *peer) also_accepted.push_back(*id);
+      }
+      record.destination_principal = peer->ToString();
+      record.mutual_tls = true;
+      record.mode = Mode::kHboneMtls;
+      return {UpstreamTarget{.kind = UpstreamTarget::Kind::kHbone,
+                             .address = *address,
+                             .source = source,
+                             .peer = *peer,
+                             .also_accepted = std::move(also_accepted)}};
+    }
+
+    case policy::OutboundAction::kRefuse:
+    case policy::OutboundAction::kSameNode:
+      break;
+  }
+  return {
+      std::nullopt, RefusalReason::kInvalidDestination,
+      absl::StrCat("no upstream for a ", policy::OutboundActionName(decision.action), " decision")};
+}
+
 std::string DeliveredFrom(const capture::CapturedPod& pod, const SocketAddress& application,
                           const std::optional<SocketAddress>& client) {
   if (std::optional<IpAddress> kept = pod.KeptSource(application, client)) {
@@ -55,9 +136,9 @@ std::string DeliveredFrom(const capture::CapturedPod& pod, const SocketAddress& 
   return absl::StrCat(application.ip.ToString(), " (the pod's own: client address not kept)");
 }
 
-void Upstreams::ConnectFromPod(Worker& worker, const capture::CapturedPod& pod,
-                               const SocketAddress& address, io::Connection::ConnectCallback done) {
-  absl::StatusOr<int> fd = pod.CreateAgentSocket(address.ip.family);
+void Upstreams::ConnectFrom(Worker& worker, const capture::SocketOrigin& origin,
+                            const SocketAddress& address, io::Connection::ConnectCallback done) {
+  absl::StatusOr<int> fd = origin.CreateAgentSocket(address.ip.family);
   if (!fd.ok()) {
     done(fd.status());
     return;
@@ -97,7 +178,7 @@ void Upstreams::Deliver(Worker& worker, const capture::CapturedPod& pod,
       });
 }
 
-void Upstreams::OpenHbone(Worker& worker, std::shared_ptr<const capture::CapturedPod> from,
+void Upstreams::OpenHbone(Worker& worker, std::shared_ptr<const capture::SocketOrigin> from,
                           const crypto::SpiffeId& source, const crypto::SpiffeId& peer,
                           std::vector<crypto::SpiffeId> also_accepted, const SocketAddress& address,
                           absl::Time deadline, Done done) {
@@ -115,27 +196,27 @@ void Upstreams::OpenHbone(Worker& worker, std::shared_ptr<const capture::Capture
             dialled(context.status());
             return;
           }
-          ConnectFromPod(
-              worker, *from, key.address,
-              [this, from, key, context = *std::move(context), on_closed = std::move(on_closed),
-               dialled = std::move(dialled)](
-                  absl::StatusOr<std::shared_ptr<io::Connection>> wire) mutable {
-                if (!wire.ok()) {
-                  dialled(wire.status());
-                  return;
-                }
-                crypto::TlsEngine::ClientOptions client;
-                client.expected_peer = key.destination;
-                client.also_accepted = key.also_accepted;
-                absl::StatusOr<std::shared_ptr<HboneTunnel>> tunnel = HboneTunnel::Start(
-                    HboneTunnel::Role::kClient, *wire, crypto::TlsEngine::Client(context, client),
-                    context_.options().tunnel, nullptr, std::move(on_closed));
-                if (tunnel.ok()) {
-                  (*tunnel)->set_description(
-                      {from->display_name(), key.source.ToString(), key.address.ToString()});
-                }
-                dialled(std::move(tunnel));
-              });
+          ConnectFrom(worker, *from, key.address,
+                      [this, from, key, context = *std::move(context),
+                       on_closed = std::move(on_closed), dialled = std::move(dialled)](
+                          absl::StatusOr<std::shared_ptr<io::Connection>> wire) mutable {
+                        if (!wire.ok()) {
+                          dialled(wire.status());
+                          return;
+                        }
+                        crypto::TlsEngine::ClientOptions client;
+                        client.expected_peer = key.destination;
+                        client.also_accepted = key.also_accepted;
+                        absl::StatusOr<std::shared_ptr<HboneTunnel>> tunnel = HboneTunnel::Start(
+                            HboneTunnel::Role::kClient, *wire,
+                            crypto::TlsEngine::Client(context, client), context_.options().tunnel,
+                            nullptr, std::move(on_closed));
+                        if (tunnel.ok()) {
+                          (*tunnel)->set_description({from->display_name(), key.source.ToString(),
+                                                      key.address.ToString()});
+                        }
+                        dialled(std::move(tunnel));
+                      });
         });
   };
   worker.pool.Get(
@@ -155,26 +236,26 @@ void Upstreams::OpenHbone(Worker& worker, std::shared_ptr<const capture::Capture
       });
 }
 
-void Upstreams::Open(Worker& worker, std::shared_ptr<const capture::CapturedPod> from,
+void Upstreams::Open(Worker& worker, std::shared_ptr<const capture::SocketOrigin> from,
                      UpstreamTarget target, absl::Time deadline, Done done) {
   switch (target.kind) {
     case UpstreamTarget::Kind::kTcp:
     case UpstreamTarget::Kind::kTlsOrigination: {
       std::shared_ptr<const crypto::TlsContext> tls = std::move(target.tls);
-      ConnectFromPod(worker, *from, target.address,
-                     [tls = std::move(tls), done = std::move(done)](
-                         absl::StatusOr<std::shared_ptr<io::Connection>> connection) mutable {
-                       if (!connection.ok()) {
-                         done(connection.status());
-                         return;
-                       }
-                       if (tls == nullptr) {
-                         done(std::shared_ptr<io::Stream>(*std::move(connection)));
-                         return;
-                       }
-                       done(std::shared_ptr<io::Stream>(io::TlsConnection::Create(
-                           *std::move(connection), crypto::TlsEngine::Client(tls))));
-                     });
+      ConnectFrom(worker, *from, target.address,
+                  [tls = std::move(tls), done = std::move(done)](
+                      absl::StatusOr<std::shared_ptr<io::Connection>> connection) mutable {
+                    if (!connection.ok()) {
+                      done(connection.status());
+                      return;
+                    }
+                    if (tls == nullptr) {
+                      done(std::shared_ptr<io::Stream>(*std::move(connection)));
+                      return;
+                    }
+                    done(std::shared_ptr<io::Stream>(io::TlsConnection::Create(
+                        *std::move(connection), crypto::TlsEngine::Client(tls))));
+                  });
       return;
     }
     case UpstreamTarget::Kind::kHbone:

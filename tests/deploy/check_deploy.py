@@ -13,6 +13,9 @@ and the built binaries rather than against a copy of the manifests:
     limits on every container, privileged only where bpffs is mounted;
   - the runtime end-to-end test runs this DaemonSet changing only the two flags it says
     (tests/e2e/podman/node_plan.sh);
+  - deploy/gateway: a Deployment of nodeward-gateway behind a LoadBalancer Service, reading
+    exactly the kinds a gateway's Kubernetes source follows (Secrets only in its namespace),
+    its flags and paths real, its certificate from the DaemonSet's workload SDS socket;
   - deploy/Dockerfile installs deploy/image/packages and copies deploy/image/binaries.
   check_deploy.py SOURCE_DIR BIN_DIR
 """
@@ -73,6 +76,26 @@ def under(path, root):
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
+def followed_kinds(text):
+    followed = set()
+    for resource, versions in re.findall(r'add\("\w+", "(\w+)",\s*\{([^}]*)\}\)', text):
+        for version in re.findall(r'"([^"]+)"', versions):
+            followed.add((version.split("/")[0] if "/" in version else "", resource))
+    return followed
+
+
+def cluster_grants(docs):
+    granted = set()
+    for role in (d for d in docs if d["kind"] == "ClusterRole"):
+        for rule in role["rules"]:
+            if set(rule["verbs"]) != {"get", "list", "watch"}:
+                fail(f"ClusterRole {role['metadata']['name']} grants {rule['verbs']}")
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    granted.add((group, resource))
+    return granted
+
+
 def check_rbac(docs, source):
     text = open(os.path.join(source, "policy/kube_source.cc")).read()
     # The kinds only a gateway follows (its namespace's Secrets among them) are not the node
@@ -83,21 +106,10 @@ def check_rbac(docs, source):
         fail("the gateway-only kinds of policy/kube_source.cc are not where this check expects")
     else:
         text = text[:gateway_only.start()] + text[gateway_only.end():]
-    followed = set()
-    for resource, versions in re.findall(r'add\("\w+", "(\w+)",\s*\{([^}]*)\}\)', text):
-        for version in re.findall(r'"([^"]+)"', versions):
-            followed.add((version.split("/")[0] if "/" in version else "", resource))
+    followed = followed_kinds(text)
     if not followed:
         fail("no kinds found in policy/kube_source.cc")
-    roles = [d for d in docs if d["kind"] == "ClusterRole"]
-    granted = set()
-    for role in roles:
-        for rule in role["rules"]:
-            if set(rule["verbs"]) != {"get", "list", "watch"}:
-                fail(f"ClusterRole {role['metadata']['name']} grants {rule['verbs']}")
-            for group in rule["apiGroups"]:
-                for resource in rule["resources"]:
-                    granted.add((group, resource))
+    granted = cluster_grants(docs)
     if granted != followed:
         fail(f"ClusterRole grants {sorted(granted)}, the source follows {sorted(followed)}")
     for role in (d for d in docs if d["kind"] == "Role"):
@@ -245,11 +257,80 @@ def check_e2e_plan(source, docs, bin_dir):
             fail(f"the end-to-end test runs {ran}")
 
 
+def check_gateway(docs, source, bin_dir, images, daemonset_spec):
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    for wanted in (("Namespace", "istio-ingress"), ("ServiceAccount", "nodeward-gateway"),
+                   ("Deployment", "nodeward-gateway"), ("Service", "nodeward-gateway")):
+        if wanted not in kinds:
+            fail(f"deploy/gateway has no {wanted[0]} {wanted[1]}")
+            return
+    # RBAC: every kind a gateway follows, the Secrets in its own namespace only.
+    followed = followed_kinds(open(os.path.join(source, "policy/kube_source.cc")).read())
+    granted = cluster_grants(docs)
+    if granted != followed - {("", "secrets")}:
+        fail(f"gateway ClusterRole grants {sorted(granted)}, a gateway follows {sorted(followed)}")
+    roles = [d for d in docs if d["kind"] == "Role"]
+    if [(r["metadata"]["namespace"], r["rules"]) for r in roles] != [
+            ("istio-ingress", [{"apiGroups": [""], "resources": ["secrets"],
+                                "verbs": ["get", "list", "watch"]}])]:
+        fail(f"gateway Roles {roles}")
+    for binding in (d for d in docs if d["kind"] in ("ClusterRoleBinding", "RoleBinding")):
+        if binding["subjects"] != [{"kind": "ServiceAccount", "name": "nodeward-gateway",
+                                    "namespace": "istio-ingress"}]:
+            fail(f"{binding['kind']} {binding['metadata']['name']} binds {binding['subjects']}")
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    template = deployment["spec"]["template"]
+    spec = template["spec"]
+    if spec.get("serviceAccountName") != "nodeward-gateway" or spec.get("hostNetwork"):
+        fail("the gateway runs as nodeward-gateway in its own network namespace")
+    if template["metadata"]["labels"].get("istio") != "ingressgateway":
+        fail("the gateway's pods are not labelled istio: ingressgateway (what Gateways select)")
+    check_containers(spec, bin_dir, images)
+    gateway = spec["containers"][0]
+    flags = flag_values(gateway["command"] + gateway.get("args", []))
+    env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+           for e in gateway.get("env", [])}
+    if env.get("POD_NAMESPACE") != "metadata.namespace" or env.get("POD_NAME") != "metadata.name":
+        fail(f"the gateway's pod identity does not come from the downward API: {env}")
+    caps = gateway["securityContext"].get("capabilities", {})
+    if caps != {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]} or \
+            gateway["securityContext"].get("privileged"):
+        fail(f"gateway capabilities {caps}")
+    readiness_port = int(flags.get("readiness-port", "15021"))
+    for kind, path in (("readinessProbe", "/healthz/ready"), ("livenessProbe", "/healthz/live")):
+        get = gateway.get(kind, {}).get("httpGet", {})
+        if (get.get("port"), get.get("path")) != (readiness_port, path):
+            fail(f"gateway {kind} {get} is not :{readiness_port}{path}")
+    # Its certificate: the DaemonSet's workload socket, the same node path on both sides.
+    if daemonset_spec is not None:
+        sds = next(c for c in daemonset_spec["containers"] if c["name"] == "sds")
+        workload_socket = flag_values(sds["args"]).get("workload-sds-socket")
+        if flags.get("sds-socket") != workload_socket or workload_socket is None:
+            fail(f"the gateway calls {flags.get('sds-socket')}, nodeward-sds serves pods on "
+                 f"{workload_socket}")
+        else:
+            def node_path(pod_spec, container, path):
+                volumes = {v["name"]: v for v in pod_spec["volumes"]}
+                for mount in container["volumeMounts"]:
+                    host = volumes[mount["name"]].get("hostPath", {}).get("path")
+                    if host and under(path, mount["mountPath"]):
+                        return host + path[len(mount["mountPath"]):]
+                return None
+            if node_path(spec, gateway, workload_socket) != node_path(daemonset_spec, sds,
+                                                                       workload_socket):
+                fail("the gateway and nodeward-sds do not share the workload socket's directory")
+    service = next(d for d in docs if d["kind"] == "Service")
+    if service["spec"].get("type") != "LoadBalancer" or \
+            service["spec"].get("selector") != deployment["spec"]["selector"]["matchLabels"]:
+        fail(f"the gateway Service is not a LoadBalancer in front of its pods: {service['spec']}")
+
+
 def main():
     source, bin_dir = sys.argv[1], sys.argv[2]
     images = [line.strip() for line in open(os.path.join(source, "deploy/image/binaries"))
               if line.strip() and not line.startswith("#")]
     base = render(source, "deploy")
+    daemonset_spec = None
     if base:
         kinds = {(d["kind"], d["metadata"]["name"]) for d in base}
         for wanted in (("Namespace", "nodeward-system"), ("ServiceAccount", "nodeward"),
@@ -261,6 +342,7 @@ def main():
             fail("objects outside nodeward-system")
         check_rbac(base, source)
         spec = check_daemonset(base, bin_dir, images)
+        daemonset_spec = spec
         if spec is not None:
             ca = [v for v in spec["volumes"] if v.get("secret", {}).get("secretName") == "nodeward-ca"]
             if not ca:
@@ -283,6 +365,9 @@ def main():
                           if "serviceAccountToken" in s]
                 if [t.get("audience") for t in tokens] != ["istio-ca"]:
                     fail(f"istiod-ca: tokens {tokens}")
+    gateway = render(source, "deploy/gateway")
+    if gateway:
+        check_gateway(gateway, source, bin_dir, images, daemonset_spec)
     dockerfile = open(os.path.join(source, "deploy/Dockerfile")).read()
     for needed in ("FROM debian:12", "deploy/image/packages", "deploy/image/binaries"):
         if needed not in dockerfile:
