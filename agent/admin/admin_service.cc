@@ -44,12 +44,6 @@ capture::PodMetadata MetadataOf(const capture::v1::EnrolledPod& enrolled) {
   return metadata;
 }
 
-void FillTrace(const policy::Trace& trace, v1::PolicyTrace* out) {
-  for (const std::string& step : trace.steps) out->add_steps(step);
-  for (const std::string& warning : trace.warnings) out->add_warnings(warning);
-  for (const std::string& deciding : trace.deciding) out->add_deciding(deciding);
-}
-
 void FillModes(const policy::EffectiveMtls& mtls, v1::ModeLevels* out) {
   out->set_mesh(std::string(policy::MtlsModeName(mtls.levels.mesh)));
   out->set_namespace_(std::string(policy::MtlsModeName(mtls.levels.namespace_level)));
@@ -98,6 +92,66 @@ absl::StatusOr<policy::Pod> FindPod(const AgentView& view, const policy::Snapsho
 std::string Rfc3339(absl::Time time) {
   if (time == absl::InfinitePast() || time == absl::InfiniteFuture()) return "";
   return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", time, absl::UTCTimeZone());
+}
+
+void FillTrace(const policy::Trace& trace, v1::PolicyTrace* out) {
+  for (const std::string& step : trace.steps) out->add_steps(step);
+  for (const std::string& warning : trace.warnings) out->add_warnings(warning);
+  for (const std::string& deciding : trace.deciding) out->add_deciding(deciding);
+}
+
+void FillOutboundExplanation(const policy::Snapshot& snapshot,
+                             const policy::OutboundDecision& decision,
+                             v1::ExplainPolicyResponse* response) {
+  response->set_action(std::string(policy::OutboundActionName(decision.action)));
+  response->set_reason(decision.reason);
+  response->set_reason_code(std::string(policy::DecisionReasonName(decision.reason_code)));
+  for (const std::string& identity : decision.expected_peer_identities) {
+    response->add_expected_peer_identities(identity);
+  }
+  response->set_address(decision.address);
+  response->set_port(decision.port);
+  if (decision.destination_pod != nullptr) {
+    response->set_destination_workload(
+        absl::StrCat(decision.destination_pod->meta.ns, "/", decision.destination_pod->meta.name));
+  }
+  if (decision.service != nullptr) {
+    response->set_service(snapshot.ServiceHost(*decision.service));
+  }
+  response->set_expected_peer_identity(decision.expected_peer_identity);
+  if (decision.origination.has_value()) {
+    response->set_origination(DescribeTls(*decision.origination));
+  }
+  if (decision.destination_mtls.has_value()) {
+    FillModes(*decision.destination_mtls, response->mutable_mtls());
+  }
+  FillTrace(decision.trace, response->mutable_trace());
+}
+
+void FillConnection(const proxy::AccessRecord& r, absl::Duration age, v1::Connection* out) {
+  out->set_direction(std::string(proxy::DirectionName(r.direction)));
+  out->set_source_workload(r.source_workload);
+  out->set_source_principal(r.source_principal);
+  out->set_source_address(r.source_address);
+  out->set_destination_workload(r.destination_workload);
+  out->set_destination_principal(r.destination_principal);
+  out->set_destination_address(r.destination_address);
+  out->set_mode(std::string(proxy::ModeName(r.mode)));
+  out->set_sent_bytes(r.sent_bytes);
+  out->set_received_bytes(r.received_bytes);
+  out->set_age_seconds(absl::ToDoubleSeconds(age));
+  out->set_policy(r.policy);
+}
+
+void FillConnections(const std::vector<proxy::LiveConnection>& connections,
+                     v1::ListConnectionsResponse* response) {
+  for (const proxy::LiveConnection& connection : connections) {
+    FillConnection(connection.record, connection.age, response->add_connections());
+  }
+  std::sort(response->mutable_connections()->begin(), response->mutable_connections()->end(),
+            [](const v1::Connection& a, const v1::Connection& b) {
+              return a.age_seconds() > b.age_seconds();
+            });
 }
 
 grpc::Status AdminService::ListWorkloads(grpc::ServerContext*, const v1::ListWorkloadsRequest*,
@@ -221,29 +275,7 @@ grpc::Status AdminService::ExplainPolicy(grpc::ServerContext*,
         [this](absl::string_view ip) {
           return view_.data_plane != nullptr && view_.data_plane->ServesPod(ip);
         });
-    response->set_action(std::string(policy::OutboundActionName(decision.action)));
-    response->set_reason(decision.reason);
-    response->set_reason_code(std::string(policy::DecisionReasonName(decision.reason_code)));
-    for (const std::string& identity : decision.expected_peer_identities) {
-      response->add_expected_peer_identities(identity);
-    }
-    response->set_address(decision.address);
-    response->set_port(decision.port);
-    if (decision.destination_pod != nullptr) {
-      response->set_destination_workload(absl::StrCat(decision.destination_pod->meta.ns, "/",
-                                                      decision.destination_pod->meta.name));
-    }
-    if (decision.service != nullptr) {
-      response->set_service(snapshot->ServiceHost(*decision.service));
-    }
-    response->set_expected_peer_identity(decision.expected_peer_identity);
-    if (decision.origination.has_value()) {
-      response->set_origination(DescribeTls(*decision.origination));
-    }
-    if (decision.destination_mtls.has_value()) {
-      FillModes(*decision.destination_mtls, response->mutable_mtls());
-    }
-    FillTrace(decision.trace, response->mutable_trace());
+    FillOutboundExplanation(*snapshot, decision, response);
     return grpc::Status::OK;
   }
   if (request->has_inbound()) {
@@ -303,26 +335,7 @@ grpc::Status AdminService::ExplainPolicy(grpc::ServerContext*,
 grpc::Status AdminService::ListConnections(grpc::ServerContext*, const v1::ListConnectionsRequest*,
                                            v1::ListConnectionsResponse* response) {
   if (view_.data_plane == nullptr) return Unavailable("no data plane");
-  for (const proxy::DataPlane::ConnectionInfo& info : view_.data_plane->Connections()) {
-    v1::Connection* out = response->add_connections();
-    const proxy::AccessRecord& r = info.record;
-    out->set_direction(std::string(proxy::DirectionName(r.direction)));
-    out->set_source_workload(r.source_workload);
-    out->set_source_principal(r.source_principal);
-    out->set_source_address(r.source_address);
-    out->set_destination_workload(r.destination_workload);
-    out->set_destination_principal(r.destination_principal);
-    out->set_destination_address(r.destination_address);
-    out->set_mode(std::string(proxy::ModeName(r.mode)));
-    out->set_sent_bytes(r.sent_bytes);
-    out->set_received_bytes(r.received_bytes);
-    out->set_age_seconds(absl::ToDoubleSeconds(info.age));
-    out->set_policy(r.policy);
-  }
-  std::sort(response->mutable_connections()->begin(), response->mutable_connections()->end(),
-            [](const v1::Connection& a, const v1::Connection& b) {
-              return a.age_seconds() > b.age_seconds();
-            });
+  FillConnections(view_.data_plane->Connections(), response);
   return grpc::Status::OK;
 }
 
@@ -461,7 +474,12 @@ grpc::Status AdminService::DumpConfig(grpc::ServerContext*, const v1::DumpConfig
 
 grpc::Status AdminService::SetLogLevel(grpc::ServerContext*, const v1::SetLogLevelRequest* request,
                                        v1::SetLogLevelResponse* response) {
-  absl::StatusOr<LogLevel> level = ParseLogLevel(request->level());
+  return ApplyLogLevel(*request, response);
+}
+
+grpc::Status ApplyLogLevel(const v1::SetLogLevelRequest& request,
+                           v1::SetLogLevelResponse* response) {
+  absl::StatusOr<LogLevel> level = ParseLogLevel(request.level());
   if (!level.ok()) return InvalidArgument(std::string(level.status().message()));
   response->set_previous(LogLevelName(CurrentLogLevel()));
   ::nodeward::SetLogLevel(*level);
@@ -470,11 +488,14 @@ grpc::Status AdminService::SetLogLevel(grpc::ServerContext*, const v1::SetLogLev
   return grpc::Status::OK;
 }
 
+absl::Duration DrainGrace(const v1::DrainRequest& request) {
+  return absl::Seconds(request.grace_seconds() == 0 ? 5 : std::min(request.grace_seconds(), 300u));
+}
+
 grpc::Status AdminService::Drain(grpc::ServerContext*, const v1::DrainRequest* request,
                                  v1::DrainResponse* response) {
   if (view_.data_plane == nullptr) return Unavailable("no data plane");
-  const absl::Duration grace =
-      absl::Seconds(request->grace_seconds() == 0 ? 5 : std::min(request->grace_seconds(), 300u));
+  const absl::Duration grace = DrainGrace(*request);
   Log(LogLevel::kWarning, "draining through the admin API, grace ", absl::FormatDuration(grace));
   response->set_connections_cut(view_.data_plane->Drain(grace));
   return grpc::Status::OK;

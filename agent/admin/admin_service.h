@@ -64,4 +64,18 @@ class AdminService final : public v1::Admin::Service {
 // RFC 3339 in UTC; empty for the infinite past/future ("never").
 std::string Rfc3339(absl::Time time);
 
+// What the admin API says of an outbound decision (the agent's and the gateway's upstream).
+void FillOutboundExplanation(const policy::Snapshot& snapshot,
+                             const policy::OutboundDecision& decision,
+                             v1::ExplainPolicyResponse* response);
+void FillTrace(const policy::Trace& trace, v1::PolicyTrace* out);
+// SetLogLevel's and Drain's common parts: the level applied (or why not), the grace asked.
+grpc::Status ApplyLogLevel(const v1::SetLogLevelRequest& request,
+                           v1::SetLogLevelResponse* response);
+absl::Duration DrainGrace(const v1::DrainRequest& request);
+// One live connection, and all of them oldest first, for ListConnections.
+void FillConnection(const proxy::AccessRecord& record, absl::Duration age, v1::Connection* out);
+void FillConnections(const std::vector<proxy::LiveConnection>& connections,
+                     v1::ListConnectionsResponse* response);
+
 }  // namespace nodeward::admin

@@ -22,6 +22,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "agent/ctl/gateway_format.h"
 #include "common/dashed_flags.h"
 #include "common/port_number.h"
 #include "grpcpp/grpcpp.h"
@@ -48,7 +49,10 @@ ABSL_FLAG(std::string, source_ip, "",
 ABSL_FLAG(std::string, destination_ip, "",
           "policy explain --inbound: the pod address the client asked for (default: its first)");
 ABSL_FLAG(std::string, sni, "",
-          "policy explain --inbound: the server name of the client's TLS, for connection.sni");
+          "policy explain: the server name of the client's TLS (--inbound: for connection.sni; "
+          "--gateway: which server and route it gets)");
+ABSL_FLAG(std::string, gateway, "",
+          "policy explain: a port of the ingress gateway (nodeward-gateway) to ask about");
 // drain
 ABSL_FLAG(absl::Duration, grace, absl::Seconds(5),
           "drain: how long live connections may finish before they are cut");
@@ -81,9 +85,11 @@ const std::vector<CommandSpec>& Commands() {
        "trust roots (SUBJECT SERIAL NOT-AFTER FINGERPRINT).\n"},
       {"policy explain",
        "--from=NS/POD --to=IP:PORT | --inbound=NS/POD:PORT [--plaintext] "
-       "[--peer=SPIFFE-ID] [--source-ip=IP] [--destination-ip=IP] [--sni=NAME]",
-       "what the agent would do with a connection, and why",
-       {"from", "to", "inbound", "plaintext", "peer", "source_ip", "destination_ip", "sni"},
+       "[--peer=SPIFFE-ID] [--source-ip=IP] [--destination-ip=IP] [--sni=NAME] | "
+       "--gateway=PORT [--sni=NAME]",
+       "what the agent (or the gateway) would do with a connection, and why",
+       {"from", "to", "inbound", "plaintext", "peer", "source_ip", "destination_ip", "sni",
+        "gateway"},
        "Outbound: --from the client pod (enrolled on this node) --to the destination address.\n"
        "Inbound: --inbound the receiving pod and port, arriving over mesh mTLS from --peer, or\n"
        "--plaintext, from --source-ip (without it, AuthorizationPolicy conditions on the\n"
@@ -91,7 +97,25 @@ const std::vector<CommandSpec>& Commands() {
        "and its code, the destination and the expected peer identities, the mTLS mode per\n"
        "level (mesh, namespace, workload, port, effective), the AuthorizationPolicy outcome\n"
        "and the policy that decided it, the resources that decided, then the trace and\n"
-       "warnings.\n"},
+       "warnings.\n"
+       "Gateway: --gateway a port of nodeward-gateway (asked at 127.0.0.1:15000 unless\n"
+       "--address or --socket says otherwise) and the client's --sni (none without it):\n"
+       "the server and route it gets, the destination, and what the gateway does toward it\n"
+       "(HBONE, TLS origination, plaintext).\n"},
+      {"gateway listeners",
+       "",
+       "the ingress gateway's ports, their servers by SNI, routes and destinations",
+       {},
+       "Asks nodeward-gateway (127.0.0.1:15000 in its pod unless --address or --socket).\n"
+       "Columns: PORT KIND BOUND SNI MODE SERVER ROUTE DESTINATIONS, one row per filter chain;\n"
+       "servers no route reaches show as refused. Then the Gateways' trace and warnings.\n"},
+      {"gateway certs",
+       "",
+       "which certificate the ingress gateway serves for each server, and its state",
+       {},
+       "Columns: PORT HOSTS MODE STATE SUBJECT SANS NOT-AFTER EXPIRES-IN SOURCES LAST-ERROR.\n"
+       "STATE is serving, stale (the source's new material does not build: the last good one\n"
+       "serves, LAST-ERROR says why) or unavailable.\n"},
       {"connections",
        "",
        "live connections carried by the agent",
@@ -127,7 +151,9 @@ const std::vector<CommandSpec>& Commands() {
 }
 
 const CommandSpec* FindCommand(const std::string& name) {
-  std::string canonical = name == "certificates" ? "certs" : name;
+  std::string canonical = name == "certificates"           ? "certs"
+                          : name == "gateway certificates" ? "gateway certs"
+                                                           : name;
   for (const CommandSpec& spec : Commands()) {
     if (spec.name == canonical) return &spec;
   }
@@ -141,8 +167,8 @@ const std::set<std::string>& GlobalFlags() {
 
 const std::vector<std::string>& AllFlags() {
   static const std::vector<std::string> flags = {
-      "socket",    "address", "output",    "timeout",        "from", "to",   "inbound",
-      "plaintext", "peer",    "source_ip", "destination_ip", "sni",  "grace"};
+      "socket",    "address", "output",    "timeout",        "from", "to",      "inbound",
+      "plaintext", "peer",    "source_ip", "destination_ip", "sni",  "gateway", "grace"};
   return flags;
 }
 
@@ -259,6 +285,25 @@ std::string ExplainUsageHint() { return " (see nodewardctl policy explain --help
 absl::Status BuildExplain(Invocation& invocation, const std::set<std::string>& given) {
   const std::string from = Get(FLAGS_from), to = Get(FLAGS_to), inbound = Get(FLAGS_inbound);
   const bool outbound_question = given.count("from") || given.count("to");
+  if (given.count("gateway")) {
+    if (outbound_question || given.count("inbound")) {
+      return UsageError("--gateway cannot be combined with --from/--to or --inbound" +
+                        ExplainUsageHint());
+    }
+    for (const char* flag : {"plaintext", "peer", "source_ip", "destination_ip"}) {
+      if (given.count(flag)) {
+        return UsageError(
+            absl::StrCat("--", Dashed(flag), " does not apply to --gateway", ExplainUsageHint()));
+      }
+    }
+    const std::string port_text = Get(FLAGS_gateway);
+    absl::StatusOr<uint32_t> port = ParsePort(port_text, port_text, "gateway");
+    if (!port.ok()) return port.status();
+    invocation.explain_gateway = true;
+    invocation.gateway_explain.set_port(*port);
+    if (given.count("sni")) invocation.gateway_explain.set_sni(Get(FLAGS_sni));
+    return absl::OkStatus();
+  }
   if (outbound_question && given.count("inbound")) {
     return UsageError("--inbound cannot be combined with --from/--to" + ExplainUsageHint());
   }
@@ -416,6 +461,14 @@ int Failed(const CallContext& ctx, const grpc::Status& status) {
   }
   if (code == grpc::StatusCode::UNAVAILABLE && !connected) {
     return Unreachable(ctx, status.error_message());
+  }
+  if (code == grpc::StatusCode::UNIMPLEMENTED) {
+    ctx.err
+        << "nodewardctl: " << ctx.invocation.Target() << " does not answer `"
+        << ctx.invocation.command
+        << "` (UNIMPLEMENTED): the gateway commands (gateway ..., policy explain --gateway) are "
+           "nodeward-gateway's, the others the node agent's\n";
+    return kExitAgentError;
   }
   ctx.err << "nodewardctl: the agent answered with an error: " << status.error_message() << " ("
           << CodeName(code) << ")\n";
@@ -583,7 +636,7 @@ absl::StatusOr<Invocation> ParseArguments(const std::vector<std::string>& args) 
   }
   std::string command = words[0];
   std::size_t used = 1;
-  if ((command == "policy" || command == "config") && words.size() >= 2) {
+  if ((command == "policy" || command == "config" || command == "gateway") && words.size() >= 2) {
     command = absl::StrCat(command, " ", words[1]);
     used = 2;
   }
@@ -595,6 +648,9 @@ absl::StatusOr<Invocation> ParseArguments(const std::vector<std::string>& args) 
   if (spec == nullptr) {
     if (words[0] == "policy") return UsageError("unknown command: did you mean `policy explain`?");
     if (words[0] == "config") return UsageError("unknown command: did you mean `config dump`?");
+    if (words[0] == "gateway") {
+      return UsageError("unknown command: `gateway listeners` or `gateway certs`?");
+    }
     return UsageError(absl::StrCat("unknown command \"", command, "\""));
   }
   invocation.command = spec->name;
@@ -657,6 +713,11 @@ absl::StatusOr<Invocation> ParseArguments(const std::vector<std::string>& args) 
   if (spec->name == "policy explain") {
     if (absl::Status s = BuildExplain(invocation, given); !s.ok()) return s;
   }
+  // The gateway's admin API is on its pod's loopback, not on the node's socket.
+  const bool asks_gateway = absl::StartsWith(spec->name, "gateway ") || invocation.explain_gateway;
+  if (asks_gateway && !given.count("socket") && !given.count("address")) {
+    invocation.address = kDefaultGatewayAddress;
+  }
   if (spec->name == "drain") {
     const absl::Duration grace = Get(FLAGS_grace);
     if (grace < absl::ZeroDuration() || grace > absl::Hours(24)) {
@@ -694,6 +755,23 @@ int Execute(const Invocation& invocation, v1::Admin::StubInterface& stub, grpc::
     return CallAndPrint(
         ctx, &S::ListCertificates, v1::ListCertificatesRequest(),
         [&](const v1::ListCertificatesResponse& r) { return RenderCertificates(r, now); });
+  }
+  if (c == "policy explain" && invocation.explain_gateway) {
+    return CallAndPrint(ctx, &S::ExplainGateway, invocation.gateway_explain,
+                        [&](const v1::ExplainGatewayResponse& r) {
+                          return RenderGatewayExplain(invocation.gateway_explain, r);
+                        });
+  }
+  if (c == "gateway listeners") {
+    return CallAndPrint(
+        ctx, &S::ListGatewayListeners, v1::ListGatewayListenersRequest(),
+        [](const v1::ListGatewayListenersResponse& r) { return RenderGatewayListeners(r); });
+  }
+  if (c == "gateway certs") {
+    return CallAndPrint(ctx, &S::ListGatewayCertificates, v1::ListGatewayCertificatesRequest(),
+                        [&](const v1::ListGatewayCertificatesResponse& r) {
+                          return RenderGatewayCertificates(r, now);
+                        });
   }
   if (c == "policy explain") {
     return CallAndPrint(

@@ -20,6 +20,8 @@ inline constexpr int kExitUsage = 2;
 inline constexpr int kExitUnreachable = 3;
 
 inline constexpr char kDefaultSocket[] = "/var/run/nodeward/admin.sock";
+// nodeward-gateway's admin API, on its pod's loopback.
+inline constexpr char kDefaultGatewayAddress[] = "127.0.0.1:15000";
 
 // A checked command line.
 struct Invocation {
@@ -31,8 +33,10 @@ struct Invocation {
   OutputFormat output = OutputFormat::kTable;
   absl::Duration timeout = absl::Seconds(5);
   admin::v1::ExplainPolicyRequest explain;  // policy explain
-  std::string level;                        // log-level
-  uint32_t grace_seconds = 5;               // drain
+  bool explain_gateway = false;             // policy explain --gateway
+  admin::v1::ExplainGatewayRequest gateway_explain;
+  std::string level;           // log-level
+  uint32_t grace_seconds = 5;  // drain
 
   // "unix:/var/run/nodeward/admin.sock" or the TCP address: what the channel dials.
   std::string Target() const;

@@ -43,18 +43,6 @@ std::size_t Width(const std::string& text) {
 
 std::string Cell(const std::string& text) { return text.empty() ? "-" : text; }
 
-// Key/value block: "KEY  value" lines, keys aligned; an empty key continues the line above.
-std::string KeyValues(const std::vector<std::pair<std::string, std::string>>& pairs) {
-  std::size_t width = 0;
-  for (const auto& pair : pairs) width = std::max(width, Width(pair.first));
-  std::string out;
-  for (const auto& [key, value] : pairs) {
-    std::string line = absl::StrCat(key, std::string(width - Width(key) + 2, ' '), Cell(value));
-    absl::StrAppend(&out, line, "\n");
-  }
-  return out;
-}
-
 std::string Join(const google::protobuf::RepeatedPtrField<std::string>& values,
                  const char* separator = ",") {
   return absl::StrJoin(values, separator);
@@ -127,6 +115,35 @@ std::string TunnelState(const v1::Tunnel& tunnel) {
 }
 
 }  // namespace
+
+std::string KeyValues(const std::vector<std::pair<std::string, std::string>>& pairs) {
+  std::size_t width = 0;
+  for (const auto& pair : pairs) width = std::max(width, Width(pair.first));
+  std::string out;
+  for (const auto& [key, value] : pairs) {
+    std::string line = absl::StrCat(key, std::string(width - Width(key) + 2, ' '), Cell(value));
+    absl::StrAppend(&out, line, "\n");
+  }
+  return out;
+}
+
+std::string RenderTrace(const v1::PolicyTrace& trace) {
+  std::string out;
+  if (!trace.steps().empty()) {
+    absl::StrAppend(&out, "\nTRACE\n");
+    const int digits = static_cast<int>(absl::StrCat(trace.steps_size()).size());
+    for (int i = 0; i < trace.steps_size(); ++i) {
+      absl::StrAppend(&out, absl::StrFormat("  %*d. ", digits, i + 1), trace.steps(i), "\n");
+    }
+  }
+  if (!trace.warnings().empty()) {
+    absl::StrAppend(&out, "\nWARNINGS\n");
+    for (const std::string& warning : trace.warnings()) {
+      absl::StrAppend(&out, "  ! ", warning, "\n");
+    }
+  }
+  return out;
+}
 
 absl::StatusOr<OutputFormat> ParseOutputFormat(const std::string& text) {
   if (text == "table") return OutputFormat::kTable;
@@ -401,21 +418,7 @@ std::string RenderExplain(const v1::ExplainPolicyRequest& request,
     }
   }
   lines.push_back({"CONFIG-GENERATION", absl::StrCat(response.config_generation())});
-  std::string out = KeyValues(lines);
-  if (!trace.steps().empty()) {
-    absl::StrAppend(&out, "\nTRACE\n");
-    const int digits = static_cast<int>(absl::StrCat(trace.steps_size()).size());
-    for (int i = 0; i < trace.steps_size(); ++i) {
-      absl::StrAppend(&out, absl::StrFormat("  %*d. ", digits, i + 1), trace.steps(i), "\n");
-    }
-  }
-  if (!trace.warnings().empty()) {
-    absl::StrAppend(&out, "\nWARNINGS\n");
-    for (const std::string& warning : trace.warnings()) {
-      absl::StrAppend(&out, "  ! ", warning, "\n");
-    }
-  }
-  return out;
+  return absl::StrCat(KeyValues(lines), RenderTrace(trace));
 }
 
 std::string RenderConnections(const v1::ListConnectionsResponse& response) {

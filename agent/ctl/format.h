@@ -55,6 +55,12 @@ absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message);
 absl::StatusOr<std::string> JsonToYaml(const std::string& json);
 absl::StatusOr<std::string> ToYaml(const google::protobuf::Message& message);
 
+// "KEY  value" lines, keys aligned, "-" for an empty value; an empty key continues the line
+// above.
+std::string KeyValues(const std::vector<std::pair<std::string, std::string>>& pairs);
+// A decision's trace: its numbered steps, then its warnings (nothing when both are empty).
+std::string RenderTrace(const admin::v1::PolicyTrace& trace);
+
 // Per-command table forms.
 std::string RenderWorkloads(const admin::v1::ListWorkloadsResponse& response);
 std::string RenderCertificates(const admin::v1::ListCertificatesResponse& response, absl::Time now);

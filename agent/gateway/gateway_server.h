@@ -33,6 +33,7 @@
 #include "agent/gateway/listener_contexts.h"
 #include "agent/proxy/context.h"
 #include "agent/proxy/upstream.h"
+#include "agent/proxy/workers.h"
 #include "crypto/gateway_tls.h"
 #include "crypto/spiffe_id.h"
 #include "policy/gateway_decisions.h"
@@ -91,6 +92,10 @@ class GatewayServer {
   std::vector<ServedPort> Ports() const;
   ListenerContexts& contexts() { return contexts_; }
   std::size_t live_connections() const { return context_.live(); }
+  std::vector<proxy::LiveConnection> Connections(absl::Duration timeout = absl::Seconds(2)) {
+    return proxy::GatherConnections(workers_, timeout);
+  }
+  const GatewayServerOptions& options() const { return options_; }
   std::size_t pending_handshakes() { return context_.handshakes().pending(); }
   // The mesh metrics (reporter="source", the gateway's workload labels), the gateway's own
   // refusals and the served certificates' expiry, in the Prometheus text format.

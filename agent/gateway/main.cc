@@ -5,6 +5,8 @@
 // nodeward-sds), TLS origination or plaintext, as the destination's DestinationRule and auto
 // mTLS say.
 #include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <csignal>
 #include <cstdlib>
@@ -19,6 +21,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "agent/admin/http_endpoints.h"
+#include "agent/gateway/gateway_admin.h"
 #include "agent/gateway/gateway_server.h"
 #include "agent/io/heap_trim.h"
 #include "agent/proxy/access_log.h"
@@ -27,6 +30,7 @@
 #include "common/dashed_flags.h"
 #include "common/log.h"
 #include "common/node_name.h"
+#include "grpcpp/grpcpp.h"
 #include "policy/kube_source.h"
 #include "sds/certificate_cache.h"
 
@@ -49,6 +53,9 @@ ABSL_FLAG(bool, scope_gateway_to_namespace, false,
           "a Gateway selects only gateway workloads of its own namespace (Istio's "
           "PILOT_SCOPE_GATEWAY_TO_NAMESPACE)");
 ABSL_FLAG(int, max_connections, 65536, "live client connections beyond this are refused");
+ABSL_FLAG(std::string, admin_address, "127.0.0.1:15000",
+          "HOST:PORT of the admin API (nodewardctl --address); empty: off");
+ABSL_FLAG(std::string, admin_socket, "", "Unix socket of the admin API too (owner-only)");
 ABSL_FLAG(int, metrics_port, 15020, "Prometheus /metrics on --metrics-address (0: off)");
 ABSL_FLAG(std::string, metrics_address, "0.0.0.0", "IPv4 address /metrics listens on");
 ABSL_FLAG(int, readiness_port, 15021, "/healthz/ready and /healthz/live (0: off)");
@@ -189,11 +196,38 @@ int Run() {
     return 1;
   }
 
+  gateway::GatewayAdminService admin_service(server->get());
+  grpc::ServerBuilder admin_builder;
+  const std::string admin_address = absl::GetFlag(FLAGS_admin_address);
+  const std::string admin_socket = absl::GetFlag(FLAGS_admin_socket);
+  if (!admin_address.empty()) {
+    admin_builder.AddListeningPort(admin_address, grpc::InsecureServerCredentials());
+  }
+  if (!admin_socket.empty()) {
+    unlink(admin_socket.c_str());
+    admin_builder.AddListeningPort(absl::StrCat("unix:", admin_socket),
+                                   grpc::InsecureServerCredentials());
+  }
+  std::unique_ptr<grpc::Server> admin_server;
+  if (!admin_address.empty() || !admin_socket.empty()) {
+    admin_builder.RegisterService(&admin_service);
+    const mode_t admin_umask = umask(0077);
+    admin_server = admin_builder.BuildAndStart();
+    umask(admin_umask);
+    if (admin_server == nullptr) {
+      Log(LogLevel::kError, "cannot serve the admin API on ", admin_address, " ", admin_socket);
+      return 1;
+    }
+    Log(LogLevel::kInfo, "admin API on ", admin_address,
+        admin_socket.empty() ? "" : " and unix:", admin_socket);
+  }
+
   int received = 0;
   while (sigwait(&signals, &received) != 0) {
   }
   Log(LogLevel::kInfo, "signal ", received, ", shutting down");
   endpoints->clear();
+  if (admin_server != nullptr) admin_server->Shutdown();
   const absl::Duration grace = absl::GetFlag(FLAGS_drain_timeout);
   const std::size_t cut = (*server)->Drain(grace);
   Log(LogLevel::kInfo, "drained",

@@ -193,13 +193,7 @@ void DataPlane::OnPodAccepted(Worker& worker, const capture::InPodListener& list
 }
 
 std::vector<DataPlane::ConnectionInfo> DataPlane::Connections(absl::Duration timeout) {
-  return GatherFromWorkers<ConnectionInfo>(
-      workers_,
-      [](Worker& worker, std::vector<ConnectionInfo>& out) {
-        const absl::Time now = absl::Now();
-        for (Flow* flow : worker.flows) out.push_back({flow->Live(), now - flow->start()});
-      },
-      timeout);
+  return GatherConnections(workers_, timeout);
 }
 
 std::vector<DataPlane::TunnelInfo> DataPlane::Tunnels(absl::Duration timeout) {

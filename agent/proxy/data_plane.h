@@ -20,6 +20,7 @@
 #include "agent/proxy/inbound.h"
 #include "agent/proxy/outbound.h"
 #include "agent/proxy/upstream.h"
+#include "agent/proxy/workers.h"
 
 namespace nodeward::proxy {
 
@@ -52,10 +53,7 @@ class DataPlane : public capture::ConnectionHandler {
 
   // What the debug CLI shows, gathered from every loop; a loop that does not answer within
   // `timeout` is left out.
-  struct ConnectionInfo {
-    AccessRecord record;  // bytes so far
-    absl::Duration age;
-  };
+  using ConnectionInfo = LiveConnection;
   std::vector<ConnectionInfo> Connections(absl::Duration timeout = absl::Seconds(2));
   struct TunnelInfo {
     std::string role;  // "client" or "server"

@@ -20,6 +20,17 @@ absl::StatusOr<std::vector<std::unique_ptr<Worker>>> StartWorkers(
   return workers;
 }
 
+std::vector<LiveConnection> GatherConnections(const std::vector<std::unique_ptr<Worker>>& workers,
+                                              absl::Duration timeout) {
+  return GatherFromWorkers<LiveConnection>(
+      workers,
+      [](Worker& worker, std::vector<LiveConnection>& out) {
+        const absl::Time now = absl::Now();
+        for (Flow* flow : worker.flows) out.push_back({flow->Live(), now - flow->start()});
+      },
+      timeout);
+}
+
 void CutWorkers(const std::vector<std::unique_ptr<Worker>>& workers, const absl::Status& reason) {
   GatherFromWorkers<int>(
       workers,

@@ -54,6 +54,14 @@ std::vector<T> GatherFromWorkers(const std::vector<std::unique_ptr<Worker>>& wor
   return shared->out;
 }
 
+// A live flow, for the debug CLI: its record with the bytes so far, and its age.
+struct LiveConnection {
+  AccessRecord record;
+  absl::Duration age;
+};
+std::vector<LiveConnection> GatherConnections(const std::vector<std::unique_ptr<Worker>>& workers,
+                                              absl::Duration timeout);
+
 // Resets every flow and tunnel left on every worker, and waits (2 s at most) until each loop
 // did.
 void CutWorkers(const std::vector<std::unique_ptr<Worker>>& workers, const absl::Status& reason);

@@ -13,6 +13,8 @@
 #  5. a TCP server route;
 #  6. the Secret rotated under traffic: no call fails, new connections get the new certificate;
 #  7. backend/api is STRICT: the same outside client dialling it directly is refused;
+#  nodewardctl against the gateway: listeners, certificates (the rotated one), policy explain
+#  --gateway; Istio's metrics with reporter="source" and the gateway's workload;
 #  bad input: a ClientHello sent a byte at a time is served; a truncated one, plaintext on a
 #  TLS port and an oversized SNI are closed and counted by reason; 100 clients that never
 #  send a byte hold no more than their share of pending handshakes while others are served.
@@ -198,6 +200,36 @@ for i in $(seq 50); do
 done
 [ "$served" = "$serial_next" ] && echo "ok: new connections get the rotated certificate" ||
   fail "after the Secret changed the gateway serves $served, not $serial_next"
+
+# Seeing into it: nodewardctl in the gateway's pod, its metrics.
+ctl() { in_pod gw "$bin_dir/nodewardctl" "$@"; }
+listeners=$(ctl gateway listeners)
+echo "$listeners"
+for row in "443 *TLS *ok *api.example.com *SIMPLE" "443 *TLS *ok *web.example.com *SIMPLE" \
+  "8443 *TLS *ok *secure.example.com *MUTUAL" "9443 *TLS *ok *pass-a.example.com *PASSTHROUGH" \
+  "9000 *TCP *ok"; do
+  grep -qE "^$row" <<< "$listeners" || fail "gateway listeners has no row like '$row'"
+done
+certs=$(ctl gateway certs)
+echo "$certs"
+serial_hex=$(openssl x509 -in "$pki/api-next.pem" -noout -serial | cut -d= -f2 | tr 'A-F' 'a-f')
+grep "api.example.com" <<< "$certs" | grep -q "serving" &&
+  grep -q "CN=api.example.com" <<< "$certs" || fail "gateway certs does not show api.example.com serving"
+ctl gateway certs -o json | tr 'A-F' 'a-f' | grep -q "\"serial\": \"0*${serial_hex#0}\"" ||
+  fail "gateway certs -o json does not show the rotated certificate's serial $serial_hex"
+explain=$(ctl policy explain --gateway=9443 --sni=pass-a.example.com)
+echo "$explain"
+grep -q "^ACTION  *PASSTHROUGH" <<< "$explain" && grep -q "^UPSTREAM  *HBONE" <<< "$explain" &&
+  grep -q "double encryption" <<< "$explain" ||
+  fail "policy explain --gateway=9443 does not say PASSTHROUGH inside HBONE"
+explain=$(ctl policy explain --gateway=443 --sni=nobody.example.com)
+grep -q "^ACTION  *REFUSE" <<< "$explain" && grep -q "no_filter_chain" <<< "$explain" ||
+  fail "policy explain of an unknown SNI: $explain"
+opened=$(metrics | grep '^istio_tcp_connections_opened_total' | grep 'reporter="source"' |
+  grep 'source_workload="gw"' | grep 'destination_workload="api"' |
+  grep 'connection_security_policy="mutual_tls"')
+[ -n "$opened" ] && echo "ok: $opened" ||
+  fail "no istio_tcp_connections_opened_total from the gateway (reporter=source) to api"
 
 # Bad input.
 # hello.py MODE: a real ClientHello (Python's ssl, SNI api.example.com or the one given) sent to
