@@ -50,6 +50,7 @@ demo: build
 # pairs on a two-node sandbox, medians of RUNS runs, as a table with the targets checked.
 bench: build
 	bench/mesh/run.sh $(RELEASE_DIR)/bin
+	bench/gateway/run.sh $(RELEASE_DIR)/bin
 
 # The nodeward image (deploy/Dockerfile's, made without a registry) in podman.
 IMAGE ?= localhost/nodeward:0.1.0

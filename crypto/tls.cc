@@ -306,6 +306,10 @@ absl::Status ConfigureOrigination(TlsContext::Impl& impl, const OriginationSetti
       return internal::ErrorFromQueue(absl::StatusCode::kInternal, "setting ALPN");
     }
   }
+  if (!settings.resume_sessions) {
+    SSL_CTX_set_session_cache_mode(impl.ctx.get(), SSL_SESS_CACHE_OFF);
+    return absl::OkStatus();
+  }
   // Resumption saves a full handshake per connection to the same external server. A resumed
   // session is verified again, so SAN checks still apply.
   impl.cache_sessions = true;

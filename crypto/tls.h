@@ -41,6 +41,9 @@ struct OriginationSettings {
   bool insecure_skip_verify = false;
   std::optional<TlsCredentials> client_credentials;  // required for kMutual
   std::vector<std::string> alpn;
+  // Resume sessions with the server (the default). Off, every handshake is a full one: for
+  // clients that measure what a server's handshakes cost.
+  bool resume_sessions = true;
 };
 
 // Immutable once built and shared by every connection made from it. Rotating a certificate

@@ -1,3 +1,6 @@
+// Over 600 lines on purpose: list, watch, resume from resourceVersion and rebuild the snapshot
+// are one loop per kind whose states (synced, relisting, gone) the builder reads; splitting it
+// would spread one protocol over files.
 #include "policy/kube_source.h"
 
 #include <algorithm>

@@ -1,3 +1,5 @@
+// Over 600 lines on purpose: the sandbox's test application (serve, call, chat, load) shares
+// its socket helpers and TLS setup; the commands are small and read top to bottom.
 #include "sandbox/app.h"
 
 #include <arpa/inet.h>

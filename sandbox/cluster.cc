@@ -1,3 +1,6 @@
+// Over 600 lines on purpose: `up`, `down`, restart and status all read and write the one record
+// of what a sandbox created (its objects file), and tearing down must undo exactly what bringing
+// up did; split apart, the two halves of each object's life would drift.
 #include "sandbox/cluster.h"
 
 #include <signal.h>

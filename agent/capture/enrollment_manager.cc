@@ -1,3 +1,6 @@
+// Over 600 lines on purpose: enroll, unenroll, restore after a restart and the address watch
+// all change the same enrollment table and its BPF maps under one lock, in an order that must
+// stay consistent (steer before persist, forget before close).
 #include "agent/capture/enrollment_manager.h"
 
 #include <arpa/inet.h>

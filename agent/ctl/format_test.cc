@@ -1,3 +1,5 @@
+// Over 600 lines on purpose: one case per view nodewardctl prints, each from a protobuf built
+// in the test; the cases are independent and read top to bottom.
 #include "agent/ctl/format.h"
 
 #include <stdlib.h>

@@ -260,6 +260,9 @@ void GatewayServer::Reconcile(std::size_t worker_index, std::set<uint32_t> ports
           " not served: ", fd.status().ToString());
       continue;
     }
+    // Accepted sockets inherit it: the client's small handshake messages go at once.
+    const int one = 1;
+    setsockopt(*fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     auto socket = std::make_shared<PortSocket>();
     socket->fd = *fd;
     mine[port] = socket;
@@ -497,8 +500,10 @@ void GatewayServer::Terminate(proxy::Worker& worker, std::shared_ptr<Pending> pe
   }
   std::shared_ptr<io::Connection> wire = io::Connection::Adopt(
       worker.loop(), pending->TakeFd(), proxy::AcceptedOptions(context_.options()));
-  std::shared_ptr<io::TlsConnection> stream =
-      io::TlsConnection::Create(std::move(wire), crypto::TlsEngine::Server(std::move(tls)));
+  io::TlsConnection::Options stream_options;
+  stream_options.plaintext_chunk = 64 * 1024;
+  std::shared_ptr<io::TlsConnection> stream = io::TlsConnection::Create(
+      std::move(wire), crypto::TlsEngine::Server(std::move(tls)), stream_options);
   std::weak_ptr<io::TlsConnection> weak = stream;
   const absl::Duration left = pending->ticket->deadline() - absl::Now();
   const io::EventLoop::OpId timer =

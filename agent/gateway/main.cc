@@ -178,6 +178,15 @@ int Run() {
     Log(LogLevel::kError, server.status().ToString());
     return 1;
   }
+  // ISTIO_MUTUAL servers present the gateway's own mesh certificate and verify clients against
+  // the mesh's roots: both follow the certificate cache.
+  auto push_mesh_credentials = [&certificates, gateway = server->get()] {
+    absl::StatusOr<sds::IdentityCredentials> own = certificates.Get(gateway->identity());
+    if (own.ok()) gateway->contexts().SetMeshCredentials(own->credentials, own->bundle.ToPem());
+  };
+  const int certificate_listener = certificates.AddListener(
+      [push_mesh_credentials](const sds::CertificateChange&) { push_mesh_credentials(); });
+  push_mesh_credentials();
   Log(LogLevel::kInfo, "gateway ", options.workload.namespace_name, "/", options.workload.name,
       " as ", (*server)->identity().ToString(), ", policy from ",
       dir.empty() ? "the Kubernetes API" : dir);
@@ -233,6 +242,7 @@ int Run() {
   Log(LogLevel::kInfo, "drained",
       cut > 0 ? absl::StrCat(": ", cut, " connections cut after ", absl::FormatDuration(grace))
               : "");
+  certificates.RemoveListener(certificate_listener);
   server->reset();
   certificates.Stop();
   return 0;

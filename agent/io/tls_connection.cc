@@ -6,8 +6,6 @@
 namespace nodeward::io {
 namespace {
 
-// Plaintext is delivered in chunks of at most one TLS record, so a short read wastes little.
-constexpr std::size_t kPlaintextChunk = 16 * 1024;
 // Ciphertext received per batch while the engine keeps up.
 constexpr std::size_t kWireRoom = 256 * 1024;
 
@@ -115,7 +113,7 @@ void TlsConnection::Process() {
     if (!out_.empty() || shutdown_requested_) Flush();
     plaintext_exhausted = false;
     while (started_ && !paused_ && !closed_) {
-      std::size_t room = kPlaintextChunk;
+      std::size_t room = options_.plaintext_chunk;
       if (callbacks_->receive_room) room = std::min(room, callbacks_->receive_room());
       if (room == 0) break;
       absl::Status failure;

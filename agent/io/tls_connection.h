@@ -28,6 +28,11 @@ class TlsConnection : public Stream, public std::enable_shared_from_this<TlsConn
     // Plaintext queued beyond this counts as over the high-water mark (with what the socket
     // itself still queues).
     std::size_t send_high_water = 256 * 1024;
+    // Plaintext is delivered in chunks of at most this: one TLS record by default, so a short
+    // read holds little. A stream that mostly carries bulk uploads (the gateway's clients)
+    // takes several records a chunk: a quarter of the relay passes per byte (make bench's
+    // gateway rows: 3.4 -> 2.9 CPU s/GB).
+    std::size_t plaintext_chunk = 16 * 1024;
   };
 
   // Takes a connected, not yet started `wire` and an engine of either role.

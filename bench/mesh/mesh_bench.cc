@@ -1,6 +1,6 @@
-// mesh_bench: the load side of `make bench` (bench/mesh/run.sh). Plain blocking sockets, so
-// what it measures is the path between client and server, whatever carries it: direct TCP,
-// nodeward's HBONE tunnels, or a peer proxy pair.
+// mesh_bench: the load side of `make bench` (bench/mesh/run.sh, bench/gateway/run.sh). Plain
+// blocking sockets, so what it measures is the path between client and server, whatever carries it:
+// direct TCP, nodeward's HBONE tunnels, or a peer proxy pair.
 //
 //   mesh_bench serve --port=9000
 //   mesh_bench bulk --to=IP:PORT [--bytes=1073741824] [--pids=1,2]
@@ -8,6 +8,8 @@
 //   mesh_bench connrate --to=IP:PORT [--clients=16] [--seconds=3]
 //   mesh_bench idle --to=IP:PORT [--count=1000] [--pids=1,2]
 //   mesh_bench certs --dir=DIR
+//   client commands with --tls-sni=NAME --tls-ca=FILE: over TLS to a server that terminates it
+//   (a gateway, or a TLS server behind a passthrough), every handshake a full one
 //
 // Every client command prints one line of key=value figures. --pids names the tunnel
 // processes whose CPU time (bulk) or PSS (idle) is read from /proc around the measurement.
@@ -18,6 +20,9 @@
 //   'C' + 31 bytes: the server answers 32 bytes and closes first (so TIME_WAIT stays on the
 //                   server side and the client's ports are reused at once).
 //   'I': the server answers one byte and holds the connection until EOF.
+//
+// Over 600 lines on purpose: one binary for every load `make bench` runs (the mesh and the
+// gateway rows), so every row is measured by the same client code.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -33,6 +38,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -45,6 +51,7 @@
 #include "common/dashed_flags.h"
 #include "crypto/certificate_authority.h"
 #include "crypto/keys.h"
+#include "crypto/tls.h"
 
 ABSL_FLAG(int, port, 9000, "serve: TCP port to listen on (all addresses)");
 ABSL_FLAG(std::string, to, "", "client commands: IP:PORT to connect to");
@@ -56,6 +63,8 @@ ABSL_FLAG(double, seconds, 3.0, "connrate: duration");
 ABSL_FLAG(int, count, 1000, "idle: connections to hold open");
 ABSL_FLAG(std::string, pids, "", "bulk, idle: comma-separated pids of the tunnel processes");
 ABSL_FLAG(std::string, dir, "", "certs: output directory");
+ABSL_FLAG(std::string, tls_sni, "", "client commands: speak TLS with this server name");
+ABSL_FLAG(std::string, tls_ca, "", "client commands with --tls-sni: PEM roots of the server");
 
 namespace {
 
@@ -130,6 +139,146 @@ int Connect(const sockaddr_in& address) {
   }
   NoDelay(fd);
   return fd;
+}
+
+// One client connection: the socket itself, or TLS over it (--tls-sni) pumped by a blocking
+// loop around crypto::TlsEngine. Closes itself.
+class Link {
+ public:
+  // Null on failure, errno set for a failed connect.
+  static std::unique_ptr<Link> Dial(const sockaddr_in& to);
+  ~Link() {
+    if (fd_ >= 0) close(fd_);
+  }
+  bool Write(const void* data, size_t size);
+  bool Read(void* data, size_t size);
+  void DrainToEof();
+
+ private:
+  explicit Link(int fd) : fd_(fd) {}
+  bool Handshake();
+  bool Flush();
+  bool Pump();  // reads what the socket has, feeds the engine
+
+  int fd_;
+  std::unique_ptr<nodeward::crypto::TlsEngine> tls_;
+  std::vector<uint8_t> unfed_;  // ciphertext read from the socket, not yet fed
+};
+
+std::shared_ptr<const nodeward::crypto::TlsContext> ClientTls() {
+  static const std::shared_ptr<const nodeward::crypto::TlsContext> context = [] {
+    std::shared_ptr<const nodeward::crypto::TlsContext> made;
+    if (absl::GetFlag(FLAGS_tls_sni).empty()) return made;
+    std::ifstream in(absl::GetFlag(FLAGS_tls_ca));
+    std::stringstream roots;
+    roots << in.rdbuf();
+    nodeward::crypto::OriginationSettings settings;
+    settings.ca_certificates_pem = roots.str();
+    settings.sni = absl::GetFlag(FLAGS_tls_sni);
+    settings.subject_alt_names = {settings.sni};
+    settings.resume_sessions = false;
+    auto context = nodeward::crypto::TlsContext::OriginationClient(settings);
+    if (!context.ok()) {
+      std::fprintf(stderr, "mesh_bench: --tls-ca %s: %s\n", absl::GetFlag(FLAGS_tls_ca).c_str(),
+                   context.status().ToString().c_str());
+      std::exit(2);
+    }
+    return *context;
+  }();
+  return context;
+}
+
+std::unique_ptr<Link> Link::Dial(const sockaddr_in& to) {
+  const int fd = Connect(to);
+  if (fd < 0) return nullptr;
+  std::unique_ptr<Link> link(new Link(fd));
+  if (std::shared_ptr<const nodeward::crypto::TlsContext> tls = ClientTls()) {
+    link->tls_ = nodeward::crypto::TlsEngine::Client(tls);
+    if (!link->Handshake()) {
+      errno = ECONNABORTED;
+      return nullptr;
+    }
+  }
+  return link;
+}
+
+bool Link::Flush() {
+  while (true) {
+    nodeward::crypto::TlsEngine::WireChunk chunk = tls_->TakeWire();
+    if (chunk.size == 0) return true;
+    if (!WriteAll(fd_, chunk.storage.get() + chunk.offset, chunk.size)) return false;
+  }
+}
+
+bool Link::Pump() {
+  if (unfed_.empty()) {
+    unfed_.resize(64 * 1024);
+    ssize_t n;
+    do {
+      n = read(fd_, unfed_.data(), unfed_.size());
+    } while (n < 0 && errno == EINTR);
+    if (n <= 0) {
+      unfed_.clear();
+      return false;
+    }
+    unfed_.resize(static_cast<size_t>(n));
+  }
+  // What the engine does not take now (it holds plaintext nobody read yet) waits for the next
+  // call.
+  const size_t took = tls_->FeedWire(unfed_);
+  unfed_.erase(unfed_.begin(), unfed_.begin() + static_cast<std::ptrdiff_t>(took));
+  return tls_->Advance().ok() && Flush();
+}
+
+bool Link::Handshake() {
+  if (!tls_->Advance().ok() || !Flush()) return false;
+  while (tls_->state() == nodeward::crypto::TlsEngine::State::kHandshaking) {
+    if (!Pump()) return false;
+  }
+  return tls_->state() == nodeward::crypto::TlsEngine::State::kEstablished;
+}
+
+bool Link::Write(const void* data, size_t size) {
+  if (tls_ == nullptr) return WriteAll(fd_, data, size);
+  const uint8_t* p = static_cast<const uint8_t*>(data);
+  while (size > 0) {
+    absl::StatusOr<size_t> n = tls_->WritePlaintext(absl::MakeConstSpan(p, size));
+    if (!n.ok() || !Flush()) return false;
+    if (*n == 0) return false;
+    p += *n;
+    size -= *n;
+  }
+  return true;
+}
+
+bool Link::Read(void* data, size_t size) {
+  if (tls_ == nullptr) return ReadAll(fd_, data, size);
+  uint8_t* p = static_cast<uint8_t*>(data);
+  while (size > 0) {
+    absl::StatusOr<size_t> n = tls_->ReadPlaintext(absl::MakeSpan(p, size));
+    if (!n.ok()) return false;
+    if (*n > 0) {
+      p += *n;
+      size -= *n;
+      continue;
+    }
+    if (tls_->PeerClosed() || !Pump()) return false;
+  }
+  return true;
+}
+
+void Link::DrainToEof() {
+  if (tls_ == nullptr) {
+    ::DrainToEof(fd_);
+    return;
+  }
+  uint8_t buffer[4096];
+  while (true) {
+    absl::StatusOr<size_t> n = tls_->ReadPlaintext(absl::MakeSpan(buffer, sizeof(buffer)));
+    if (!n.ok()) return;
+    if (*n > 0) continue;
+    if (tls_->PeerClosed() || !Pump()) return;
+  }
 }
 
 std::vector<int> Pids() {
@@ -299,24 +448,24 @@ int Bulk(const sockaddr_in& to) {
   std::vector<char> chunk(256 * 1024, 'b');
   const long ticks_before = CpuTicks(pids);
   const Clock::time_point start = Clock::now();
-  int fd = Connect(to);
-  if (fd < 0) Die("connect");
+  std::unique_ptr<Link> link = Link::Dial(to);
+  if (link == nullptr) Die("connect");
   char mode = 'B';
-  if (!WriteAll(fd, &mode, 1) || !WriteAll(fd, &bytes, sizeof(bytes))) Die("bulk header");
+  if (!link->Write(&mode, 1) || !link->Write(&bytes, sizeof(bytes))) Die("bulk header");
   for (uint64_t sent = 0; sent < bytes;) {
     size_t n = static_cast<size_t>(std::min<uint64_t>(chunk.size(), bytes - sent));
-    if (!WriteAll(fd, chunk.data(), n)) Die("bulk write");
+    if (!link->Write(chunk.data(), n)) Die("bulk write");
     sent += n;
   }
   uint64_t acknowledged = 0;
-  if (!ReadAll(fd, &acknowledged, sizeof(acknowledged)) || acknowledged != bytes) {
+  if (!link->Read(&acknowledged, sizeof(acknowledged)) || acknowledged != bytes) {
     std::fprintf(stderr, "mesh_bench: bulk: server acknowledged %llu of %llu bytes\n",
                  static_cast<unsigned long long>(acknowledged),
                  static_cast<unsigned long long>(bytes));
     return 1;
   }
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  close(fd);
+  link.reset();
   // Let the tunnel processes finish their share of the connection's teardown.
   usleep(200 * 1000);
   const long ticks = CpuTicks(pids) - ticks_before;
@@ -329,23 +478,23 @@ int Bulk(const sockaddr_in& to) {
 int PingPong(const sockaddr_in& to) {
   const int rounds = absl::GetFlag(FLAGS_round_trips);
   const uint32_t size = static_cast<uint32_t>(absl::GetFlag(FLAGS_size));
-  int fd = Connect(to);
-  if (fd < 0) Die("connect");
+  std::unique_ptr<Link> link = Link::Dial(to);
+  if (link == nullptr) Die("connect");
   char mode = 'P';
-  if (!WriteAll(fd, &mode, 1) || !WriteAll(fd, &size, sizeof(size))) Die("pingpong header");
+  if (!link->Write(&mode, 1) || !link->Write(&size, sizeof(size))) Die("pingpong header");
   std::vector<char> message(size, 'p');
   std::vector<double> micros;
   micros.reserve(static_cast<size_t>(rounds));
   for (int i = -1000; i < rounds; ++i) {
     const Clock::time_point start = Clock::now();
-    if (!WriteAll(fd, message.data(), size) || !ReadAll(fd, message.data(), size)) {
+    if (!link->Write(message.data(), size) || !link->Read(message.data(), size)) {
       Die("pingpong");
     }
     if (i >= 0) {
       micros.push_back(std::chrono::duration<double, std::micro>(Clock::now() - start).count());
     }
   }
-  close(fd);
+  link.reset();
   std::sort(micros.begin(), micros.end());
   auto percentile = [&](double p) {
     return micros[std::min(micros.size() - 1, static_cast<size_t>(p * micros.size()))];
@@ -369,13 +518,10 @@ int ConnRate(const sockaddr_in& to) {
       request[0] = 'C';
       char reply[32];
       while (!stop.load(std::memory_order_relaxed)) {
-        int fd = Connect(to);
-        bool ok =
-            fd >= 0 && WriteAll(fd, request, sizeof(request)) && ReadAll(fd, reply, sizeof(reply));
-        if (fd >= 0) {
-          if (ok) DrainToEof(fd);  // the server closes first
-          close(fd);
-        }
+        std::unique_ptr<Link> link = Link::Dial(to);
+        bool ok = link != nullptr && link->Write(request, sizeof(request)) &&
+                  link->Read(reply, sizeof(reply));
+        if (ok) link->DrainToEof();  // the server closes first
         (ok ? done : failed).fetch_add(1, std::memory_order_relaxed);
         if (!ok) usleep(1000);
       }
@@ -396,18 +542,18 @@ int Idle(const sockaddr_in& to) {
   const long idle_kib = PssKib(pids);
   long max_kib = 0;  // the largest single process, idle (one agent, say)
   for (int pid : pids) max_kib = std::max(max_kib, PssKib({pid}));
-  std::vector<int> fds;
-  fds.reserve(static_cast<size_t>(count));
+  std::vector<std::unique_ptr<Link>> links;
+  links.reserve(static_cast<size_t>(count));
   for (int i = 0; i < count; ++i) {
-    int fd = Connect(to);
+    std::unique_ptr<Link> link = Link::Dial(to);
     char mode = 'I';
     char ack = 0;
-    if (fd < 0 || !WriteAll(fd, &mode, 1) || !ReadAll(fd, &ack, 1)) Die("idle connection");
-    fds.push_back(fd);
+    if (link == nullptr || !link->Write(&mode, 1) || !link->Read(&ack, 1)) Die("idle connection");
+    links.push_back(std::move(link));
   }
   sleep(1);  // let the tunnel processes settle
   const long held_kib = PssKib(pids);
-  for (int fd : fds) close(fd);
+  links.clear();
   std::printf("idle_pss_kib=%ld max_pss_kib=%ld held_pss_kib=%ld per_conn_kib=%.2f\n", idle_kib,
               max_kib, held_kib, static_cast<double>(held_kib - idle_kib) / count);
   return 0;
