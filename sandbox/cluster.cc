@@ -530,8 +530,7 @@ class Builder {
         absl::StrCat("--service-account=", pod.service_account),
         absl::StrCat("--labels=", absl::StrJoin(labels, ",")),
         absl::StrCat("--access-log=", NodeDir(pod.node), "/gateway-", pod.name, "-access.log"),
-        "--log-format=text",
-        "--workers=1"};
+        "--log-format=text"};
     absl::StatusOr<ProcessRef> process =
         Start("gateway", pod.node, absl::StrCat(pod.namespace_name, "/", pod.name),
               {.argv = argv,

@@ -22,10 +22,12 @@ void FillChain(const policy::GatewayFilterChain& chain, v1::GatewayFilterChain* 
                      chain.route_name));
   }
   if (chain.route != nullptr) {
+    // A single destination takes every connection whatever its weight says (Istio's too).
+    const bool weighted = chain.route->route.size() > 1;
     for (const policy::RouteDestination& destination : chain.route->route) {
-      out->add_destinations(absl::StrCat(destination.host, ":", destination.port,
-                                         destination.subset.empty() ? "" : " subset=",
-                                         destination.subset, " weight=", destination.weight));
+      out->add_destinations(absl::StrCat(
+          destination.host, ":", destination.port, destination.subset.empty() ? "" : " subset=",
+          destination.subset, weighted ? absl::StrCat(" weight=", destination.weight) : ""));
     }
   }
 }

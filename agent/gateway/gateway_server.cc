@@ -109,7 +109,7 @@ struct GatewayServer::Pending {
   std::shared_ptr<proxy::Flow> flow;
   std::optional<proxy::HandshakeBudget::Ticket> ticket;
   std::optional<policy::GatewayDecision> decision;
-  std::vector<uint8_t> peeked;
+  bool low_water_raised = false;  // SO_RCVLOWAT set above 1 while the ClientHello arrives
 
   ~Pending() {
     // Refused or failed before a stream took it: the client learns at once.
@@ -352,7 +352,9 @@ void GatewayServer::OnAccepted(proxy::Worker& worker, uint32_t port, int fd) {
                                  proxy::HandshakeBudget::RefusalName(refusal), ")"));
     return;
   }
-  ReadHello(worker, std::move(pending));
+  // Most clients' ClientHello is queued by the time the accept completes: look before
+  // paying for a poll.
+  OnHelloBytes(worker, std::move(pending), /*revents=*/0);
 }
 
 void GatewayServer::ReadHello(proxy::Worker& worker, std::shared_ptr<Pending> pending) {
@@ -389,10 +391,11 @@ void GatewayServer::OnHelloBytes(proxy::Worker& worker, std::shared_ptr<Pending>
                                  unsigned revents) {
   // The bytes stay in the socket: whoever takes the connection next reads them from there
   // (the TLS engine that terminates, or the relay that passes them through unchanged).
+  // Every peek starts again from the first byte, so one buffer per loop thread serves all.
   ClientHelloReader::Options reader_options;
-  pending->peeked.resize(reader_options.max_buffered_bytes + 1);
-  const ssize_t n =
-      recv(pending->fd, pending->peeked.data(), pending->peeked.size(), MSG_PEEK | MSG_DONTWAIT);
+  thread_local std::vector<uint8_t> peeked;
+  peeked.resize(reader_options.max_buffered_bytes + 1);
+  const ssize_t n = recv(pending->fd, peeked.data(), peeked.size(), MSG_PEEK | MSG_DONTWAIT);
   if (n < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
       ReadHello(worker, std::move(pending));
@@ -404,7 +407,7 @@ void GatewayServer::OnHelloBytes(proxy::Worker& worker, std::shared_ptr<Pending>
   }
   ClientHelloReader reader(reader_options);
   ClientHelloReader::State state =
-      reader.Feed(absl::MakeConstSpan(pending->peeked.data(), static_cast<std::size_t>(n)));
+      reader.Feed(absl::MakeConstSpan(peeked.data(), static_cast<std::size_t>(n)));
   // Nothing more comes once the peer has ended its side (or closed before sending anything).
   if (state == ClientHelloReader::State::kNeedMore &&
       (n == 0 || (revents & (POLLRDHUP | POLLHUP)) != 0)) {
@@ -414,6 +417,7 @@ void GatewayServer::OnHelloBytes(proxy::Worker& worker, std::shared_ptr<Pending>
     case ClientHelloReader::State::kNeedMore: {
       // Wake up only once the bytes the next step needs are there.
       SetReceiveLowWater(pending->fd, static_cast<int>(n + reader.MinMoreBytes()));
+      pending->low_water_raised = true;
       ReadHello(worker, std::move(pending));
       return;
     }
@@ -424,9 +428,7 @@ void GatewayServer::OnHelloBytes(proxy::Worker& worker, std::shared_ptr<Pending>
                                    reader.status().message()));
       return;
     case ClientHelloReader::State::kParsed:
-      SetReceiveLowWater(pending->fd, 1);
-      pending->peeked.clear();
-      pending->peeked.shrink_to_fit();
+      if (pending->low_water_raised) SetReceiveLowWater(pending->fd, 1);
       Decide(worker, std::move(pending), ConnectionOf(reader.hello()));
       return;
   }

@@ -18,9 +18,10 @@
 # Figures per job and row: new TLS connections/s (a new connection and full handshake per
 # 32 B request, CLIENTS clients), bulk Gbit/s over one TLS connection, and the gateway's CPU
 # (gateway process, plus what it needs on the destination node: the agent or the hop proxy)
-# per GB. Medians of RUNS runs; the rows take turns within a run.
+# per GB and per new connection. Medians of RUNS runs; the rows take turns within a run.
 #
-# Knobs (environment): RUNS=3 BYTES=536870912 CLIENTS=16 RATE_SECONDS=3
+# Knobs (environment): RUNS=3 BYTES=536870912 CLIENTS=16 RATE_SECONDS=3, ONLY="ROW ..." to
+# measure only those rows (direct-tls, the reference, always runs).
 set -euo pipefail
 
 BIN_DIR=$(realpath "${1:-build/release/bin}")
@@ -29,6 +30,7 @@ RUNS=${RUNS:-3}
 BYTES=${BYTES:-536870912}
 CLIENTS=${CLIENTS:-16}
 RATE_SECONDS=${RATE_SECONDS:-3}
+ONLY=${ONLY:-}
 TIMEOUT=180
 MODULE=/usr/lib/nginx/modules/ngx_stream_module.so
 
@@ -249,6 +251,14 @@ for peer in nginx haproxy; do
   ROWS+=("$peer")
 done
 
+if [ -n "$ONLY" ]; then
+  kept=(direct-tls)
+  for row in "${ROWS[@]}"; do
+    [[ " $ONLY " == *" $row "* && $row != direct-tls ]] && kept+=("$row")
+  done
+  ROWS=("${kept[@]}")
+fi
+
 # ---- measurements ----
 
 R=$WORK/results
@@ -270,7 +280,8 @@ for run in $(seq "$RUNS"); do
       [ -n "${PIDS[$row.$job]:-}" ] && pids=(--pids="${PIDS[$row.$job]}")
       log "run $run/$RUNS: $row $job"
       measure "$row" "$job" bulk "$run" --bytes="$BYTES" "${pids[@]}"
-      measure "$row" "$job" connrate "$run" --clients="$CLIENTS" --seconds="$RATE_SECONDS"
+      measure "$row" "$job" connrate "$run" --clients="$CLIENTS" --seconds="$RATE_SECONDS" \
+        "${pids[@]}"
       sleep 1
     done
   done
@@ -288,12 +299,14 @@ median() {  # ROW JOB TEST KEY
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f", a / b }'; }
 fmt() { awk -v v="$1" -v f="$2" 'BEGIN { if (v == "-") print v; else printf f, v }'; }
 
+measured() { [[ " ${ROWS[*]} " == *" $1 "* ]]; }
 declare -A F
 for row in "${ROWS[@]}"; do
   for job in simple passthrough; do
     F[$row.$job.gbit]=$(median "$row" "$job" bulk gbit_per_s)
     F[$row.$job.cpu]=$(median "$row" "$job" bulk cpu_s_per_gb)
     F[$row.$job.conns]=$(median "$row" "$job" connrate conn_per_s)
+    F[$row.$job.cpuconn]=$(median "$row" "$job" connrate cpu_us_per_conn)
   done
 done
 best_peer() {  # JOB FIG: highest Gbit/s and conn/s, lowest CPU
@@ -304,7 +317,7 @@ best_peer() {  # JOB FIG: highest Gbit/s and conn/s, lowest CPU
     [ "$v" = "-" ] && continue
     if [ "$best" = "-" ]; then best=$v; continue; fi
     case $fig in
-      cpu) best=$(awk -v a="$best" -v b="$v" 'BEGIN { print (b < a) ? b : a }') ;;
+      cpu | cpuconn) best=$(awk -v a="$best" -v b="$v" 'BEGIN { print (b < a) ? b : a }') ;;
       *) best=$(awk -v a="$best" -v b="$v" 'BEGIN { print (b > a) ? b : a }') ;;
     esac
   done
@@ -320,7 +333,7 @@ echo "clients outside the cluster, TLS 1.3 to server.bench, no resumption; bulk:
   "destination's agent; peers: the hop proxy) per GB; direct-tls: the same TLS server, no gateway"
 echo
 {
-  echo "job|row|Gbit/s (vs direct-tls)|CPU s/GB|TLS conn/s (vs direct-tls)"
+  echo "job|row|Gbit/s (vs direct-tls)|CPU s/GB|TLS conn/s (vs direct-tls)|CPU µs/conn"
   for job in simple passthrough; do
     for row in "${ROWS[@]}"; do
       [[ " $(jobs_of "$row") " == *" $job "* ]] || continue
@@ -330,13 +343,18 @@ echo
         [ "$gs" != "-" ] && gs="$gs ($(ratio "$g" "${F[direct-tls.simple.gbit]}")x)"
         [ "$cs" != "-" ] && cs="$cs ($(ratio "$c" "${F[direct-tls.simple.conns]}")x)"
       fi
-      cpu=$(fmt "${F[$row.$job.cpu]}" "%.2f")
-      [ "$row" = direct-tls ] && cpu="-"
-      echo "$job|$row|$gs|$cpu|$cs"
+      cpu=$(fmt "${F[$row.$job.cpu]}" "%.2f") cpuconn=$(fmt "${F[$row.$job.cpuconn]}" "%.0f")
+      [ "$row" = direct-tls ] && cpu="-" cpuconn="-"
+      echo "$job|$row|$gs|$cpu|$cs|$cpuconn"
     done
     for row in nodeward nodeward-plain; do
-      [[ " $(jobs_of "$row") " == *" $job "* ]] || continue
-      echo "$job|$row/best peer|$(ratio "${F[$row.$job.gbit]}" "$(best_peer "$job" gbit)")x|$(ratio "${F[$row.$job.cpu]}" "$(best_peer "$job" cpu)")x|$(ratio "${F[$row.$job.conns]}" "$(best_peer "$job" conns)")x"
+      measured "$row" && [[ " $(jobs_of "$row") " == *" $job "* ]] || continue
+      line="$job|$row/best peer"
+      for fig in gbit cpu conns cpuconn; do
+        r=$(ratio "${F[$row.$job.$fig]}" "$(best_peer "$job" "$fig")")
+        [ "$r" = "-" ] && line+="|-" || line+="|${r}x"
+      done
+      echo "$line"
     done
   done
 } | column -t -s '|' -o ' | '
@@ -350,13 +368,15 @@ check() { if [ "$(awk "BEGIN { print ($2) ? 1 : 0 }")" = 1 ]; then echo "  met  
 echo "targets (at least the best peer in every figure, doing the same job):"
 for pair in simple:nodeward passthrough:nodeward-plain passthrough:nodeward; do
   job=${pair%%:*} row=${pair#*:}
+  measured "$row" || continue
   what="$job $row"
   [ "$row" = nodeward ] && [ "$job" = passthrough ] && what="$what (plus mesh mTLS, not the peers' job)"
-  for fig in gbit conns cpu; do
+  for fig in gbit conns cpu cpuconn; do
     n=${F[$row.$job.$fig]:--} b=$(best_peer "$job" "$fig")
     [ "$n" = "-" ] || [ "$b" = "-" ] && continue
     case $fig in
       cpu) check "$what CPU s/GB <= best peer ($n vs $b)" "$n <= $b" ;;
+      cpuconn) check "$what CPU µs/conn <= best peer ($n vs $b)" "$n <= $b" ;;
       gbit) check "$what Gbit/s >= best peer ($n vs $b)" "$n >= $b" ;;
       conns) check "$what TLS conn/s >= best peer ($n vs $b)" "$n >= $b" ;;
     esac

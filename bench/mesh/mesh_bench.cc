@@ -5,14 +5,15 @@
 //   mesh_bench serve --port=9000
 //   mesh_bench bulk --to=IP:PORT [--bytes=1073741824] [--pids=1,2]
 //   mesh_bench pingpong --to=IP:PORT [--round-trips=20000] [--size=64]
-//   mesh_bench connrate --to=IP:PORT [--clients=16] [--seconds=3]
+//   mesh_bench connrate --to=IP:PORT [--clients=16] [--seconds=3] [--pids=1,2]
 //   mesh_bench idle --to=IP:PORT [--count=1000] [--pids=1,2]
 //   mesh_bench certs --dir=DIR
 //   client commands with --tls-sni=NAME --tls-ca=FILE: over TLS to a server that terminates it
 //   (a gateway, or a TLS server behind a passthrough), every handshake a full one
 //
 // Every client command prints one line of key=value figures. --pids names the tunnel
-// processes whose CPU time (bulk) or PSS (idle) is read from /proc around the measurement.
+// processes whose CPU time (bulk, connrate) or PSS (idle) is read from /proc around the
+// measurement.
 //
 // Wire protocol: the client's first byte picks the exchange.
 //   'B' + u64 n: the client sends n bytes, the server answers u64 n once all arrived.
@@ -61,7 +62,8 @@ ABSL_FLAG(int, size, 64, "pingpong: message size in bytes");
 ABSL_FLAG(int, clients, 16, "connrate: parallel clients");
 ABSL_FLAG(double, seconds, 3.0, "connrate: duration");
 ABSL_FLAG(int, count, 1000, "idle: connections to hold open");
-ABSL_FLAG(std::string, pids, "", "bulk, idle: comma-separated pids of the tunnel processes");
+ABSL_FLAG(std::string, pids, "",
+          "bulk, connrate, idle: comma-separated pids of the tunnel processes");
 ABSL_FLAG(std::string, dir, "", "certs: output directory");
 ABSL_FLAG(std::string, tls_sni, "", "client commands: speak TLS with this server name");
 ABSL_FLAG(std::string, tls_ca, "", "client commands with --tls-sni: PEM roots of the server");
@@ -510,6 +512,8 @@ int ConnRate(const sockaddr_in& to) {
   std::atomic<long> failed{0};
   std::atomic<bool> stop{false};
   std::vector<std::thread> threads;
+  const std::vector<int> pids = Pids();
+  const long ticks_before = CpuTicks(pids);
   const Clock::time_point start = Clock::now();
   for (int i = 0; i < clients; ++i) {
     threads.emplace_back([&] {
@@ -531,8 +535,13 @@ int ConnRate(const sockaddr_in& to) {
   stop = true;
   for (std::thread& thread : threads) thread.join();
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  std::printf("conn_per_s=%.0f connections=%ld failed=%ld\n", done / seconds, done.load(),
-              failed.load());
+  usleep(200 * 1000);  // the tunnel processes' share of the last connections' teardown
+  const long ticks = CpuTicks(pids) - ticks_before;
+  std::printf("conn_per_s=%.0f connections=%ld failed=%ld cpu_us_per_conn=%.1f\n", done / seconds,
+              done.load(), failed.load(),
+              pids.empty() || done == 0
+                  ? 0.0
+                  : static_cast<double>(ticks) * 1e6 / sysconf(_SC_CLK_TCK) / done.load());
   return failed > done / 100 ? 1 : 0;  // more than 1% failures: not a measurement
 }
 

@@ -8,6 +8,7 @@
 #  2. two hosts on port 443 served by SNI with their own certificates; an unknown SNI and no
 #     SNI are refused at the handshake;
 #  3. MUTUAL: no client certificate, one from another CA: refused; the right one: served;
+#     ISTIO_MUTUAL: only a certificate of the mesh CA with a SPIFFE ID is served;
 #  4. PASSTHROUGH: the certificate the client sees is the destination pod's own, and SNI routes
 #     between two destinations;
 #  5. a TCP server route;
@@ -71,13 +72,13 @@ cp -r "$(dirname "$0")/gateway/." "$work/"
 outside() { "$sandbox_bin" exec "$name" outside -- "$@"; }
 
 # s_client PORT SNI TEXT [ARGS...]: TEXT sent over TLS from outside, the reply on stdout, the
-# handshake's complaints in $work/s_client.err.
+# handshake's complaints in $work/s_client.err; the server verified against $s_client_ca.
 s_client() {
   local port=$1 sni=$2 text=$3
   shift 3
   (printf '%s\n' "$text"; sleep 2) |
     outside timeout 10 openssl s_client -connect "$gw:$port" ${sni:+-servername "$sni"} \
-      -CAfile "$pki/outside-ca.pem" -verify_return_error -quiet "$@" 2> "$work/s_client.err"
+      -CAfile "${s_client_ca:-$pki/outside-ca.pem}" -verify_return_error -quiet "$@" 2> "$work/s_client.err"
 }
 # served_subject PORT SNI: the subject of the certificate served for SNI.
 served_subject() {
@@ -149,6 +150,36 @@ reply=$(s_client 8443 secure.example.com GW-CLIENT -cert "$pki/client.pem" -key 
 [[ "$reply" == *"got=GW-CLIENT"* ]] && echo "ok: MUTUAL with the right client certificate served" ||
   fail "MUTUAL refused the right client certificate: $reply $(cat "$work/s_client.err")"
 
+# 3b. ISTIO_MUTUAL: only a mesh workload's certificate (the mesh CA's, with a SPIFFE ID); the
+# gateway presents its own mesh certificate.
+mesh_leaf() {  # NAME SAN: pki/NAME.pem (+ .key) for SAN, signed by the sandbox's mesh CA
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/O=$1" \
+    -addext "subjectAltName=$2" -keyout "$pki/$1.key" -out "$pki/$1.csr" 2> /dev/null &&
+    openssl x509 -req -in "$pki/$1.csr" -CA "$run_dir/ca/ca-cert.pem" \
+      -CAkey "$run_dir/ca/ca-key.pem" -CAcreateserial -CAserial "$pki/mesh.srl" -days 1 \
+      -copy_extensions copy -out "$pki/$1.pem" 2> /dev/null || fail "openssl: mesh certificate $1"
+}
+mesh_leaf mesh-workload URI:spiffe://cluster.local/ns/shop/sa/web
+mesh_leaf mesh-dns-only DNS:mesh.example.com
+s_client_ca=$run_dir/ca/ca-cert.pem
+reply=$(s_client 15443 mesh.example.com GW-MESH-NOCERT)
+[[ "$reply" != *"got="* ]] && echo "ok: ISTIO_MUTUAL without a client certificate refused" ||
+  fail "ISTIO_MUTUAL served a client without a certificate"
+reply=$(s_client 15443 mesh.example.com GW-MESH-OUTSIDE -cert "$pki/client.pem" \
+  -key "$pki/client.key")
+[[ "$reply" != *"got="* ]] && echo "ok: ISTIO_MUTUAL with a certificate of another CA refused" ||
+  fail "ISTIO_MUTUAL served a certificate of another CA"
+reply=$(s_client 15443 mesh.example.com GW-MESH-DNS -cert "$pki/mesh-dns-only.pem" \
+  -key "$pki/mesh-dns-only.key")
+[[ "$reply" != *"got="* ]] &&
+  echo "ok: ISTIO_MUTUAL with a mesh CA certificate without a SPIFFE ID refused" || fail "ISTIO_MUTUAL served a certificate without a SPIFFE ID"
+reply=$(s_client 15443 mesh.example.com GW-MESH -cert "$pki/mesh-workload.pem" \
+  -key "$pki/mesh-workload.key")
+[[ "$reply" == *"got=GW-MESH"* ]] &&
+  echo "ok: ISTIO_MUTUAL served a mesh workload, the gateway's mesh certificate verified" ||
+  fail "ISTIO_MUTUAL refused a mesh workload: $reply $(cat "$work/s_client.err")"
+unset s_client_ca
+
 # 4. PASSTHROUGH: the destination's own certificate, chosen by SNI.
 for host in pass-a pass-b; do
   subject=$(served_subject 9443 $host.example.com)
@@ -206,7 +237,8 @@ ctl() { in_pod gw "$bin_dir/nodewardctl" "$@"; }
 listeners=$(ctl gateway listeners)
 echo "$listeners"
 for row in "443 *TLS *ok *api.example.com *SIMPLE" "443 *TLS *ok *web.example.com *SIMPLE" \
-  "8443 *TLS *ok *secure.example.com *MUTUAL" "9443 *TLS *ok *pass-a.example.com *PASSTHROUGH" \
+  "8443 *TLS *ok *secure.example.com *MUTUAL" "15443 *TLS *ok *mesh.example.com *ISTIO_MUTUAL" \
+  "9443 *TLS *ok *pass-a.example.com *PASSTHROUGH" \
   "9000 *TCP *ok"; do
   grep -qE "^$row" <<< "$listeners" || fail "gateway listeners has no row like '$row'"
 done
