@@ -31,7 +31,7 @@ absl::StatusOr<IpAddress> IpAddress::Parse(absl::string_view text) {
     address.family = AF_INET6;
     return address;
   }
-  return absl::InvalidArgumentError(absl::StrCat("not an IP address: \"", text, "\""));
+  return absl::InvalidArgumentError(absl::StrCat("\"", text, "\" is not an IP address"));
 }
 
 bool IpAddress::IsLoopback() const {

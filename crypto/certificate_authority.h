@@ -9,8 +9,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/spiffe_id.h"
 #include "crypto/certificate.h"
-#include "crypto/spiffe_id.h"
 
 namespace nodeward::crypto {
 

@@ -25,8 +25,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/spiffe_id.h"
 #include "crypto/certificate.h"
-#include "crypto/spiffe_id.h"
 #include "crypto/tls.h"
 
 namespace nodeward::crypto {

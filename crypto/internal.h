@@ -15,9 +15,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/spiffe_id.h"
 #include "crypto/certificate.h"
 #include "crypto/keys.h"
-#include "crypto/spiffe_id.h"
 
 namespace nodeward::crypto {
 

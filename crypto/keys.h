@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "crypto/spiffe_id.h"
+#include "common/spiffe_id.h"
 
 namespace nodeward::crypto {
 

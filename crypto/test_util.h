@@ -12,9 +12,9 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/spiffe_id.h"
 #include "crypto/certificate_authority.h"
 #include "crypto/keys.h"
-#include "crypto/spiffe_id.h"
 #include "crypto/tls.h"
 
 namespace nodeward::crypto::testing {

@@ -13,8 +13,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "common/spiffe_id.h"
 #include "crypto/certificate.h"
-#include "crypto/spiffe_id.h"
 
 namespace nodeward::crypto {
 

@@ -19,7 +19,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
-#include "crypto/spiffe_id.h"
+#include "common/spiffe_id.h"
 #include "crypto/tls.h"
 
 namespace nodeward::crypto {

@@ -1,17 +1,17 @@
 #include "policy/authorization.h"
 
-#include <arpa/inet.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <array>
 #include <cstring>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
 
 namespace nodeward::policy {
 namespace {
@@ -28,36 +28,9 @@ struct Attribute {
   static Attribute Of(absl::string_view v) { return {true, true, v}; }
 };
 
-struct Address {
-  bool known = false;
-  bool v6 = false;
-  std::array<uint8_t, 16> bytes{};
-};
-
-Address ParseAddress(absl::string_view text) {
-  Address address;
-  char buffer[INET6_ADDRSTRLEN + 1];
-  if (text.empty() || text.size() >= sizeof(buffer)) return address;
-  std::memcpy(buffer, text.data(), text.size());
-  buffer[text.size()] = '\0';
-  if (inet_pton(AF_INET, buffer, address.bytes.data()) == 1) {
-    address.known = true;
-  } else if (inet_pton(AF_INET6, buffer, address.bytes.data()) == 1) {
-    address.known = true;
-    address.v6 = true;
-    // An IPv4-mapped address is that IPv4 host: match it against IPv4 blocks.
-    static constexpr uint8_t kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    if (std::memcmp(address.bytes.data(), kMapped, sizeof(kMapped)) == 0) {
-      std::memmove(address.bytes.data(), address.bytes.data() + 12, 4);
-      std::memset(address.bytes.data() + 4, 0, 12);
-      address.v6 = false;
-    }
-  }
-  return address;
-}
-
-bool Contains(const IpBlock& block, const Address& address) {
-  if (block.v6 != address.v6) return false;
+// `address` unmapped: an IPv4-mapped address is that IPv4 host, matched against IPv4 blocks.
+bool Contains(const IpBlock& block, const IpAddress& address) {
+  if (block.v6 != (address.family == AF_INET6)) return false;
   const uint32_t full = block.prefix_length / 8, rest = block.prefix_length % 8;
   if (std::memcmp(block.address.data(), address.bytes.data(), full) != 0) return false;
   if (rest == 0) return true;
@@ -81,43 +54,40 @@ bool Matches(const StringMatcher& matcher, absl::string_view value) {
 
 // What the rules look at, worked out once per connection.
 struct Facts {
+  Facts() = default;
+  Facts(const Facts&) = delete;  // `principal` views `principal_text`
+  Facts& operator=(const Facts&) = delete;
+
+  std::string principal_text;
   Attribute principal;  // the SPIFFE ID without "spiffe://", as Istio writes principals
   Attribute ns;
   Attribute service_account;
-  Address source;
-  Address destination;
+  std::optional<IpAddress> source;  // unmapped
+  std::optional<IpAddress> destination;
   uint32_t port = 0;
   Attribute sni;
 };
 
-Facts FactsOf(const InboundConnection& connection) {
-  Facts facts;
+// Facts views `connection` (and itself): it lives inside one Authorize call.
+void FactsOf(const InboundConnection& connection, Facts& facts) {
   if (connection.transport == InboundTransport::kPlaintext) {
     facts.principal = facts.ns = facts.service_account = Attribute::Absent();
-  } else if (!connection.peer_identity.empty()) {
-    absl::string_view id = connection.peer_identity;
-    if (absl::ConsumePrefix(&id, "spiffe://")) {
-      facts.principal = Attribute::Of(id);
-      // trust-domain/ns/NAMESPACE/sa/ACCOUNT
-      std::vector<absl::string_view> parts = absl::StrSplit(id, '/');
-      if (parts.size() == 5 && parts[1] == "ns" && parts[3] == "sa") {
-        facts.ns = Attribute::Of(parts[2]);
-        facts.service_account = Attribute::Of(parts[4]);
-      } else {
-        facts.ns = facts.service_account = Attribute::Absent();
-      }
-    } else {
-      // ztunnel's matches_principal refuses what is not a SPIFFE ID.
-      facts.principal = facts.ns = facts.service_account = Attribute::Absent();
-    }
+  } else if (connection.peer_identity.has_value()) {
+    const SpiffeId& id = *connection.peer_identity;
+    facts.principal_text =
+        absl::StrCat(id.trust_domain(), "/ns/", id.ns(), "/sa/", id.service_account());
+    facts.principal = Attribute::Of(facts.principal_text);
+    facts.ns = Attribute::Of(id.ns());
+    facts.service_account = Attribute::Of(id.service_account());
   }
-  facts.source = ParseAddress(connection.source_ip);
-  facts.destination = ParseAddress(connection.destination_ip);
+  if (connection.source_ip.has_value()) facts.source = connection.source_ip->Unmapped();
+  if (connection.destination_ip.has_value()) {
+    facts.destination = connection.destination_ip->Unmapped();
+  }
   facts.port = connection.port;
   if (connection.sni.has_value()) {
     facts.sni = connection.sni->empty() ? Attribute::Absent() : Attribute::Of(*connection.sni);
   }
-  return facts;
 }
 
 // One field of a rule entry: true when it sets no value; `unknown` when the connection lacks
@@ -142,9 +112,9 @@ bool Field(const std::vector<StringMatcher>& values, const std::vector<StringMat
 }
 
 bool Field(const std::vector<IpBlock>& values, const std::vector<IpBlock>& negated,
-           const Address& address, bool unknown) {
-  return Field(values, negated, address.known, unknown,
-               [&](const IpBlock& block) { return Contains(block, address); });
+           const std::optional<IpAddress>& address, bool unknown) {
+  return Field(values, negated, address.has_value(), unknown,
+               [&](const IpBlock& block) { return Contains(block, *address); });
 }
 
 bool Field(const std::vector<uint32_t>& values, const std::vector<uint32_t>& negated, uint32_t port,
@@ -269,8 +239,9 @@ AuthorizationResult Authorize(const Snapshot& snapshot, const Pod& destination,
   const std::vector<const AuthorizationPolicy*> policies =
       snapshot.AuthorizationPoliciesFor(destination);
   if (policies.empty()) return result;
-  const Facts facts = FactsOf(connection);
-  if (connection.source_ip.empty()) {
+  Facts facts;
+  FactsOf(connection, facts);
+  if (!connection.source_ip.has_value()) {
     trace.steps.push_back("source address unknown: conditions on it fail closed");
   }
 

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "common/testing/literals.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "policy/decision_test_cluster.h"
@@ -13,6 +14,8 @@
 namespace nodeward::policy {
 namespace {
 
+using literals::IdOf;
+using literals::IpOf;
 using ::testing::HasSubstr;
 using testing_cluster::AllWarnings;
 using testing_cluster::Load;
@@ -73,9 +76,9 @@ AuthorizationResult AuthorizeAs(const Snapshot& snapshot, const std::string& pod
                                 const Peer& peer) {
   InboundConnection connection;
   connection.transport = peer.transport;
-  connection.peer_identity = peer.identity;
-  connection.source_ip = peer.source_ip;
-  connection.destination_ip = peer.destination_ip;
+  if (!peer.identity.empty()) connection.peer_identity = IdOf(peer.identity);
+  if (!peer.source_ip.empty()) connection.source_ip = IpOf(peer.source_ip);
+  if (!peer.destination_ip.empty()) connection.destination_ip = IpOf(peer.destination_ip);
   connection.port = peer.port;
   if (peer.sni.has_value()) connection.sni = *peer.sni;
   return Authorize(snapshot, PodRef(snapshot, pod), connection);
@@ -422,8 +425,8 @@ TEST(AuthorizationTest, InboundDecisionCarriesTheAuthorization) {
   ASSERT_NE(snapshot, nullptr);
   InboundConnection connection;
   connection.transport = InboundTransport::kMtls;
-  connection.peer_identity = kBillingClient;
-  connection.source_ip = "10.0.2.1";
+  connection.peer_identity = IdOf(kBillingClient);
+  connection.source_ip = IpOf("10.0.2.1");
   connection.port = 9080;
   InboundDecision decision =
       DecideInbound(*snapshot, PodNamed(*snapshot, "shop", "reviews-1"), connection);
@@ -439,7 +442,7 @@ TEST(AuthorizationTest, InboundDecisionCarriesTheAuthorization) {
       decision.trace.ToString(),
       HasSubstr("authorization: AuthorizationPolicy shop/deny-billing (DENY): rule 0 matches"));
 
-  connection.peer_identity = kSleep;
+  connection.peer_identity = IdOf(kSleep);
   decision = DecideInbound(*snapshot, PodNamed(*snapshot, "shop", "reviews-1"), connection);
   EXPECT_TRUE(decision.allow);
   EXPECT_EQ(decision.reason_code, DecisionReason::kPeerAuthentication);

@@ -43,8 +43,6 @@ absl::string_view DecisionReasonName(DecisionReason reason) {
       return "no_service_port";
     case DecisionReason::kNoReadyEndpoint:
       return "no_ready_endpoint";
-    case DecisionReason::kInvalidDestination:
-      return "invalid_destination";
   }
   return "unknown";
 }
@@ -70,6 +68,10 @@ Enrollment ResolveEnrollment(const Snapshot& snapshot, const Pod& pod) {
   }
   return {false, absl::StrCat("namespace ", pod.meta.ns, " is not labelled ", kNodewardModeLabel,
                               "=enabled or ", kIstioModeLabel, "=ambient")};
+}
+
+absl::StatusOr<SpiffeId> WorkloadIdentity(const Snapshot& snapshot, const Pod& pod) {
+  return SpiffeId::Make(snapshot.options().trust_domain, pod.meta.ns, pod.service_account);
 }
 
 std::string WorkloadSpiffeId(const Snapshot& snapshot, const Pod& pod) {
@@ -134,25 +136,22 @@ void ExpectIdentities(const Snapshot& snapshot, const Pod& destination,
 }  // namespace
 
 OutboundDecision DecideOutbound(const Snapshot& snapshot, const Pod& source,
-                                absl::string_view destination_ip, uint32_t destination_port,
+                                const IpAddress& destination_ip, uint32_t destination_port,
                                 uint64_t endpoint_hint) {
   OutboundDecision decision;
   Trace& trace = decision.trace;
-  absl::StatusOr<std::string> ip = NormalizeIp(destination_ip);
-  if (!ip.ok()) {
-    return Finish(decision, OutboundAction::kRefuse, DecisionReason::kInvalidDestination,
-                  absl::StrCat("destination ", ip.status().message()));
-  }
-  decision.address = *ip;
+  const std::string ip = destination_ip.ToString();
+  decision.address = destination_ip;
   decision.port = destination_port;
   trace.steps.push_back(absl::StrCat("source ", Describe(source), " (",
-                                     WorkloadSpiffeId(snapshot, source), ") connects to ", *ip, ":",
+                                     WorkloadSpiffeId(snapshot, source), ") connects to ", ip, ":",
                                      destination_port));
 
   // Resolve the destination: a service address goes to one of its ready endpoints.
   std::string host;
   uint32_t service_port = 0;
-  if (const Service* service = snapshot.FindServiceByClusterIp(*ip); service != nullptr) {
+  if (const Service* service = snapshot.FindServiceByClusterIp(destination_ip);
+      service != nullptr) {
     decision.service = service;
     host = snapshot.ServiceHost(*service);
     const ServicePort* port = nullptr;
@@ -179,17 +178,17 @@ OutboundDecision DecideOutbound(const Snapshot& snapshot, const Pod& source,
                                   ? absl::StrCat(port->target_port_number)
                                   : absl::StrCat("\"", port->target_port_name, "\"");
     trace.steps.push_back(absl::StrCat(
-        *ip, " is service ", host, "; port ", port->port, " (targetPort ", target_port, ") -> ",
-        target.pod != nullptr ? Describe(*target.pod) : std::string("endpoint"), " at ", target.ip,
-        ":", target.port, " (", endpoints.size(), " ready endpoint",
+        ip, " is service ", host, "; port ", port->port, " (targetPort ", target_port, ") -> ",
+        target.pod != nullptr ? Describe(*target.pod) : std::string("endpoint"), " at ",
+        target.ip.ToString(), ":", target.port, " (", endpoints.size(), " ready endpoint",
         endpoints.size() == 1 ? "" : "s", ")"));
-  } else if (const Pod* pod = snapshot.FindPodByIp(*ip); pod != nullptr) {
+  } else if (const Pod* pod = snapshot.FindPodByIp(destination_ip); pod != nullptr) {
     decision.destination_pod = pod;
-    trace.steps.push_back(absl::StrCat(*ip, " is ", Describe(*pod),
+    trace.steps.push_back(absl::StrCat(ip, " is ", Describe(*pod),
                                        "; addressed directly, no service host, so no "
                                        "DestinationRule applies"));
   } else {
-    trace.steps.push_back(absl::StrCat(*ip,
+    trace.steps.push_back(absl::StrCat(ip,
                                        " is neither a service nor a known pod: outside the "
                                        "mesh"));
   }
@@ -290,7 +289,7 @@ OutboundDecision DecideOutbound(const Snapshot& snapshot, const Pod& source,
 }
 
 OutboundDecision DecideOutboundOnNode(const Snapshot& snapshot, const Pod& source,
-                                      absl::string_view destination_ip, uint32_t destination_port,
+                                      const IpAddress& destination_ip, uint32_t destination_port,
                                       uint64_t endpoint_hint, LocalPodQuery is_local) {
   OutboundDecision decision =
       DecideOutbound(snapshot, source, destination_ip, destination_port, endpoint_hint);
@@ -299,20 +298,23 @@ OutboundDecision DecideOutboundOnNode(const Snapshot& snapshot, const Pod& sourc
     return decision;
   }
   const Pod& destination = *decision.destination_pod;
-  OwnedInboundConnection connection;
+  InboundConnection connection;
   connection.transport = InboundTransport::kMtls;
-  connection.peer_identity = WorkloadSpiffeId(snapshot, source);
+  // A source without a mesh identity matches no principal (its agent would have had no
+  // certificate to present either).
+  if (absl::StatusOr<SpiffeId> id = WorkloadIdentity(snapshot, source); id.ok()) {
+    connection.peer_identity = *std::move(id);
+  }
   // The source pod's address of the destination's family: what the application sees.
-  const bool v6 = decision.address.find(':') != std::string::npos;
-  for (const std::string& ip : source.ips) {
-    if ((ip.find(':') != std::string::npos) == v6) {
+  for (const IpAddress& ip : source.ips) {
+    if (ip.family == decision.address.family) {
       connection.source_ip = ip;
       break;
     }
   }
   connection.destination_ip = decision.address;
   connection.port = decision.port;
-  InboundDecision inbound = DecideInbound(snapshot, destination, connection.View());
+  InboundDecision inbound = DecideInbound(snapshot, destination, connection);
   decision.trace.steps.push_back(absl::StrCat(Describe(destination),
                                               " is served by this node's agent: carried on the "
                                               "node, its inbound policy decides: ",
@@ -353,12 +355,13 @@ InboundDecision DecideInbound(const Snapshot& snapshot, const Pod& destination,
   Trace& trace = decision.trace;
   const bool mtls = connection.transport == InboundTransport::kMtls;
   trace.steps.push_back(absl::StrCat(
-      mtls ? absl::StrCat("mesh mTLS connection from ", connection.peer_identity.empty()
-                                                            ? absl::string_view("(unknown peer)")
-                                                            : connection.peer_identity)
+      mtls ? absl::StrCat("mesh mTLS connection from ", connection.peer_identity.has_value()
+                                                            ? connection.peer_identity->ToString()
+                                                            : std::string("(unknown peer)"))
            : std::string("plaintext connection"),
-      connection.source_ip.empty() ? "" : absl::StrCat(" (", connection.source_ip, ")"), " to ",
-      Describe(destination), " port ", connection.port));
+      connection.source_ip.has_value() ? absl::StrCat(" (", connection.source_ip->ToString(), ")")
+                                       : "",
+      " to ", Describe(destination), " port ", connection.port));
   Enrollment enrollment = ResolveEnrollment(snapshot, destination);
   if (!enrollment.enrolled) {
     return FinishInbound(decision, false, DecisionReason::kNotInMesh,
@@ -404,10 +407,10 @@ InboundDecision DecideInbound(const Snapshot& snapshot, const Pod& destination,
 }
 
 InboundDecision DecideInbound(const Snapshot& snapshot, const Pod& destination, uint32_t port,
-                              InboundTransport transport, absl::string_view peer_identity) {
+                              InboundTransport transport, std::optional<SpiffeId> peer_identity) {
   InboundConnection connection;
   connection.transport = transport;
-  connection.peer_identity = peer_identity;
+  connection.peer_identity = std::move(peer_identity);
   connection.port = port;
   return DecideInbound(snapshot, destination, connection);
 }

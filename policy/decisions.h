@@ -22,7 +22,10 @@
 #include <vector>
 
 #include "absl/functional/function_ref.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/net_address.h"
+#include "common/spiffe_id.h"
 #include "policy/authorization.h"
 #include "policy/destination_rules.h"
 #include "policy/inbound_connection.h"
@@ -42,10 +45,9 @@ enum class DecisionReason {
   kNotInMesh,           // inbound: the destination pod is not enrolled
   kNoServicePort,       // outbound: the service has no such TCP port
   kNoReadyEndpoint,     // outbound: the service has no ready endpoint on that port
-  kInvalidDestination,  // outbound: the destination is not an IP address
 };
 // "peer_authentication", "authorization", "destination_rule", "auto_mtls", "not_in_mesh",
-// "no_service_port", "no_ready_endpoint", "invalid_destination".
+// "no_service_port", "no_ready_endpoint".
 absl::string_view DecisionReasonName(DecisionReason reason);
 
 struct Enrollment {
@@ -58,7 +60,11 @@ struct Enrollment {
 // are never enrolled: they share the node's network namespace.
 Enrollment ResolveEnrollment(const Snapshot& snapshot, const Pod& pod);
 
-// spiffe://<trust domain>/ns/<namespace>/sa/<service account>
+// spiffe://<trust domain>/ns/<namespace>/sa/<service account>: the identity a workload's
+// certificate carries. An error when the pod's namespace or service account cannot be part of
+// a SPIFFE ID (then the pod has no mesh identity).
+absl::StatusOr<SpiffeId> WorkloadIdentity(const Snapshot& snapshot, const Pod& pod);
+// The same as text, for traces and the names a server must present.
 std::string WorkloadSpiffeId(const Snapshot& snapshot, const Pod& pod);
 
 enum class OutboundAction { kHbone, kSameNode, kTlsOrigination, kPlaintext, kRefuse };
@@ -83,14 +89,16 @@ struct OutboundDecision {
   std::string reason;  // one line, for logs and the CLI
   // Where to connect: the chosen endpoint (pod IP and target port) for a service address,
   // the original destination otherwise.
-  std::string address;
+  IpAddress address;
   uint32_t port = 0;
   const Service* service = nullptr;      // when the destination was a service address
   const Pod* destination_pod = nullptr;  // when the destination is a known pod
-  // kHbone: the server identities accepted, any one of which the server's certificate must
-  // carry. The destination pod's SPIFFE ID, or, for ISTIO_MUTUAL with subjectAltNames, those
-  // names instead, as Istio's cluster builder verifies them (pilot/pkg/networking/core
+  // kHbone: the server names accepted, any one of which the server's certificate must carry.
+  // The destination pod's SPIFFE ID, or, for ISTIO_MUTUAL with subjectAltNames, those names
+  // instead, as Istio's cluster builder verifies them (pilot/pkg/networking/core
   // cluster_builder.go buildAutoMtlsSettings: the rule's names replace the service accounts).
+  // Names, not identities: a subjectAltName may be a DNS name, which no mesh server carries
+  // (the trace warns), so they stay text here and the data plane keeps the SPIFFE IDs.
   std::vector<std::string> expected_peer_identities;
   // The first of expected_peer_identities, for data planes that check a single identity.
   std::string expected_peer_identity;
@@ -99,7 +107,7 @@ struct OutboundDecision {
   // DecideOutboundOnNode: the destination pod is served by this data plane, and this is what
   // its inbound policy said of the connection (kSameNode when it allowed it, kRefuse not).
   std::optional<InboundDecision> same_node_inbound;
-  std::optional<OwnedInboundConnection> same_node_connection;  // as that policy saw it
+  std::optional<InboundConnection> same_node_connection;  // as that policy saw it
   Trace trace;
 };
 
@@ -107,11 +115,11 @@ struct OutboundDecision {
 // `endpoint_hint` picks among a service's ready endpoints (hint modulo their count), so the
 // caller chooses the balancing and the function stays pure.
 OutboundDecision DecideOutbound(const Snapshot& snapshot, const Pod& source,
-                                absl::string_view destination_ip, uint32_t destination_port,
+                                const IpAddress& destination_ip, uint32_t destination_port,
                                 uint64_t endpoint_hint = 0);
 
 // Whether `ip` is a pod this data plane serves itself (an enrolled pod of its node).
-using LocalPodQuery = absl::FunctionRef<bool(absl::string_view ip)>;
+using LocalPodQuery = absl::FunctionRef<bool(const IpAddress& ip)>;
 
 // DecideOutbound as a node's data plane takes it: an HBONE decision whose destination pod is
 // served by this data plane (`is_local`) is carried on the node instead (kSameNode), because
@@ -119,7 +127,7 @@ using LocalPodQuery = absl::FunctionRef<bool(absl::string_view ip)>;
 // source's identity and address, as ztunnel's same-node path keeps the destination's
 // authorization (src/proxy/outbound.rs). A refusal there makes the decision kRefuse.
 OutboundDecision DecideOutboundOnNode(const Snapshot& snapshot, const Pod& source,
-                                      absl::string_view destination_ip, uint32_t destination_port,
+                                      const IpAddress& destination_ip, uint32_t destination_port,
                                       uint64_t endpoint_hint, LocalPodQuery is_local);
 
 // Whether `destination` accepts `connection`.
@@ -127,8 +135,9 @@ InboundDecision DecideInbound(const Snapshot& snapshot, const Pod& destination,
                               const InboundConnection& connection);
 
 // The same without the connection's addresses and SNI, which AuthorizationPolicy conditions
-// then treat as unknown (failing closed). Kept for callers that do not pass them yet.
+// then treat as unknown (failing closed).
 InboundDecision DecideInbound(const Snapshot& snapshot, const Pod& destination, uint32_t port,
-                              InboundTransport transport, absl::string_view peer_identity = {});
+                              InboundTransport transport,
+                              std::optional<SpiffeId> peer_identity = std::nullopt);
 
 }  // namespace nodeward::policy

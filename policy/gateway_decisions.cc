@@ -191,7 +191,7 @@ Resolution ResolveDestination(const Snapshot& snapshot, const std::string& fqdn,
   }
   result.destination = GatewayDestination{fqdn, service, service->cluster_ips.front(), port};
   trace.steps.push_back(absl::StrCat("destination ", fqdn, " is ", service_name, " at ",
-                                     service->cluster_ips.front(), ":", port));
+                                     service->cluster_ips.front().ToString(), ":", port));
   return result;
 }
 

@@ -127,7 +127,7 @@ absl::string_view GatewayRefusalName(GatewayRefusal refusal);
 struct GatewayDestination {
   std::string host;  // FQDN
   const Service* service = nullptr;
-  std::string address;          // the Service's cluster IP
+  IpAddress address;            // the Service's cluster IP
   uint32_t port = 0;            // the Service port
   std::size_t route_index = 0;  // which route[] entry (weighted choice)
 };

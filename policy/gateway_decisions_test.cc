@@ -242,7 +242,7 @@ TEST_F(GatewayDecisionsTest, TerminatesBySniAndRoutesByTheFirstMatchingTcpRoute)
   EXPECT_EQ(decision.route_name, "tcp[0]");
   ASSERT_TRUE(decision.destination.has_value());
   EXPECT_EQ(decision.destination->host, "web.shop.svc.cluster.local");
-  EXPECT_EQ(decision.destination->address, "10.96.0.10");
+  EXPECT_EQ(decision.destination->address.ToString(), "10.96.0.10");
   EXPECT_EQ(decision.destination->port, 443u);
   EXPECT_THAT(decision.trace.deciding, Contains("Gateway istio-ingress/public"));
   EXPECT_THAT(decision.trace.deciding, Contains("VirtualService shop/routes"));
@@ -294,7 +294,7 @@ TEST_F(GatewayDecisionsTest, PlainTcpPortsRouteByPort) {
   GatewayDecision decision = Decide(5432, std::nullopt);
   EXPECT_EQ(decision.action, GatewayAction::kTcp) << decision.trace.ToString();
   EXPECT_EQ(decision.virtual_service->meta.name, "db");
-  EXPECT_EQ(decision.destination->address, "10.96.0.12");
+  EXPECT_EQ(decision.destination->address.ToString(), "10.96.0.12");
   EXPECT_EQ(decision.destination->port, 5432u);
 }
 
@@ -443,7 +443,7 @@ spec:
   const std::string sni = "outbound_.443_._.web.shop.svc.cluster.local";
   GatewayDecision decision = Decide(15443, sni, 0, {"istio-peer-exchange", "istio"});
   EXPECT_EQ(decision.action, GatewayAction::kPassthrough) << decision.trace.ToString();
-  EXPECT_EQ(decision.destination->address, "10.96.0.10");
+  EXPECT_EQ(decision.destination->address.ToString(), "10.96.0.10");
   EXPECT_EQ(decision.destination->port, 443u);
   // Only Istio mTLS clients, only services of the server's hosts, no subsets.
   EXPECT_EQ(Decide(15443, sni, 0, {"h2"}).refusal, GatewayRefusal::kNoFilterChain);

@@ -16,6 +16,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
+#include "common/testing/literals.h"
 #include "crypto/certificate_authority.h"
 #include "crypto/test_util.h"
 #include "crypto/tls.h"
@@ -28,6 +29,8 @@
 namespace nodeward::policy {
 namespace {
 
+using ::nodeward::literals::IdOf;
+using ::nodeward::literals::IpOf;
 using ::testing::HasSubstr;
 
 constexpr char kToken[] = "test-token-1";
@@ -132,10 +135,10 @@ TEST_F(KubeSourceTest, ListsWatchesAndFollowsChanges) {
   std::shared_ptr<const Snapshot> snapshot = source_->Current();
   const Pod* client = snapshot->FindPod("shop", "client");
   ASSERT_NE(client, nullptr);
-  OutboundDecision outbound = DecideOutbound(*snapshot, *client, "10.96.1.1", 80);
+  OutboundDecision outbound = DecideOutbound(*snapshot, *client, IpOf("10.96.1.1"), 80);
   EXPECT_EQ(outbound.action, OutboundAction::kHbone) << outbound.trace.ToString();
   EXPECT_EQ(outbound.expected_peer_identity, "spiffe://cluster.local/ns/shop/sa/reviews");
-  EXPECT_EQ(absl::StrCat(outbound.address, ":", outbound.port), "10.0.1.2:9080");
+  EXPECT_EQ(absl::StrCat(outbound.address.ToString(), ":", outbound.port), "10.0.1.2:9080");
   EXPECT_GE(server_->Count("/apis/security.istio.io/v1/peerauthentications?limit="), 1);
 
   // ADDED: a STRICT namespace policy arrives over the v1beta1 watch.
@@ -251,8 +254,8 @@ InboundDecision Inbound(const Snapshot& snapshot, const std::string& pod,
                         absl::string_view peer = "spiffe://cluster.local/ns/shop/sa/client") {
   InboundConnection connection;
   connection.transport = InboundTransport::kMtls;
-  connection.peer_identity = peer;
-  connection.source_ip = "10.0.1.1";
+  connection.peer_identity = IdOf(peer);
+  connection.source_ip = IpOf("10.0.1.1");
   connection.port = 9080;
   return DecideInbound(snapshot, *snapshot.FindPod("shop", pod), connection);
 }

@@ -56,26 +56,6 @@ absl::string_view TlsModeName(TlsMode mode) {
   return "UNKNOWN";
 }
 
-absl::StatusOr<std::string> NormalizeIp(absl::string_view text) {
-  // inet_pton wants a NUL-terminated string; anything longer than an IPv6 literal is not one.
-  char buffer[INET6_ADDRSTRLEN + 1];
-  if (text.empty() || text.size() >= sizeof(buffer)) {
-    return absl::InvalidArgumentError(absl::StrCat("\"", text, "\" is not an IP address"));
-  }
-  std::memcpy(buffer, text.data(), text.size());
-  buffer[text.size()] = '\0';
-  char out[INET6_ADDRSTRLEN];
-  in_addr v4;
-  if (inet_pton(AF_INET, buffer, &v4) == 1) {
-    return std::string(inet_ntop(AF_INET, &v4, out, sizeof(out)));
-  }
-  in6_addr v6;
-  if (inet_pton(AF_INET6, buffer, &v6) == 1) {
-    return std::string(inet_ntop(AF_INET6, &v6, out, sizeof(out)));
-  }
-  return absl::InvalidArgumentError(absl::StrCat("\"", text, "\" is not an IP address"));
-}
-
 absl::StatusOr<IpBlock> ParseIpBlock(absl::string_view text) {
   IpBlock block;
   block.text = std::string(text);
@@ -94,21 +74,13 @@ absl::StatusOr<IpBlock> ParseIpBlock(absl::string_view text) {
     }
     length = value;
   }
-  char buffer[INET6_ADDRSTRLEN + 1];
-  if (address.empty() || address.size() >= sizeof(buffer)) {
+  absl::StatusOr<IpAddress> ip = IpAddress::Parse(address);
+  if (!ip.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("\"", text, "\" is not an IP address or CIDR block"));
   }
-  std::memcpy(buffer, address.data(), address.size());
-  buffer[address.size()] = '\0';
-  if (inet_pton(AF_INET, buffer, block.address.data()) == 1) {
-    block.v6 = false;
-  } else if (inet_pton(AF_INET6, buffer, block.address.data()) == 1) {
-    block.v6 = true;
-  } else {
-    return absl::InvalidArgumentError(
-        absl::StrCat("\"", text, "\" is not an IP address or CIDR block"));
-  }
+  block.v6 = ip->family == AF_INET6;
+  block.address = ip->bytes;
   const uint32_t max = block.v6 ? 128 : 32;
   if (length.value_or(max) > max) {
     return absl::InvalidArgumentError(
@@ -230,15 +202,15 @@ absl::Status ParsePod(Context& ctx, const YAML::Node& object, ResourceSet& out) 
                              [&](const YAML::Node& item, const std::string& field) -> absl::Status {
                                YAML::Node ip = Child(item, "ip");
                                if (!Present(ip)) return ctx.Error(item, field + ".ip", "missing");
-                               NW_ASSIGN_OR_RETURN(std::string value, Ip(ctx, ip, field + ".ip"));
-                               pod.ips.push_back(std::move(value));
+                               NW_ASSIGN_OR_RETURN(IpAddress value, Ip(ctx, ip, field + ".ip"));
+                               pod.ips.push_back(value);
                                return absl::OkStatus();
                              }));
   if (pod.ips.empty()) {
     YAML::Node ip = Child(status, "podIP");
     if (Present(ip)) {
-      NW_ASSIGN_OR_RETURN(std::string value, Ip(ctx, ip, "status.podIP"));
-      pod.ips.push_back(std::move(value));
+      NW_ASSIGN_OR_RETURN(IpAddress value, Ip(ctx, ip, "status.podIP"));
+      pod.ips.push_back(value);
     }
   }
   NW_RETURN_IF_ERROR(ForEach(
@@ -269,13 +241,13 @@ absl::Status ParseService(Context& ctx, const YAML::Node& object, ResourceSet& o
   if (type != "ExternalName") {
     for (const std::string& ip : ips) {
       if (ip == "None") continue;  // headless: clients address the pods directly
-      absl::StatusOr<std::string> normalized = NormalizeIp(ip);
-      if (!normalized.ok()) {
+      absl::StatusOr<IpAddress> parsed = IpAddress::Parse(ip);
+      if (!parsed.ok()) {
         return ctx.Error(Child(spec, "clusterIPs").IsDefined() ? Child(spec, "clusterIPs")
                                                                : Child(spec, "clusterIP"),
-                         "spec.clusterIPs", normalized.status().message());
+                         "spec.clusterIPs", parsed.status().message());
       }
-      service.cluster_ips.push_back(*std::move(normalized));
+      service.cluster_ips.push_back(*parsed);
     }
   }
   NW_RETURN_IF_ERROR(
@@ -338,10 +310,10 @@ absl::Status ParseEndpointSlice(Context& ctx, const YAML::Node& object, Resource
                             StringList(ctx, item, "addresses", field + ".addresses"));
         for (const std::string& address : addresses) {
           if (!ip_slice) break;
-          absl::StatusOr<std::string> ip = NormalizeIp(address);
+          absl::StatusOr<IpAddress> ip = IpAddress::Parse(address);
           if (!ip.ok())
             return ctx.Error(Child(item, "addresses"), field + ".addresses", ip.status().message());
-          endpoint.addresses.push_back(*std::move(ip));
+          endpoint.addresses.push_back(*ip);
         }
         YAML::Node conditions = Child(item, "conditions");
         NW_ASSIGN_OR_RETURN(std::optional<bool> ready,

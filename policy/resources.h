@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/net_address.h"
 
 namespace nodeward::policy {
 
@@ -51,7 +52,7 @@ struct Pod {
   ObjectMeta meta;
   std::string service_account = "default";
   std::string node_name;
-  std::vector<std::string> ips;  // normalized textual form (status.podIPs, else status.podIP)
+  std::vector<IpAddress> ips;  // status.podIPs, else status.podIP
   std::vector<ContainerPort> ports;
   bool ready = false;         // status.conditions[type=Ready].status == "True"
   bool host_network = false;  // shares the node's IP: never indexed by IP, never enrolled
@@ -69,7 +70,7 @@ struct ServicePort {
 
 struct Service {
   ObjectMeta meta;
-  std::vector<std::string> cluster_ips;  // normalized; "None" (headless) is dropped
+  std::vector<IpAddress> cluster_ips;  // "None" (headless) is dropped
   std::vector<ServicePort> ports;
   // Without a selector Kubernetes manages no endpoints: only EndpointSlices give them.
   std::optional<Labels> selector;
@@ -82,9 +83,9 @@ struct EndpointSlicePort {
 };
 
 struct Endpoint {
-  std::vector<std::string> addresses;  // normalized
-  bool ready = true;                   // conditions.ready; null means ready per the API
-  std::string target_pod_name;         // targetRef of kind Pod, if any
+  std::vector<IpAddress> addresses;
+  bool ready = true;            // conditions.ready; null means ready per the API
+  std::string target_pod_name;  // targetRef of kind Pod, if any
   std::string target_pod_namespace;
 };
 
@@ -371,8 +372,5 @@ struct ResourceSet {
 // one; callers that need all-or-nothing parse into a scratch set.
 absl::Status AppendYamlResources(absl::string_view text, absl::string_view source_name,
                                  ResourceSet& out);
-
-// Normalizes an IPv4/IPv6 literal to its canonical text; error when it is not one.
-absl::StatusOr<std::string> NormalizeIp(absl::string_view text);
 
 }  // namespace nodeward::policy

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/port_number.h"
+#include "common/testing/literals.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "policy/snapshot.h"
@@ -11,6 +12,7 @@
 namespace nodeward::policy {
 namespace {
 
+using literals::IpOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
@@ -134,7 +136,7 @@ TEST(ResourcesTest, ParsesEveryKnownKind) {
   EXPECT_EQ(pod.service_account, "default");
   EXPECT_EQ(pod.node_name, "node-a");
   EXPECT_TRUE(pod.ready);
-  EXPECT_THAT(pod.ips, ElementsAre("10.0.0.7", "fd00::7"));  // podIPs wins over podIP
+  EXPECT_THAT(pod.ips, ElementsAre(IpOf("10.0.0.7"), IpOf("fd00::7")));  // podIPs wins over podIP
   ASSERT_EQ(pod.ports.size(), 2u);
   EXPECT_EQ(pod.ports[0].name, "http");
   EXPECT_EQ(pod.ports[0].container_port, 9080u);
@@ -144,11 +146,11 @@ TEST(ResourcesTest, ParsesEveryKnownKind) {
   EXPECT_EQ(set.pods[1].meta.ns, "default");
   EXPECT_EQ(set.pods[1].service_account, "old-style");
   EXPECT_FALSE(set.pods[1].ready);
-  EXPECT_THAT(set.pods[1].ips, ElementsAre("10.0.0.8"));
+  EXPECT_THAT(set.pods[1].ips, ElementsAre(IpOf("10.0.0.8")));
 
   ASSERT_EQ(set.services.size(), 2u);
   const Service& service = set.services[0];
-  EXPECT_THAT(service.cluster_ips, ElementsAre("10.96.0.10"));
+  EXPECT_THAT(service.cluster_ips, ElementsAre(IpOf("10.96.0.10")));
   ASSERT_EQ(service.ports.size(), 3u);
   EXPECT_EQ(service.ports[0].target_port_name, "http");
   EXPECT_EQ(service.ports[1].target_port_number, 9901u);
@@ -533,12 +535,30 @@ metadata:
   EXPECT_EQ(set.namespaces[1].meta.origin, "m.yaml:7");
 }
 
-TEST(ResourcesTest, NormalizesAddresses) {
-  EXPECT_EQ(*NormalizeIp("10.0.0.1"), "10.0.0.1");
-  EXPECT_EQ(*NormalizeIp("FD00:0:0::1"), "fd00::1");
-  EXPECT_FALSE(NormalizeIp("").ok());
-  EXPECT_FALSE(NormalizeIp("10.0.0").ok());
-  EXPECT_FALSE(NormalizeIp(std::string(200, '1')).ok());
+// Addresses are values, not text: any spelling of one finds the pod.
+TEST(ResourcesTest, AddressesAreOneTypeWhateverTheirSpelling) {
+  ResourceSet set;
+  ASSERT_TRUE(AppendYamlResources(R"(apiVersion: v1
+kind: Pod
+metadata: {name: p, namespace: ns}
+status: {podIPs: [{ip: "FD00:0:0::1"}, {ip: 10.0.0.1}]}
+)",
+                                  "a.yaml", set)
+                  .ok());
+  ASSERT_EQ(set.pods.size(), 1u);
+  EXPECT_THAT(set.pods[0].ips, ElementsAre(IpOf("fd00::1"), IpOf("10.0.0.1")));
+  absl::StatusOr<std::shared_ptr<const Snapshot>> snapshot = Snapshot::Build(set, {});
+  ASSERT_TRUE(snapshot.ok()) << snapshot.status();
+  ASSERT_NE((*snapshot)->FindPodByIp(IpOf("fd00:0000::0001")), nullptr);
+  EXPECT_EQ((*snapshot)->FindPodByIp(IpOf("fd00::1"))->meta.name, "p");
+  for (const char* bad : {"\"\"", "10.0.0", "10.0.0.1/32"}) {
+    ResourceSet scratch;
+    absl::Status status = AppendYamlResources(
+        absl::StrCat("apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: ns}\n",
+                     "status: {podIP: ", bad, "}\n"),
+        "b.yaml", scratch);
+    EXPECT_THAT(std::string(status.message()), HasSubstr("is not an IP address")) << bad;
+  }
 }
 
 }  // namespace

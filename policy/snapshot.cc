@@ -93,7 +93,7 @@ absl::Status Snapshot::Index() {
     pods_by_name_[Key(pod.meta.ns, pod.meta.name)] = &pod;
     pods_by_namespace[pod.meta.ns].push_back(&pod);
     if (!OwnsItsIp(pod)) continue;
-    for (const std::string& ip : pod.ips) {
+    for (const IpAddress& ip : pod.ips) {
       auto [it, inserted] = pods_by_ip_.emplace(ip, &pod);
       if (inserted) continue;
       // Two live pods with one IP only happens briefly while the old one terminates: the
@@ -148,7 +148,7 @@ absl::Status Snapshot::Index() {
   for (const Service& service : r.services) {
     ServiceIndex& index = services_by_name_[Key(service.meta.ns, service.meta.name)];
     index.service = &service;
-    for (const std::string& ip : service.cluster_ips) services_by_ip_[ip] = &index;
+    for (const IpAddress& ip : service.cluster_ips) services_by_ip_[ip] = &index;
     auto slices = slices_by_service.find(Key(service.meta.ns, service.meta.name));
     for (const ServicePort& service_port : service.ports) {
       std::vector<EndpointTarget>& targets = index.endpoints_by_port[service_port.port];
@@ -213,7 +213,7 @@ const Pod* Snapshot::FindPod(absl::string_view ns, absl::string_view name) const
   return it == pods_by_name_.end() ? nullptr : it->second;
 }
 
-const Pod* Snapshot::FindPodByIp(absl::string_view ip) const {
+const Pod* Snapshot::FindPodByIp(const IpAddress& ip) const {
   auto it = pods_by_ip_.find(ip);
   return it == pods_by_ip_.end() ? nullptr : it->second;
 }
@@ -223,7 +223,7 @@ const Service* Snapshot::FindService(absl::string_view ns, absl::string_view nam
   return it == services_by_name_.end() ? nullptr : it->second.service;
 }
 
-const Service* Snapshot::FindServiceByClusterIp(absl::string_view ip) const {
+const Service* Snapshot::FindServiceByClusterIp(const IpAddress& ip) const {
   auto it = services_by_ip_.find(ip);
   return it == services_by_ip_.end() ? nullptr : it->second->service;
 }

@@ -32,7 +32,7 @@ struct SnapshotOptions {
 
 // One backend of a service port: where a connection to the service actually goes.
 struct EndpointTarget {
-  std::string ip;
+  IpAddress ip;
   uint32_t port = 0;         // the pod's (target) port
   const Pod* pod = nullptr;  // null for endpoints that are not pods we know
 };
@@ -50,12 +50,12 @@ class Snapshot {
   const ResourceSet& resources() const { return resources_; }
   uint64_t generation() const { return generation_; }
 
-  // Lookups. Addresses must be normalized (NormalizeIp); pointers live as long as the snapshot.
+  // Lookups; pointers live as long as the snapshot.
   const Namespace* FindNamespace(absl::string_view name) const;
   const Pod* FindPod(absl::string_view ns, absl::string_view name) const;
-  const Pod* FindPodByIp(absl::string_view ip) const;
+  const Pod* FindPodByIp(const IpAddress& ip) const;
   const Service* FindService(absl::string_view ns, absl::string_view name) const;
-  const Service* FindServiceByClusterIp(absl::string_view ip) const;
+  const Service* FindServiceByClusterIp(const IpAddress& ip) const;
   // Ready backends of `service` on its port `service_port` (empty when none or no such port).
   const std::vector<EndpointTarget>& ServiceEndpoints(const Service& service,
                                                       uint32_t service_port) const;
@@ -121,10 +121,10 @@ class Snapshot {
 
   absl::flat_hash_map<std::string, NamespaceIndex> namespaces_;
   absl::flat_hash_map<std::string, const Pod*> pods_by_name_;  // "ns/name"
-  absl::flat_hash_map<std::string, const Pod*> pods_by_ip_;
+  absl::flat_hash_map<IpAddress, const Pod*> pods_by_ip_;
   // node_hash_map: services_by_ip_ points into it.
   absl::node_hash_map<std::string, ServiceIndex> services_by_name_;  // "ns/name"
-  absl::flat_hash_map<std::string, const ServiceIndex*> services_by_ip_;
+  absl::flat_hash_map<IpAddress, const ServiceIndex*> services_by_ip_;
   std::vector<const PeerAuthentication*> mesh_policies_;
   DestinationRuleIndex destination_rules_;
   absl::flat_hash_map<std::string, const Secret*> secrets_by_name_;  // "ns/name"

@@ -148,7 +148,7 @@ absl::Status ParseVirtualService(Context& ctx, const YAML::Node& object, Resourc
   }
   for (const std::string& host : service.hosts) {
     if (std::string problem = WildcardDomainProblem(host);
-        !problem.empty() && !NormalizeIp(host).ok()) {
+        !problem.empty() && !IpAddress::Parse(host).ok()) {
       return ctx.Error(Child(node, "hosts"), "spec.hosts", problem);
     }
   }

@@ -99,10 +99,9 @@ absl::StatusOr<std::optional<YAML::Node>> Map(const Context& ctx, const YAML::No
   return std::optional<YAML::Node>(node);
 }
 
-absl::StatusOr<std::string> Ip(const Context& ctx, const YAML::Node& node,
-                               absl::string_view field) {
+absl::StatusOr<IpAddress> Ip(const Context& ctx, const YAML::Node& node, absl::string_view field) {
   if (!node.IsScalar()) return ctx.Error(node, field, "expected an IP address");
-  absl::StatusOr<std::string> ip = NormalizeIp(node.Scalar());
+  absl::StatusOr<IpAddress> ip = IpAddress::Parse(node.Scalar());
   if (!ip.ok()) return ctx.Error(node, field, ip.status().message());
   return ip;
 }

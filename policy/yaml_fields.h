@@ -59,7 +59,7 @@ absl::StatusOr<std::optional<YAML::Node>> Map(const Context& ctx, const YAML::No
 // A port number (1-65535) written in canonical decimal, as a YAML number or string.
 absl::StatusOr<uint32_t> PortNumber(const Context& ctx, const YAML::Node& node,
                                     absl::string_view field);
-absl::StatusOr<std::string> Ip(const Context& ctx, const YAML::Node& node, absl::string_view field);
+absl::StatusOr<IpAddress> Ip(const Context& ctx, const YAML::Node& node, absl::string_view field);
 
 absl::StatusOr<ObjectMeta> Metadata(Context& ctx, const YAML::Node& object, absl::string_view kind,
                                     bool namespaced);

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -161,20 +162,28 @@ void CollectLines(Call& call, const std::vector<NodeSpec>& nodes, const std::str
   const bool want_inbound = call.target.pod != nullptr && call.target.pod->enrolled &&
                             call.target.pod->node != call.source->node;
   const absl::Time deadline = absl::Now() + absl::Seconds(3);
+  // An outbound error (a reset, say) may be the destination's refusal, whose line the other
+  // node writes on its own clock: it gets this long to arrive before the error stands alone.
+  constexpr absl::Duration kPeerLineGrace = absl::Milliseconds(500);
+  std::optional<absl::Time> errored_at;
   while (true) {
     for (const NodeSpec& node : nodes) {
       std::vector<AccessLine> lines = ReadNewLines(
           absl::StrCat(run_dir, "/", node.name, "/access.log"), node.name, offsets[node.name]);
       call.lines.insert(call.lines.end(), lines.begin(), lines.end());
     }
-    bool outbound = false, inbound = false, outbound_stopped = false;
+    bool outbound = false, inbound = false, outbound_stopped = false, outbound_error = false;
     for (const AccessLine& line : call.lines) {
       if (line.direction == "outbound") {
         outbound = true;
-        outbound_stopped |= line.result != "ok" || line.mode == "same_node";
+        outbound_error |= line.result == "error";
+        outbound_stopped |=
+            (line.result != "ok" && line.result != "error") || line.mode == "same_node";
       }
       if (line.direction == "inbound") inbound = true;
     }
+    if (outbound_error && !errored_at.has_value()) errored_at = absl::Now();
+    outbound_stopped |= errored_at.has_value() && absl::Now() - *errored_at >= kPeerLineGrace;
     if ((!want_outbound || outbound) && (!want_inbound || inbound || outbound_stopped)) return;
     if (absl::Now() > deadline || interrupted.load()) return;
     absl::SleepFor(absl::Milliseconds(50));

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/testing/literals.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "policy/resources.h"
@@ -141,7 +142,7 @@ TEST(GeneratedConfig, LoadsWithThePolicyParser) {
   EXPECT_EQ(api.meta.uid, "sandbox-t1-back-api");
   EXPECT_EQ(api.service_account, "api");
   EXPECT_EQ(api.node_name, "b");
-  EXPECT_THAT(api.ips, ElementsAre("10.241.2.2"));
+  EXPECT_THAT(api.ips, ElementsAre(literals::IpOf("10.241.2.2")));
   ASSERT_EQ(api.ports.size(), 2u);
   EXPECT_EQ(api.ports[1].container_port, 9090u);
   EXPECT_TRUE(api.ready);

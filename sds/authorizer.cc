@@ -15,15 +15,14 @@
 
 namespace nodeward::sds {
 
-absl::StatusOr<absl::flat_hash_set<crypto::SpiffeId>> ParseIdentityList(absl::string_view text) {
-  absl::flat_hash_set<crypto::SpiffeId> identities;
+absl::StatusOr<absl::flat_hash_set<SpiffeId>> ParseIdentityList(absl::string_view text) {
+  absl::flat_hash_set<SpiffeId> identities;
   int line_number = 0;
   for (absl::string_view line : absl::StrSplit(text, '\n')) {
     ++line_number;
     line = absl::StripAsciiWhitespace(line);
     if (line.empty() || line.front() == '#') continue;
-    absl::StatusOr<crypto::SpiffeId> id =
-        crypto::SpiffeId::Parse(std::string_view(line.data(), line.size()));
+    absl::StatusOr<SpiffeId> id = SpiffeId::Parse(std::string_view(line.data(), line.size()));
     if (!id.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("line ", line_number, ": ", id.status().message()));
@@ -33,7 +32,7 @@ absl::StatusOr<absl::flat_hash_set<crypto::SpiffeId>> ParseIdentityList(absl::st
   return identities;
 }
 
-AllowListAuthorizer::AllowListAuthorizer(std::vector<crypto::SpiffeId> fixed,
+AllowListAuthorizer::AllowListAuthorizer(std::vector<SpiffeId> fixed,
                                          std::optional<std::string> file)
     : fixed_(fixed.begin(), fixed.end()), file_(std::move(file)) {}
 
@@ -58,7 +57,7 @@ absl::Status AllowListAuthorizer::ReloadLocked() {
   if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", *file_));
   std::stringstream contents;
   contents << in.rdbuf();
-  absl::StatusOr<absl::flat_hash_set<crypto::SpiffeId>> parsed = ParseIdentityList(contents.str());
+  absl::StatusOr<absl::flat_hash_set<SpiffeId>> parsed = ParseIdentityList(contents.str());
   // Remember the stamp even on failure so a broken file is reported once, not on every call.
   loaded_stamp_ = stamp;
   if (!parsed.ok()) {
@@ -70,7 +69,7 @@ absl::Status AllowListAuthorizer::ReloadLocked() {
   return absl::OkStatus();
 }
 
-absl::Status AllowListAuthorizer::Authorize(const crypto::SpiffeId& identity) {
+absl::Status AllowListAuthorizer::Authorize(const SpiffeId& identity) {
   if (fixed_.contains(identity)) return absl::OkStatus();
   absl::MutexLock lock(&mu_);
   if (absl::Status reloaded = ReloadLocked(); !reloaded.ok()) {

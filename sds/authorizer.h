@@ -13,7 +13,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "crypto/spiffe_id.h"
+#include "common/spiffe_id.h"
 
 namespace nodeward::sds {
 
@@ -21,12 +21,12 @@ class IdentityAuthorizer {
  public:
   virtual ~IdentityAuthorizer() = default;
   // OK when this node may hold `identity`; PermissionDenied with the reason otherwise.
-  virtual absl::Status Authorize(const crypto::SpiffeId& identity) = 0;
+  virtual absl::Status Authorize(const SpiffeId& identity) = 0;
 };
 
 // Parses an allow-list: one SPIFFE ID per line; blank lines and lines starting with '#' are
 // ignored. The error names the line that is not a SPIFFE ID.
-absl::StatusOr<absl::flat_hash_set<crypto::SpiffeId>> ParseIdentityList(absl::string_view text);
+absl::StatusOr<absl::flat_hash_set<SpiffeId>> ParseIdentityList(absl::string_view text);
 
 // A fixed set of identities plus, optionally, those listed in a file. The file is re-read when
 // its modification time or size changes (checked on every call, which is one stat) and on
@@ -34,11 +34,11 @@ absl::StatusOr<absl::flat_hash_set<crypto::SpiffeId>> ParseIdentityList(absl::st
 // never revokes every workload at once.
 class AllowListAuthorizer : public IdentityAuthorizer {
  public:
-  AllowListAuthorizer(std::vector<crypto::SpiffeId> fixed, std::optional<std::string> file);
+  AllowListAuthorizer(std::vector<SpiffeId> fixed, std::optional<std::string> file);
 
   // Loads the file now; the error says why it could not be used.
   absl::Status Reload();
-  absl::Status Authorize(const crypto::SpiffeId& identity) override;
+  absl::Status Authorize(const SpiffeId& identity) override;
 
  private:
   struct FileStamp {
@@ -49,10 +49,10 @@ class AllowListAuthorizer : public IdentityAuthorizer {
   };
   absl::Status ReloadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  const absl::flat_hash_set<crypto::SpiffeId> fixed_;
+  const absl::flat_hash_set<SpiffeId> fixed_;
   const std::optional<std::string> file_;
   absl::Mutex mu_;
-  absl::flat_hash_set<crypto::SpiffeId> from_file_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<SpiffeId> from_file_ ABSL_GUARDED_BY(mu_);
   FileStamp loaded_stamp_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -120,8 +120,7 @@ std::optional<std::string> IstioCaSigner::KnownRoots() {
 }
 
 absl::StatusOr<SignedChain> IstioCaSigner::Sign(const std::string& csr_pem,
-                                                const crypto::SpiffeId& identity,
-                                                absl::Duration lifetime) {
+                                                const SpiffeId& identity, absl::Duration lifetime) {
   absl::StatusOr<std::string> token = ReadToken(options_.token_file);
   if (!token.ok()) return token.status();
   istio::v1::auth::IstioCertificateRequest request;

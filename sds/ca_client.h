@@ -9,7 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "crypto/spiffe_id.h"
+#include "common/spiffe_id.h"
 #include "sds/certificate_signer.h"
 
 namespace grpc {
@@ -32,7 +32,7 @@ struct IstioCaClientOptions {
   // When set, the CA's certificate must carry this SPIFFE ID as URI SAN (nodeward-sds
   // --serve-ca serves a SPIFFE certificate, which has no DNS name). Otherwise the usual host
   // name check applies, against `tls_server_name` when set (istiod.istio-system.svc).
-  std::optional<crypto::SpiffeId> server_identity;
+  std::optional<SpiffeId> server_identity;
   std::string tls_server_name;
   // Sent as metadata ClusterID, as istio-agent does, when not empty.
   std::string cluster_id;
@@ -47,7 +47,7 @@ class IstioCaSigner : public CertificateSigner {
  public:
   static absl::StatusOr<std::unique_ptr<IstioCaSigner>> Create(IstioCaClientOptions options);
 
-  absl::StatusOr<SignedChain> Sign(const std::string& csr_pem, const crypto::SpiffeId& identity,
+  absl::StatusOr<SignedChain> Sign(const std::string& csr_pem, const SpiffeId& identity,
                                    absl::Duration lifetime) override;
   std::optional<std::string> KnownRoots() override;
   absl::StatusOr<bool> Reload() override { return false; }

@@ -34,8 +34,8 @@ absl::StatusOr<absl::flat_hash_map<std::string, CaCaller>> ParseCaTokens(absl::s
     if (fields.size() > 2) {
       caller.allowed_identities.emplace();
       for (std::size_t i = 2; i < fields.size(); ++i) {
-        absl::StatusOr<crypto::SpiffeId> id =
-            crypto::SpiffeId::Parse(std::string_view(fields[i].data(), fields[i].size()));
+        absl::StatusOr<SpiffeId> id =
+            SpiffeId::Parse(std::string_view(fields[i].data(), fields[i].size()));
         if (!id.ok()) {
           return absl::InvalidArgumentError(
               absl::StrCat("line ", line_number, ": ", id.status().message()));
@@ -137,7 +137,7 @@ class CaServer::Service final : public istio::v1::auth::IstioCertificateService:
         impersonated = field->second.string_value();
       }
     }
-    absl::StatusOr<crypto::SpiffeId> identity = IdentityFor(*caller, request->csr(), impersonated);
+    absl::StatusOr<SpiffeId> identity = IdentityFor(*caller, request->csr(), impersonated);
     if (!identity.ok()) {
       LogWarning("CA: ", caller->Describe(), " refused: ", identity.status().message());
       return grpc::Status(static_cast<grpc::StatusCode>(identity.status().code()),
@@ -193,8 +193,8 @@ class CaServer::Service final : public istio::v1::auth::IstioCertificateService:
 
   // What the caller gets: a workload its own identity (a CSR naming another is refused when
   // signed); a node what the CSR, or the impersonation metadata, names, if it may hold it.
-  absl::StatusOr<crypto::SpiffeId> IdentityFor(const CaCaller& caller, const std::string& csr,
-                                               const std::string& impersonated) const {
+  absl::StatusOr<SpiffeId> IdentityFor(const CaCaller& caller, const std::string& csr,
+                                       const std::string& impersonated) const {
     if (caller.workload.has_value()) {
       if (!impersonated.empty() && impersonated != caller.workload->ToString()) {
         return absl::PermissionDeniedError(absl::StrCat(
@@ -202,9 +202,9 @@ class CaServer::Service final : public istio::v1::auth::IstioCertificateService:
       }
       return *caller.workload;
     }
-    absl::StatusOr<crypto::SpiffeId> identity =
-        impersonated.empty() ? crypto::ParseCsrIdentity(csr)
-                             : crypto::SpiffeId::Parse(std::string_view(impersonated));
+    absl::StatusOr<SpiffeId> identity = impersonated.empty()
+                                            ? crypto::ParseCsrIdentity(csr)
+                                            : SpiffeId::Parse(std::string_view(impersonated));
     if (!identity.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat(impersonated.empty() ? "bad CSR: " : "bad ImpersonatedIdentity: ",

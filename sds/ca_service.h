@@ -19,7 +19,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "crypto/spiffe_id.h"
+#include "common/spiffe_id.h"
 #include "sds/certificate_signer.h"
 
 namespace grpc {
@@ -32,9 +32,9 @@ struct CaCaller {
   // A node: what it may request.
   std::string node;
   // nullopt: any identity of the trust domain.
-  std::optional<absl::flat_hash_set<crypto::SpiffeId>> allowed_identities;
+  std::optional<absl::flat_hash_set<SpiffeId>> allowed_identities;
   // A workload: the only identity it gets, from how it authenticated.
-  std::optional<crypto::SpiffeId> workload;
+  std::optional<SpiffeId> workload;
 
   std::string Describe() const;
 };

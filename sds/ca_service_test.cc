@@ -54,7 +54,7 @@ TEST(CaServiceTest, ValidTokenIsServedAndInvalidTokenRefused) {
     if (!signer.ok()) throw std::runtime_error(std::string(signer.status().message()));
     return std::shared_ptr<IstioCaSigner>(*std::move(signer));
   };
-  auto sign = [&](CertificateSigner& signer, const crypto::SpiffeId& identity) {
+  auto sign = [&](CertificateSigner& signer, const SpiffeId& identity) {
     auto key = crypto::PrivateKey::GenerateP256();
     auto csr = crypto::MakeCsr(*key, identity);
     return signer.Sign(*csr, identity, absl::Minutes(5));
@@ -158,7 +158,7 @@ TEST(CaServiceTest, ServiceAccountTokensAreCheckedWithTokenReview) {
   CaServer ca_server(&ca_signer, {&tokens, &token_review}, options);
   ASSERT_TRUE(ca_server.Start().ok());
 
-  auto sign_with = [&](const std::string& token, const crypto::SpiffeId& identity) {
+  auto sign_with = [&](const std::string& token, const SpiffeId& identity) {
     const std::string token_file = dir.Sub("token-" + token);
     std::ofstream(token_file) << token << "\n";
     IstioCaClientOptions client;

@@ -11,7 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "crypto/spiffe_id.h"
+#include "common/spiffe_id.h"
 
 namespace nodeward::sds {
 
@@ -33,7 +33,7 @@ struct SdsCaller {
   PeerCredentials peer;
   CallerScope scope = CallerScope::kNode;
   // The workload identity of the pod the peer process runs in, when it could be told.
-  std::optional<crypto::SpiffeId> workload;
+  std::optional<SpiffeId> workload;
   std::string pod;  // "namespace/name", with `workload`
   // Why `workload` is unset, for the error a "default" request gets.
   std::string unattributed_reason;
@@ -48,7 +48,7 @@ struct SdsCaller {
 class WorkloadResolver {
  public:
   struct Workload {
-    crypto::SpiffeId identity;
+    SpiffeId identity;
     std::string pod;  // "namespace/name"
   };
   virtual ~WorkloadResolver() = default;

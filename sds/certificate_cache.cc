@@ -64,7 +64,7 @@ void CertificateCache::Stop() {
   if (timer_.joinable()) timer_.join();
 }
 
-void CertificateCache::Acquire(const crypto::SpiffeId& identity) {
+void CertificateCache::Acquire(const SpiffeId& identity) {
   {
     absl::MutexLock lock(&mu_);
     std::unique_ptr<Entry>& slot = entries_[identity];
@@ -79,7 +79,7 @@ void CertificateCache::Acquire(const crypto::SpiffeId& identity) {
   UpdateSubscription();
 }
 
-void CertificateCache::Release(const crypto::SpiffeId& identity) {
+void CertificateCache::Release(const SpiffeId& identity) {
   absl::MutexLock lock(&mu_);
   auto it = entries_.find(identity);
   if (it == entries_.end() || it->second->references == 0) return;
@@ -156,7 +156,7 @@ absl::Status CertificateCache::AcceptBundle(const ReceivedBundle& received) {
 }
 
 absl::Status CertificateCache::AcceptCertificate(const ReceivedCertificate& received) {
-  absl::StatusOr<crypto::SpiffeId> identity = crypto::SpiffeId::Parse(received.name);
+  absl::StatusOr<SpiffeId> identity = SpiffeId::Parse(received.name);
   if (!identity.ok()) return identity.status();
   std::optional<crypto::TrustBundle> bundle;
   {
@@ -215,7 +215,7 @@ absl::Status CertificateCache::AcceptCertificate(const ReceivedCertificate& rece
 }
 
 void CertificateCache::OnRefused(const std::string& resource, const absl::Status& reason) {
-  absl::StatusOr<crypto::SpiffeId> identity = crypto::SpiffeId::Parse(resource);
+  absl::StatusOr<SpiffeId> identity = SpiffeId::Parse(resource);
   if (!identity.ok()) return;
   {
     absl::MutexLock lock(&mu_);
@@ -242,8 +242,8 @@ void CertificateCache::TimerLoop() {
     const absl::Time now = absl::Now();
     absl::Time wake = absl::InfiniteFuture();
     std::vector<CertificateChange> changes;
-    std::vector<crypto::SpiffeId> to_probe;
-    std::vector<crypto::SpiffeId> unanswered;
+    std::vector<SpiffeId> to_probe;
+    std::vector<SpiffeId> unanswered;
     bool subscription_changed = false;
     for (auto it = entries_.begin(); it != entries_.end();) {
       auto current = it++;
@@ -283,7 +283,7 @@ void CertificateCache::TimerLoop() {
       Notify(changes);
       // A refused identity is asked for on the side first, so that a refusal that still holds
       // does not end the stream the node's other identities ride on.
-      for (const crypto::SpiffeId& identity : to_probe) {
+      for (const SpiffeId& identity : to_probe) {
         absl::Status probe = client_.Probe(identity.ToString(), kProbeTimeout);
         absl::MutexLock relock(&mu_);
         auto it = entries_.find(identity);
@@ -297,7 +297,7 @@ void CertificateCache::TimerLoop() {
           it->second->last_error = absl::StrCat("refused by the SDS server: ", probe.message());
         }
       }
-      for (const crypto::SpiffeId& identity : unanswered) {
+      for (const SpiffeId& identity : unanswered) {
         absl::Status probe = client_.Probe(identity.ToString(), kUnansweredProbeTimeout);
         absl::MutexLock relock(&mu_);
         auto it = entries_.find(identity);
@@ -326,7 +326,7 @@ void CertificateCache::TimerLoop() {
   }
 }
 
-absl::StatusOr<IdentityCredentials> CertificateCache::Get(const crypto::SpiffeId& identity) const {
+absl::StatusOr<IdentityCredentials> CertificateCache::Get(const SpiffeId& identity) const {
   absl::MutexLock lock(&mu_);
   auto it = entries_.find(identity);
   if (it == entries_.end()) {
@@ -354,7 +354,7 @@ absl::StatusOr<crypto::TrustBundle> CertificateCache::Bundle() const {
 }
 
 absl::StatusOr<IdentityCredentials> CertificateCache::WaitForCredentials(
-    const crypto::SpiffeId& identity, absl::Time deadline) const {
+    const SpiffeId& identity, absl::Time deadline) const {
   {
     absl::MutexLock lock(&mu_);
     auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {

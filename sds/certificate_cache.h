@@ -17,8 +17,8 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/spiffe_id.h"
 #include "crypto/certificate.h"
-#include "crypto/spiffe_id.h"
 #include "crypto/tls.h"
 #include "sds/sds_client.h"
 
@@ -42,7 +42,7 @@ struct CertificateCacheOptions {
 
 // What the agent uses to build a TLS context for one identity.
 struct IdentityCredentials {
-  crypto::SpiffeId identity;
+  SpiffeId identity;
   crypto::TlsCredentials credentials;
   crypto::TrustBundle bundle;
   crypto::CertificateInfo leaf;
@@ -51,8 +51,8 @@ struct IdentityCredentials {
 // What the debug CLI prints for one identity.
 struct IdentityStatus {
   enum class State { kQueued, kRequested, kReady, kExpired, kRefused };
-  explicit IdentityStatus(crypto::SpiffeId id) : identity(std::move(id)) {}
-  crypto::SpiffeId identity;
+  explicit IdentityStatus(SpiffeId id) : identity(std::move(id)) {}
+  SpiffeId identity;
   State state = State::kQueued;
   int references = 0;
   std::string serial_hex;
@@ -69,7 +69,7 @@ const char* StateName(IdentityStatus::State state);
 struct CertificateChange {
   enum class Kind { kCertificate, kTrustBundle, kExpired };
   Kind kind;
-  std::optional<crypto::SpiffeId> identity;  // unset for kTrustBundle
+  std::optional<SpiffeId> identity;  // unset for kTrustBundle
 };
 
 class CertificateCache : private SdsClient::Handler {
@@ -83,14 +83,14 @@ class CertificateCache : private SdsClient::Handler {
   void Stop();
 
   // A workload of this service account was enrolled / left. Counted.
-  void Acquire(const crypto::SpiffeId& identity);
-  void Release(const crypto::SpiffeId& identity);
+  void Acquire(const SpiffeId& identity);
+  void Release(const SpiffeId& identity);
 
   // Current credentials and bundle; an error when none is valid right now (never expired).
-  absl::StatusOr<IdentityCredentials> Get(const crypto::SpiffeId& identity) const;
+  absl::StatusOr<IdentityCredentials> Get(const SpiffeId& identity) const;
   absl::StatusOr<crypto::TrustBundle> Bundle() const;
   // Blocks until Get would succeed, or returns the last error at the deadline.
-  absl::StatusOr<IdentityCredentials> WaitForCredentials(const crypto::SpiffeId& identity,
+  absl::StatusOr<IdentityCredentials> WaitForCredentials(const SpiffeId& identity,
                                                          absl::Time deadline) const;
 
   // Called from the cache's threads after every change; must not block.
@@ -108,8 +108,8 @@ class CertificateCache : private SdsClient::Handler {
     crypto::CertificateInfo leaf;
   };
   struct Entry {
-    explicit Entry(crypto::SpiffeId id) : identity(std::move(id)) {}
-    crypto::SpiffeId identity;
+    explicit Entry(SpiffeId id) : identity(std::move(id)) {}
+    SpiffeId identity;
     int references = 0;
     std::uint64_t queue_order = 0;
     bool subscribed = false;
@@ -144,7 +144,7 @@ class CertificateCache : private SdsClient::Handler {
 
   mutable absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  absl::flat_hash_map<crypto::SpiffeId, std::unique_ptr<Entry>> entries_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<SpiffeId, std::unique_ptr<Entry>> entries_ ABSL_GUARDED_BY(mu_);
   std::uint64_t next_queue_order_ ABSL_GUARDED_BY(mu_) = 0;
   std::optional<crypto::TrustBundle> bundle_ ABSL_GUARDED_BY(mu_);
   std::string bundle_pem_ ABSL_GUARDED_BY(mu_);

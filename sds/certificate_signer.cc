@@ -37,8 +37,7 @@ std::shared_ptr<const crypto::CertificateAuthority> LocalCaSigner::Current() {
 }
 
 absl::StatusOr<SignedChain> LocalCaSigner::Sign(const std::string& csr_pem,
-                                                const crypto::SpiffeId& identity,
-                                                absl::Duration lifetime) {
+                                                const SpiffeId& identity, absl::Duration lifetime) {
   std::shared_ptr<const crypto::CertificateAuthority> authority = Current();
   crypto::SignRequest request;
   request.csr_pem = csr_pem;

@@ -9,8 +9,8 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/spiffe_id.h"
 #include "crypto/certificate_authority.h"
-#include "crypto/spiffe_id.h"
 #include "crypto/tls.h"
 
 namespace nodeward::sds {
@@ -24,8 +24,7 @@ class CertificateSigner {
  public:
   virtual ~CertificateSigner() = default;
   // Signs `csr_pem`, whose identity the caller has already authorised as `identity`.
-  virtual absl::StatusOr<SignedChain> Sign(const std::string& csr_pem,
-                                           const crypto::SpiffeId& identity,
+  virtual absl::StatusOr<SignedChain> Sign(const std::string& csr_pem, const SpiffeId& identity,
                                            absl::Duration lifetime) = 0;
   // The roots when they are known without signing anything: a local CA's, or those an
   // upstream CA was configured with, which the roots of its signed chains then replace.
@@ -45,7 +44,7 @@ class LocalCaSigner : public CertificateSigner {
                          std::string dir = {}, crypto::CaOptions options = {});
   void Replace(std::shared_ptr<const crypto::CertificateAuthority> authority);
 
-  absl::StatusOr<SignedChain> Sign(const std::string& csr_pem, const crypto::SpiffeId& identity,
+  absl::StatusOr<SignedChain> Sign(const std::string& csr_pem, const SpiffeId& identity,
                                    absl::Duration lifetime) override;
   std::optional<std::string> KnownRoots() override;
   absl::StatusOr<bool> Reload() override;

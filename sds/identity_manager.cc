@@ -71,7 +71,7 @@ void IdentityManager::ScheduleLocked(Entry& entry, absl::Time when) {
   work_available_.SignalAll();
 }
 
-void IdentityManager::Retain(const crypto::SpiffeId& identity) {
+void IdentityManager::Retain(const SpiffeId& identity) {
   absl::MutexLock lock(&mu_);
   std::unique_ptr<Entry>& slot = entries_[identity.ToString()];
   if (slot == nullptr) slot = std::make_unique<Entry>(identity, options_.retry);
@@ -81,7 +81,7 @@ void IdentityManager::Retain(const crypto::SpiffeId& identity) {
   if (entry.refs == 1) ScheduleLocked(entry, absl::Now());
 }
 
-void IdentityManager::Release(const crypto::SpiffeId& identity) {
+void IdentityManager::Release(const SpiffeId& identity) {
   absl::MutexLock lock(&mu_);
   auto it = entries_.find(identity.ToString());
   if (it == entries_.end() || it->second->refs == 0) return;
@@ -92,8 +92,7 @@ void IdentityManager::Release(const crypto::SpiffeId& identity) {
   }
 }
 
-std::shared_ptr<const IssuedIdentity> IdentityManager::Current(
-    const crypto::SpiffeId& identity) const {
+std::shared_ptr<const IssuedIdentity> IdentityManager::Current(const SpiffeId& identity) const {
   absl::MutexLock lock(&mu_);
   auto it = entries_.find(identity.ToString());
   if (it == entries_.end() || it->second->current == nullptr) return nullptr;
@@ -107,7 +106,7 @@ std::shared_ptr<const TrustBundleSnapshot> IdentityManager::Bundle() const {
 }
 
 absl::StatusOr<std::shared_ptr<const IssuedIdentity>> IdentityManager::WaitForCertificate(
-    const crypto::SpiffeId& identity, absl::Time deadline) {
+    const SpiffeId& identity, absl::Time deadline) {
   const std::string key = identity.ToString();
   absl::MutexLock lock(&mu_);
   auto settled = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -258,7 +257,7 @@ std::shared_ptr<const TrustBundleSnapshot> IdentityManager::RebuildBundleLocked(
 }
 
 absl::StatusOr<std::shared_ptr<const IssuedIdentity>> IdentityManager::Issue(
-    const crypto::SpiffeId& identity, std::string* roots_pem) {
+    const SpiffeId& identity, std::string* roots_pem) {
   absl::StatusOr<crypto::PrivateKey> key = crypto::PrivateKey::GenerateP256();
   if (!key.ok()) return key.status();
   absl::StatusOr<std::string> csr = crypto::MakeCsr(*key, identity);
@@ -348,7 +347,7 @@ void IdentityManager::WorkerLoop() {
 
     entry.in_flight = true;
     entry.reissue_requested = false;
-    const crypto::SpiffeId identity = entry.identity;
+    const SpiffeId identity = entry.identity;
     mu_.Unlock();
     std::string roots_pem;
     absl::StatusOr<std::shared_ptr<const IssuedIdentity>> issued = Issue(identity, &roots_pem);

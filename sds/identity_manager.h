@@ -18,8 +18,8 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/spiffe_id.h"
 #include "crypto/certificate.h"
-#include "crypto/spiffe_id.h"
 #include "crypto/tls.h"
 #include "sds/backoff.h"
 #include "sds/certificate_signer.h"
@@ -27,7 +27,7 @@
 namespace nodeward::sds {
 
 struct IssuedIdentity {
-  crypto::SpiffeId identity;
+  SpiffeId identity;
   // Changes with every issuance: the leaf's serial.
   std::string version;
   crypto::TlsCredentials credentials;
@@ -60,7 +60,7 @@ struct IdentityManagerOptions {
 
 // What the debug CLI shows for one identity.
 struct ManagedIdentityStatus {
-  crypto::SpiffeId identity;
+  SpiffeId identity;
   int watchers = 0;
   std::string serial_hex;
   absl::Time not_before;
@@ -79,8 +79,7 @@ class IdentityManager {
     virtual void OnCertificate(const std::shared_ptr<const IssuedIdentity>& issued) = 0;
     virtual void OnTrustBundle(const std::shared_ptr<const TrustBundleSnapshot>& bundle) = 0;
     // An attempt to issue `identity` failed; it is retried with backoff.
-    virtual void OnIssueFailed(const crypto::SpiffeId& /*identity*/,
-                               const absl::Status& /*error*/) {}
+    virtual void OnIssueFailed(const SpiffeId& /*identity*/, const absl::Status& /*error*/) {}
   };
 
   IdentityManager(std::shared_ptr<CertificateSigner> signer, IdentityManagerOptions options);
@@ -93,18 +92,18 @@ class IdentityManager {
   void RemoveObserver(Observer* observer);
 
   // Interest in an identity, counted. The first Retain starts issuance.
-  void Retain(const crypto::SpiffeId& identity);
-  void Release(const crypto::SpiffeId& identity);
+  void Retain(const SpiffeId& identity);
+  void Release(const SpiffeId& identity);
 
   // The current certificate, or null when none is issued yet or it has expired.
-  std::shared_ptr<const IssuedIdentity> Current(const crypto::SpiffeId& identity) const;
+  std::shared_ptr<const IssuedIdentity> Current(const SpiffeId& identity) const;
   // Null until the roots are known.
   std::shared_ptr<const TrustBundleSnapshot> Bundle() const;
 
   // Waits (the identity must be retained) until a valid certificate exists, or returns the
   // last issuance error once an attempt failed, or DeadlineExceeded.
-  absl::StatusOr<std::shared_ptr<const IssuedIdentity>> WaitForCertificate(
-      const crypto::SpiffeId& identity, absl::Time deadline);
+  absl::StatusOr<std::shared_ptr<const IssuedIdentity>> WaitForCertificate(const SpiffeId& identity,
+                                                                           absl::Time deadline);
   absl::StatusOr<std::shared_ptr<const TrustBundleSnapshot>> WaitForBundle(absl::Time deadline);
 
   // Picks up a changed CA (SIGHUP). On a new root, the bundle keeps the old root until the last
@@ -118,9 +117,8 @@ class IdentityManager {
 
  private:
   struct Entry {
-    explicit Entry(crypto::SpiffeId id, BackoffPolicy policy)
-        : identity(std::move(id)), backoff(policy) {}
-    crypto::SpiffeId identity;
+    explicit Entry(SpiffeId id, BackoffPolicy policy) : identity(std::move(id)), backoff(policy) {}
+    SpiffeId identity;
     int refs = 0;
     std::shared_ptr<const IssuedIdentity> current;
     std::optional<absl::Time> scheduled;
@@ -143,12 +141,12 @@ class IdentityManager {
   struct Publication {
     std::shared_ptr<const TrustBundleSnapshot> bundle;
     std::shared_ptr<const IssuedIdentity> certificate;
-    std::optional<std::pair<crypto::SpiffeId, absl::Status>> failure;
+    std::optional<std::pair<SpiffeId, absl::Status>> failure;
   };
 
   void WorkerLoop();
   void ScheduleLocked(Entry& entry, absl::Time when) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<std::shared_ptr<const IssuedIdentity>> Issue(const crypto::SpiffeId& identity,
+  absl::StatusOr<std::shared_ptr<const IssuedIdentity>> Issue(const SpiffeId& identity,
                                                               std::string* roots_pem);
   // Records the roots of a signer; returns the new bundle when it changed.
   absl::StatusOr<std::shared_ptr<const TrustBundleSnapshot>> UpdateRootsLocked(

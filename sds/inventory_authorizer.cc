@@ -7,15 +7,15 @@
 
 namespace nodeward::sds {
 
-absl::flat_hash_set<crypto::SpiffeId> IdentitiesScheduledOn(const policy::Snapshot& snapshot,
-                                                            absl::string_view node_name,
-                                                            absl::string_view trust_domain) {
-  absl::flat_hash_set<crypto::SpiffeId> identities;
+absl::flat_hash_set<SpiffeId> IdentitiesScheduledOn(const policy::Snapshot& snapshot,
+                                                    absl::string_view node_name,
+                                                    absl::string_view trust_domain) {
+  absl::flat_hash_set<SpiffeId> identities;
   for (const policy::Pod& pod : snapshot.resources().pods) {
     if (pod.node_name != node_name || pod.phase == "Succeeded" || pod.phase == "Failed") continue;
-    absl::StatusOr<crypto::SpiffeId> id =
-        crypto::SpiffeId::Make(std::string_view(trust_domain.data(), trust_domain.size()),
-                               pod.meta.ns, pod.service_account);
+    absl::StatusOr<SpiffeId> id =
+        SpiffeId::Make(std::string_view(trust_domain.data(), trust_domain.size()), pod.meta.ns,
+                       pod.service_account);
     if (id.ok()) identities.insert(*std::move(id));
   }
   return identities;
@@ -35,7 +35,7 @@ InventoryAuthorizer::InventoryAuthorizer(policy::ConfigSource* source, std::stri
 InventoryAuthorizer::~InventoryAuthorizer() { source_->Unsubscribe(subscription_); }
 
 void InventoryAuthorizer::Update(const policy::Snapshot& snapshot) {
-  absl::flat_hash_set<crypto::SpiffeId> allowed =
+  absl::flat_hash_set<SpiffeId> allowed =
       IdentitiesScheduledOn(snapshot, node_name_, trust_domain_);
   const std::size_t count = allowed.size();
   {
@@ -48,7 +48,7 @@ void InventoryAuthorizer::Update(const policy::Snapshot& snapshot) {
           " identities scheduled on node ", node_name_);
 }
 
-absl::Status InventoryAuthorizer::Authorize(const crypto::SpiffeId& identity) {
+absl::Status InventoryAuthorizer::Authorize(const SpiffeId& identity) {
   std::string refusal;
   {
     absl::MutexLock lock(&mu_);

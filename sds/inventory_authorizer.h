@@ -12,7 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
-#include "crypto/spiffe_id.h"
+#include "common/spiffe_id.h"
 #include "policy/snapshot.h"
 #include "policy/source.h"
 #include "sds/authorizer.h"
@@ -22,9 +22,9 @@ namespace nodeward::sds {
 // The identities of the pods scheduled on `node_name` that may still run (not Succeeded or
 // Failed), in `trust_domain`. Pods whose namespace or service account make no valid SPIFFE ID
 // are left out.
-absl::flat_hash_set<crypto::SpiffeId> IdentitiesScheduledOn(const policy::Snapshot& snapshot,
-                                                            absl::string_view node_name,
-                                                            absl::string_view trust_domain);
+absl::flat_hash_set<SpiffeId> IdentitiesScheduledOn(const policy::Snapshot& snapshot,
+                                                    absl::string_view node_name,
+                                                    absl::string_view trust_domain);
 
 class InventoryAuthorizer : public IdentityAuthorizer {
  public:
@@ -36,7 +36,7 @@ class InventoryAuthorizer : public IdentityAuthorizer {
   InventoryAuthorizer(const InventoryAuthorizer&) = delete;
   InventoryAuthorizer& operator=(const InventoryAuthorizer&) = delete;
 
-  absl::Status Authorize(const crypto::SpiffeId& identity) override;
+  absl::Status Authorize(const SpiffeId& identity) override;
 
  private:
   void Update(const policy::Snapshot& snapshot);
@@ -48,7 +48,7 @@ class InventoryAuthorizer : public IdentityAuthorizer {
   absl::Mutex mu_;
   bool loaded_ ABSL_GUARDED_BY(mu_) = false;
   std::uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::flat_hash_set<crypto::SpiffeId> allowed_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<SpiffeId> allowed_ ABSL_GUARDED_BY(mu_);
   std::uint64_t subscription_ = 0;
 };
 

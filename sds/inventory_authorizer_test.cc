@@ -33,8 +33,8 @@ std::shared_ptr<const policy::Snapshot> SnapshotOf(const std::string& yaml, uint
   return snapshot.ok() ? *snapshot : nullptr;
 }
 
-crypto::SpiffeId Id(const std::string& ns, const std::string& sa) {
-  return *crypto::SpiffeId::Make("cluster.local", ns, sa);
+SpiffeId Id(const std::string& ns, const std::string& sa) {
+  return *SpiffeId::Make("cluster.local", ns, sa);
 }
 
 TEST(IdentitiesScheduledOn, PodsOfThisNodeThatMayStillRun) {

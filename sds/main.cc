@@ -115,8 +115,8 @@ ABSL_FLAG(absl::Duration, ca_max_lifetime, absl::Hours(24 * 7),
 namespace nodeward::sds {
 namespace {
 
-absl::StatusOr<crypto::SpiffeId> ParseId(const std::string& text, absl::string_view flag) {
-  absl::StatusOr<crypto::SpiffeId> id = crypto::SpiffeId::Parse(text);
+absl::StatusOr<SpiffeId> ParseId(const std::string& text, absl::string_view flag) {
+  absl::StatusOr<SpiffeId> id = SpiffeId::Parse(text);
   if (!id.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("--", flag, "=", text, ": ", id.status().message()));
@@ -142,7 +142,7 @@ absl::StatusOr<crypto::CertificateAuthority::ServerNames> ServingNames() {
       std::find(names.ips.begin(), names.ips.end(), host) == names.ips.end()) {
     names.ips.push_back(host);
   }
-  absl::StatusOr<crypto::SpiffeId> id =
+  absl::StatusOr<SpiffeId> id =
       ParseId(absl::GetFlag(FLAGS_ca_serving_identity), "ca-serving-identity");
   if (!id.ok()) return id.status();
   names.spiffe_id = *std::move(id);
@@ -189,9 +189,9 @@ absl::Status Run() {
   }
 
   // Flags are checked before anything is created on disk.
-  std::vector<crypto::SpiffeId> fixed;
+  std::vector<SpiffeId> fixed;
   for (const std::string& text : absl::GetFlag(FLAGS_allowed_identity)) {
-    absl::StatusOr<crypto::SpiffeId> id = ParseId(text, "allowed-identity");
+    absl::StatusOr<SpiffeId> id = ParseId(text, "allowed-identity");
     if (!id.ok()) return id.status();
     fixed.push_back(*id);
   }
@@ -215,7 +215,7 @@ absl::Status Run() {
     client.initial_trust_bundle_pem = *roots;
     client.token_file = absl::GetFlag(FLAGS_ca_token_file);
     if (std::string id = absl::GetFlag(FLAGS_ca_server_identity); !id.empty()) {
-      absl::StatusOr<crypto::SpiffeId> parsed = ParseId(id, "ca-server-identity");
+      absl::StatusOr<SpiffeId> parsed = ParseId(id, "ca-server-identity");
       if (!parsed.ok()) return parsed.status();
       client.server_identity = *parsed;
     }

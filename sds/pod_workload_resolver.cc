@@ -27,8 +27,7 @@ void PodWorkloadResolver::Update(const policy::Snapshot& snapshot) {
         pod.phase == "Failed") {
       continue;
     }
-    absl::StatusOr<crypto::SpiffeId> id =
-        crypto::SpiffeId::Make(trust_domain_, pod.meta.ns, pod.service_account);
+    absl::StatusOr<SpiffeId> id = SpiffeId::Make(trust_domain_, pod.meta.ns, pod.service_account);
     if (!id.ok()) continue;
     by_uid.emplace(pod.meta.uid,
                    Workload{*std::move(id), absl::StrCat(pod.meta.ns, "/", pod.meta.name)});

@@ -101,7 +101,7 @@ class StreamCall : public grpc::ServerBidiReactor<Request, Response>, public Cal
     // `last` frees this call on return, unless a publication still holds it.
   }
 
-  void OnCertificate(const crypto::SpiffeId& identity) override {
+  void OnCertificate(const SpiffeId& identity) override {
     {
       absl::MutexLock lock(&mu_);
       stream_.CertificateChanged(identity);
@@ -255,9 +255,9 @@ class FetchCall final : public grpc::ServerUnaryReactor, public Call {
   // Answers at once when everything is there already.
   void Begin() override { TryComplete(); }
 
-  void OnCertificate(const crypto::SpiffeId&) override { TryComplete(); }
+  void OnCertificate(const SpiffeId&) override { TryComplete(); }
   void OnBundle() override { TryComplete(); }
-  void OnIssueFailed(const crypto::SpiffeId& identity, const absl::Status& error) override {
+  void OnIssueFailed(const SpiffeId& identity, const absl::Status& error) override {
     for (const ResolvedName& name : resolved_) {
       if (name.identity == identity) {
         Complete(ToGrpcStatus(absl::Status(

@@ -28,9 +28,9 @@ class Call {
   virtual ~Call() = default;
   // Once the host tracks it.
   virtual void Begin() = 0;
-  virtual void OnCertificate(const crypto::SpiffeId& identity) = 0;
+  virtual void OnCertificate(const SpiffeId& identity) = 0;
   virtual void OnBundle() = 0;
-  virtual void OnIssueFailed(const crypto::SpiffeId&, const absl::Status&) {}
+  virtual void OnIssueFailed(const SpiffeId&, const absl::Status&) {}
   // `recheck`: time to ask again what was refused.
   virtual void Tick(absl::Time now, bool recheck) = 0;
 };

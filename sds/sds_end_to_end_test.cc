@@ -97,7 +97,7 @@ class FlakySigner : public CertificateSigner {
   explicit FlakySigner(std::shared_ptr<CertificateSigner> inner) : inner_(std::move(inner)) {}
   std::atomic<bool> failing{false};
   std::atomic<int> refused{0};
-  absl::StatusOr<SignedChain> Sign(const std::string& csr_pem, const crypto::SpiffeId& identity,
+  absl::StatusOr<SignedChain> Sign(const std::string& csr_pem, const SpiffeId& identity,
                                    absl::Duration lifetime) override {
     if (failing) {
       ++refused;
@@ -507,7 +507,7 @@ TEST(SdsEndToEndTest, RootRotationKeepsBothRootsTrustedDuringTheOverlap) {
 
 TEST(SdsEndToEndTest, TwoHundredIdentitiesAtOnceAreAllServed) {
   TempDir dir;
-  std::vector<crypto::SpiffeId> identities;
+  std::vector<SpiffeId> identities;
   for (int i = 0; i < 200; ++i)
     identities.push_back(Id("ns" + std::to_string(i % 7), "sa" + std::to_string(i)));
   auto signer = std::make_shared<LocalCaSigner>(MakeCa(dir.Sub("ca")));

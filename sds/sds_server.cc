@@ -71,7 +71,7 @@ class SdsServer::Service final
   void OnTrustBundle(const std::shared_ptr<const TrustBundleSnapshot>&) override {
     for (const std::shared_ptr<Call>& call : Calls()) call->OnBundle();
   }
-  void OnIssueFailed(const crypto::SpiffeId& identity, const absl::Status& error) override {
+  void OnIssueFailed(const SpiffeId& identity, const absl::Status& error) override {
     for (const std::shared_ptr<Call>& call : Calls()) call->OnIssueFailed(identity, error);
   }
 

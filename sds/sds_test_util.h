@@ -8,9 +8,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/spiffe_id.h"
 #include "crypto/certificate_authority.h"
 #include "crypto/keys.h"
-#include "crypto/spiffe_id.h"
 #include "crypto/tls.h"
 #include "gtest/gtest.h"
 #include "sds/authorizer.h"
@@ -22,8 +22,8 @@
 
 namespace nodeward::sds::testing {
 
-inline crypto::SpiffeId Id(const std::string& ns, const std::string& sa) {
-  absl::StatusOr<crypto::SpiffeId> id = crypto::SpiffeId::Make("cluster.local", ns, sa);
+inline SpiffeId Id(const std::string& ns, const std::string& sa) {
+  absl::StatusOr<SpiffeId> id = SpiffeId::Make("cluster.local", ns, sa);
   if (!id.ok()) throw std::runtime_error(std::string(id.status().message()));
   return *id;
 }
@@ -37,7 +37,7 @@ inline std::shared_ptr<const crypto::CertificateAuthority> MakeCa(const std::str
 // An IdentityManager and SDS server on a socket in `dir`, authorising a fixed list.
 struct SdsServerFixture {
   SdsServerFixture(std::shared_ptr<CertificateSigner> signer, std::string socket,
-                   std::vector<crypto::SpiffeId> allowed, IdentityManagerOptions options)
+                   std::vector<SpiffeId> allowed, IdentityManagerOptions options)
       : authorizer(std::move(allowed), std::nullopt),
         manager(std::make_unique<IdentityManager>(std::move(signer), options)),
         server(std::make_unique<SdsServer>(manager.get(), &authorizer,
@@ -75,7 +75,7 @@ inline CertificateCacheOptions CacheOptions(const std::string& socket) {
 
 // A key and a certificate for `identity`, signed by `ca` without any SDS in between.
 inline crypto::TlsCredentials IssueDirectly(const crypto::CertificateAuthority& ca,
-                                            const crypto::SpiffeId& identity) {
+                                            const SpiffeId& identity) {
   auto key = crypto::PrivateKey::GenerateP256();
   auto csr = crypto::MakeCsr(*key, identity);
   crypto::SignRequest request;

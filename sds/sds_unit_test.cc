@@ -69,8 +69,7 @@ TEST(SecretResourcesTest, RejectsMalformedSecrets) {
 
 TEST(SecretResourcesTest, ResourceNames) {
   EXPECT_TRUE(std::holds_alternative<RootCaResource>(*ParseResourceName("ROOTCA")));
-  EXPECT_TRUE(
-      std::holds_alternative<crypto::SpiffeId>(*ParseResourceName("spiffe://td/ns/a/sa/b")));
+  EXPECT_TRUE(std::holds_alternative<SpiffeId>(*ParseResourceName("spiffe://td/ns/a/sa/b")));
   EXPECT_TRUE(std::holds_alternative<DefaultResource>(*ParseResourceName("default")));
   EXPECT_FALSE(ParseResourceName("Default").ok());
   EXPECT_FALSE(ParseResourceName("spiffe://td/ns/a").ok());

@@ -35,8 +35,7 @@ absl::StatusOr<ResourceName> ParseResourceName(absl::string_view name) {
     return absl::InvalidArgumentError(absl::StrCat(
         "resource name \"", Echo(name), "\" is longer than ", kMaxResourceNameBytes, " bytes"));
   }
-  absl::StatusOr<crypto::SpiffeId> id =
-      crypto::SpiffeId::Parse(std::string_view(name.data(), name.size()));
+  absl::StatusOr<SpiffeId> id = SpiffeId::Parse(std::string_view(name.data(), name.size()));
   if (!id.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("resource name \"", Echo(name),

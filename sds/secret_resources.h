@@ -10,7 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "crypto/spiffe_id.h"
+#include "common/spiffe_id.h"
 #include "envoy/extensions/transport_sockets/tls/v3/secret.pb.h"
 #include "google/protobuf/any.pb.h"
 #include "google/rpc/status.pb.h"
@@ -24,7 +24,7 @@ inline constexpr absl::string_view kRootCaResourceName = "ROOTCA";
 // Resource name of the caller's own workload certificate, as Envoy configured by Istio asks.
 inline constexpr absl::string_view kDefaultResourceName = "default";
 // Longest resource name taken: the longest SPIFFE ID.
-inline constexpr std::size_t kMaxResourceNameBytes = crypto::kMaxSpiffeIdLength;
+inline constexpr std::size_t kMaxResourceNameBytes = kMaxSpiffeIdLength;
 // Domain of the structured error details nodeward attaches to refusals.
 inline constexpr absl::string_view kErrorDomain = "nodeward.io";
 inline constexpr absl::string_view kReasonIdentityNotAllowed = "IDENTITY_NOT_ALLOWED";
@@ -36,7 +36,7 @@ using SecretProto = envoy::extensions::transport_sockets::tls::v3::Secret;
 // A resource name parsed: the bundle, the caller's own certificate or a workload identity.
 struct RootCaResource {};
 struct DefaultResource {};
-using ResourceName = std::variant<RootCaResource, DefaultResource, crypto::SpiffeId>;
+using ResourceName = std::variant<RootCaResource, DefaultResource, SpiffeId>;
 
 // Error naming the rule broken when `name` is neither ROOTCA, default nor a SPIFFE ID.
 absl::StatusOr<ResourceName> ParseResourceName(absl::string_view name);

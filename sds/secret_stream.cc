@@ -59,7 +59,7 @@ ResolvedName ResolveName(absl::string_view name, const SdsCaller& caller,
     }
     out.identity = *caller.workload;
   } else {
-    out.identity = std::get<crypto::SpiffeId>(*std::move(parsed));
+    out.identity = std::get<SpiffeId>(*std::move(parsed));
     if (caller.scope == CallerScope::kWorkload && out.identity != caller.workload) {
       out.error =
           NameError{ResourceError::kOutsideScope,
@@ -209,7 +209,7 @@ void SecretStream::Acknowledge(absl::string_view nonce, const google::rpc::Statu
              "; not sending this version again");
 }
 
-void SecretStream::CertificateChanged(const crypto::SpiffeId& identity) {
+void SecretStream::CertificateChanged(const SpiffeId& identity) {
   for (const auto& [name, subscription] : subscriptions_) {
     if (!subscription.resolved.error.has_value() && subscription.resolved.identity == identity) {
       Enqueue(name);
@@ -266,7 +266,7 @@ std::optional<SecretUpdate> SecretStream::Current(const std::string& name,
     update.secret = MakeValidationContextSecret(bundle->roots_pem);
     return update;
   }
-  const crypto::SpiffeId& identity = *subscription.resolved.identity;
+  const SpiffeId& identity = *subscription.resolved.identity;
   std::shared_ptr<const IssuedIdentity> issued = manager_->Current(identity);
   if (issued == nullptr) return std::nullopt;
   if (issued->version == subscription.sent_version ||

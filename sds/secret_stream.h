@@ -61,7 +61,7 @@ struct NameError {
 // A name as it resolves for one caller: the bundle, an identity, or why it cannot be served.
 struct ResolvedName {
   bool bundle = false;
-  std::optional<crypto::SpiffeId> identity;
+  std::optional<SpiffeId> identity;
   std::optional<NameError> error;
 };
 // Resolves `name` for `caller` and checks the node may hold what it names. FetchSecrets and
@@ -103,7 +103,7 @@ class SecretStream {
   void Acknowledge(absl::string_view nonce, const google::rpc::Status* error);
 
   // Published changes.
-  void CertificateChanged(const crypto::SpiffeId& identity);
+  void CertificateChanged(const SpiffeId& identity);
   void BundleChanged();
   // Asks again what was refused or could not be attributed: the node's inventory, or the
   // caller's pod, may have appeared since.

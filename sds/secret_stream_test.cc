@@ -23,15 +23,15 @@ using testing::TempDir;
 // Which identities this node may hold, changed by the test.
 class SetAuthorizer : public IdentityAuthorizer {
  public:
-  void Allow(const crypto::SpiffeId& identity) {
+  void Allow(const SpiffeId& identity) {
     absl::MutexLock lock(&mu_);
     allowed_.insert(identity);
   }
-  void Withdraw(const crypto::SpiffeId& identity) {
+  void Withdraw(const SpiffeId& identity) {
     absl::MutexLock lock(&mu_);
     allowed_.erase(identity);
   }
-  absl::Status Authorize(const crypto::SpiffeId& identity) override {
+  absl::Status Authorize(const SpiffeId& identity) override {
     absl::MutexLock lock(&mu_);
     if (allowed_.contains(identity)) return absl::OkStatus();
     return absl::PermissionDeniedError(absl::StrCat(identity.ToString(), " has no pod here"));
@@ -39,7 +39,7 @@ class SetAuthorizer : public IdentityAuthorizer {
 
  private:
   absl::Mutex mu_;
-  absl::flat_hash_set<crypto::SpiffeId> allowed_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<SpiffeId> allowed_ ABSL_GUARDED_BY(mu_);
 };
 
 class FixedResolver : public WorkloadResolver {
@@ -78,8 +78,8 @@ class SecretStreamTest : public ::testing::Test {
   // Waits for the manager to hold a certificate for each of `identities`, then drains the
   // stream's pending responses, as the server does after a publication.
   std::vector<SecretUpdate> Drain(SecretStream& stream,
-                                  const std::vector<crypto::SpiffeId>& identities = {}) {
-    for (const crypto::SpiffeId& identity : identities) {
+                                  const std::vector<SpiffeId>& identities = {}) {
+    for (const SpiffeId& identity : identities) {
       auto issued = manager_.WaitForCertificate(identity, absl::Now() + absl::Seconds(10));
       EXPECT_TRUE(issued.ok()) << issued.status();
       stream.CertificateChanged(identity);
@@ -98,7 +98,7 @@ class SecretStreamTest : public ::testing::Test {
     return counters_.resource_errors[static_cast<std::size_t>(kind)].load();
   }
 
-  int Watchers(const crypto::SpiffeId& identity) {
+  int Watchers(const SpiffeId& identity) {
     for (const ManagedIdentityStatus& status : manager_.Status()) {
       if (status.identity == identity) return status.watchers;
     }
@@ -106,9 +106,9 @@ class SecretStreamTest : public ::testing::Test {
   }
 
   TempDir dir_;
-  const crypto::SpiffeId web_ = Id("shop", "web");
-  const crypto::SpiffeId api_ = Id("shop", "api");
-  const crypto::SpiffeId vault_ = Id("bank", "vault");
+  const SpiffeId web_ = Id("shop", "web");
+  const SpiffeId api_ = Id("shop", "api");
+  const SpiffeId vault_ = Id("bank", "vault");
   std::shared_ptr<LocalCaSigner> signer_;
   IdentityManager manager_;
   SetAuthorizer authorizer_;
@@ -274,7 +274,7 @@ TEST_F(SecretStreamTest, BoundsTheNamesOfOneStream) {
   for (std::size_t i = 0; i <= SecretStream::kMaxNames; ++i) {
     names.push_back(Id("many", absl::StrCat("sa", i)).ToString());
   }
-  names.push_back(std::string(crypto::kMaxSpiffeIdLength + 1, 'n'));
+  names.push_back(std::string(kMaxSpiffeIdLength + 1, 'n'));
   stream.Replace(names);
   stream.Replace(names);
   EXPECT_EQ(stream.subscribed(), SecretStream::kMaxNames);

@@ -122,8 +122,8 @@ absl::StatusOr<CaCaller> TokenReviewAuthenticator::Authenticate(absl::string_vie
     }
     return account.status();
   }
-  absl::StatusOr<crypto::SpiffeId> identity =
-      crypto::SpiffeId::Make(options_.trust_domain, account->ns, account->name);
+  absl::StatusOr<SpiffeId> identity =
+      SpiffeId::Make(options_.trust_domain, account->ns, account->name);
   if (!identity.ok()) {
     return absl::UnauthenticatedError(
         absl::StrCat("service account ", Echo(account->ns), "/", Echo(account->name),

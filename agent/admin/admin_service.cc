@@ -25,6 +25,10 @@ grpc::Status InvalidArgument(const std::string& what) {
 }
 
 std::string Join(const std::vector<std::string>& items) { return absl::StrJoin(items, ","); }
+std::string Join(const std::vector<IpAddress>& ips) {
+  return absl::StrJoin(ips, ",",
+                       [](std::string* out, const IpAddress& ip) { out->append(ip.ToString()); });
+}
 
 std::string LabelsText(const policy::Labels& labels) {
   std::vector<std::string> parts;
@@ -39,7 +43,10 @@ capture::PodMetadata MetadataOf(const capture::v1::EnrolledPod& enrolled) {
   metadata.name = enrolled.pod().name();
   metadata.uid = enrolled.pod().uid();
   metadata.service_account = enrolled.pod().service_account();
-  metadata.ips.assign(enrolled.pod_ips().begin(), enrolled.pod_ips().end());
+  // The agent wrote these addresses itself; one it could not read back is left out.
+  for (const std::string& text : enrolled.pod_ips()) {
+    if (absl::StatusOr<IpAddress> ip = IpAddress::Parse(text); ip.ok()) metadata.ips.push_back(*ip);
+  }
   for (const auto& [key, value] : enrolled.pod().labels()) metadata.labels[key] = value;
   return metadata;
 }
@@ -109,7 +116,7 @@ void FillOutboundExplanation(const policy::Snapshot& snapshot,
   for (const std::string& identity : decision.expected_peer_identities) {
     response->add_expected_peer_identities(identity);
   }
-  response->set_address(decision.address);
+  response->set_address(decision.address.ToString());
   response->set_port(decision.port);
   if (decision.destination_pod != nullptr) {
     response->set_destination_workload(
@@ -167,8 +174,7 @@ grpc::Status AdminService::ListWorkloads(grpc::ServerContext*, const v1::ListWor
     workload->set_name(pod.name());
     workload->set_uid(pod.uid());
     workload->set_service_account(pod.service_account());
-    if (auto id =
-            crypto::SpiffeId::Make(view_.trust_domain, pod.namespace_(), pod.service_account());
+    if (auto id = SpiffeId::Make(view_.trust_domain, pod.namespace_(), pod.service_account());
         id.ok()) {
       workload->set_spiffe_id(id->ToString());
     }
@@ -271,8 +277,8 @@ grpc::Status AdminService::ExplainPolicy(grpc::ServerContext*,
     }
     // As the data plane decides: a destination this agent serves is carried on the node.
     policy::OutboundDecision decision = policy::DecideOutboundOnNode(
-        *snapshot, *source, to->ip.Unmapped().ToString(), to->port, /*endpoint_hint=*/0,
-        [this](absl::string_view ip) {
+        *snapshot, *source, to->ip.Unmapped(), to->port, /*endpoint_hint=*/0,
+        [this](const IpAddress& ip) {
           return view_.data_plane != nullptr && view_.data_plane->ServesPod(ip);
         });
     FillOutboundExplanation(*snapshot, decision, response);
@@ -288,30 +294,38 @@ grpc::Status AdminService::ExplainPolicy(grpc::ServerContext*,
     policy::InboundConnection connection;
     connection.transport = inbound.plaintext() ? policy::InboundTransport::kPlaintext
                                                : policy::InboundTransport::kMtls;
-    connection.peer_identity = inbound.peer_identity();
+    if (!inbound.peer_identity().empty()) {
+      absl::StatusOr<SpiffeId> peer = SpiffeId::Parse(inbound.peer_identity());
+      if (!peer.ok()) {
+        return InvalidArgument(
+            absl::StrCat("peer identity ", inbound.peer_identity(), ": ", peer.status().message()));
+      }
+      connection.peer_identity = *std::move(peer);
+    }
     connection.port = inbound.port();
-    std::string source_ip, destination_ip;
     for (auto [text, out, what] :
-         {std::tuple{&inbound.source_ip(), &source_ip, "source"},
-          std::tuple{&inbound.destination_ip(), &destination_ip, "destination"}}) {
+         {std::tuple{&inbound.source_ip(), &connection.source_ip, "source"},
+          std::tuple{&inbound.destination_ip(), &connection.destination_ip, "destination"}}) {
       if (text->empty()) continue;
-      absl::StatusOr<std::string> ip = policy::NormalizeIp(*text);
+      absl::StatusOr<IpAddress> ip = IpAddress::Parse(*text);
       if (!ip.ok()) {
         return InvalidArgument(absl::StrCat(what, " address: ", ip.status().message()));
       }
-      *out = *std::move(ip);
+      *out = *ip;
     }
     // The connection is to one of the pod's addresses; without one given, its first.
-    if (destination_ip.empty() && !pod->ips.empty()) destination_ip = pod->ips.front();
-    connection.source_ip = source_ip;
-    connection.destination_ip = destination_ip;
+    if (!connection.destination_ip.has_value() && !pod->ips.empty()) {
+      connection.destination_ip = pod->ips.front();
+    }
     if (inbound.has_sni()) connection.sni = inbound.sni();
     policy::InboundDecision decision = policy::DecideInbound(*snapshot, *pod, connection);
     response->set_action(decision.allow ? "ALLOW" : "REFUSE");
     response->set_reason(decision.reason);
     response->set_reason_code(std::string(policy::DecisionReasonName(decision.reason_code)));
     response->set_destination_workload(absl::StrCat(pod->meta.ns, "/", pod->meta.name));
-    response->set_address(destination_ip);
+    if (connection.destination_ip.has_value()) {
+      response->set_address(connection.destination_ip->ToString());
+    }
     response->set_port(inbound.port());
     FillModes(decision.mtls, response->mutable_mtls());
     if (decision.authorization.has_value()) {

@@ -24,7 +24,7 @@ struct PodMetadata {
   std::string name;
   std::string uid;
   std::string service_account;
-  std::vector<std::string> ips;
+  std::vector<IpAddress> ips;
   std::map<std::string, std::string> labels;
 };
 

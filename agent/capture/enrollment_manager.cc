@@ -147,7 +147,7 @@ absl::StatusOr<PodMetadata> ValidateEnrollRequest(const v1::EnrollRequest& reque
     if (address->IsLoopback() || address->IsV4Mapped()) {
       return absl::InvalidArgumentError(absl::StrCat("pod address ", ip, " is not a pod address"));
     }
-    metadata.ips.push_back(address->ToString());
+    metadata.ips.push_back(*address);
   }
   metadata.labels.insert(request.labels().begin(), request.labels().end());
   return metadata;
@@ -292,10 +292,10 @@ void EnrollmentManager::FollowAddresses(const std::string& uid) {
         steered.ok() ? " steered" : absl::StrCat(" refused: ", steered.ToString()));
   }
   // The listed addresses stay steered even when they leave an interface: they name the pod.
-  const std::vector<std::string>& listed = pod.metadata().ips;
+  const std::vector<IpAddress>& listed = pod.metadata().ips;
   for (auto at = enrollment.addresses.begin(); at != enrollment.addresses.end();) {
     const bool keep = std::find(now.begin(), now.end(), *at) != now.end() ||
-                      std::find(listed.begin(), listed.end(), at->ToString()) != listed.end();
+                      std::find(listed.begin(), listed.end(), *at) != listed.end();
     if (keep) {
       ++at;
       continue;
@@ -429,13 +429,12 @@ absl::StatusOr<v1::EnrolledPod> EnrollmentManager::Enroll(const v1::EnrollReques
   // The listed addresses are the pod's identity in policy; every other address it has is
   // steered too (link-local ones, a second interface's), so none reaches the application
   // without the pod's policy. Without listed ones the global addresses stand for the pod.
-  std::vector<IpAddress> listed;
-  for (const std::string& ip : metadata->ips) listed.push_back(*IpAddress::Parse(ip));
+  std::vector<IpAddress> listed = metadata->ips;
   if (listed.empty()) {
     for (const IpAddress& ip : in_pod.discovered) {
       if (!ip.IsLinkLocal()) {
         listed.push_back(ip);
-        metadata->ips.push_back(ip.ToString());
+        metadata->ips.push_back(ip);
       }
     }
   }
@@ -513,7 +512,7 @@ absl::StatusOr<v1::EnrolledPod> EnrollmentManager::Enroll(const v1::EnrollReques
 
   *enrollment.record.mutable_pod() = request;
   enrollment.record.set_netns_cookie(cookie);
-  for (const std::string& ip : pod->metadata().ips) enrollment.record.add_pod_ips(ip);
+  for (const IpAddress& ip : pod->metadata().ips) enrollment.record.add_pod_ips(ip.ToString());
   for (const IpAddress& address : enrollment.addresses) {
     enrollment.record.add_addresses(address.ToString());
   }

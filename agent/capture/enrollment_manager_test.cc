@@ -22,6 +22,7 @@
 #include "absl/time/time.h"
 #include "agent/capture/test_netns.h"
 #include "bpf/nodeward_maps.h"
+#include "common/testing/literals.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -208,7 +209,7 @@ TEST(ValidateEnrollRequestTest, RejectsUnsafeOrMalformedFields) {
   good.add_ips("fd00:0:0::1");
   absl::StatusOr<PodMetadata> metadata = ValidateEnrollRequest(good);
   ASSERT_TRUE(metadata.ok());
-  EXPECT_THAT(metadata->ips, ElementsAre("fd00::1"));
+  EXPECT_THAT(metadata->ips, ElementsAre(literals::IpOf("fd00::1")));
   EXPECT_EQ(metadata->name, "abc-123");
 }
 

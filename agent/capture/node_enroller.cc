@@ -5,9 +5,9 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "common/log.h"
 #include "agent/capture/enrollment_plan.h"
 #include "agent/cni/state_files.h"
+#include "common/log.h"
 #include "policy/decisions.h"
 
 namespace nodeward::capture {
@@ -110,7 +110,7 @@ v1::EnrollRequest NodeEnroller::RequestFor(const policy::Pod& pod, v1::Enrollmen
   request.set_name(pod.meta.name);
   request.set_uid(pod.meta.uid);
   request.set_service_account(pod.service_account);
-  for (const std::string& ip : pod.ips) request.add_ips(ip);
+  for (const IpAddress& ip : pod.ips) request.add_ips(ip.ToString());
   for (const auto& [key, value] : pod.meta.labels) (*request.mutable_labels())[key] = value;
   request.set_origin(origin);
   request.set_container_id(container_id);

@@ -134,9 +134,9 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(
     return absl::InvalidArgumentError("the gateway needs its pod's namespace and name");
   }
   if (options.workload.service_account.empty()) options.workload.service_account = "default";
-  absl::StatusOr<crypto::SpiffeId> identity =
-      crypto::SpiffeId::Make(options.proxy.trust_domain, options.workload.namespace_name,
-                             options.workload.service_account);
+  absl::StatusOr<SpiffeId> identity =
+      SpiffeId::Make(options.proxy.trust_domain, options.workload.namespace_name,
+                     options.workload.service_account);
   if (!identity.ok()) return identity.status();
   if (absl::StatusOr<IpAddress> ip = IpAddress::Parse(options.listen_address); !ip.ok()) {
     return absl::InvalidArgumentError(
@@ -163,7 +163,7 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(
 
 GatewayServer::GatewayServer(GatewayServerOptions options, policy::ConfigSource* config,
                              proxy::MeshCredentials* credentials, proxy::AccessLog* access_log,
-                             crypto::SpiffeId identity)
+                             SpiffeId identity)
     : options_(std::move(options)),
       identity_(std::move(identity)),
       context_(options_.proxy, config, credentials, access_log),

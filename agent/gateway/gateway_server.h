@@ -34,8 +34,8 @@
 #include "agent/proxy/context.h"
 #include "agent/proxy/upstream.h"
 #include "agent/proxy/workers.h"
+#include "common/spiffe_id.h"
 #include "crypto/gateway_tls.h"
-#include "crypto/spiffe_id.h"
 #include "policy/gateway_decisions.h"
 #include "policy/source.h"
 
@@ -86,7 +86,7 @@ class GatewayServer {
   GatewayServer(const GatewayServer&) = delete;
   GatewayServer& operator=(const GatewayServer&) = delete;
 
-  const crypto::SpiffeId& identity() const { return identity_; }
+  const SpiffeId& identity() const { return identity_; }
   // Null until the first configuration has loaded.
   std::shared_ptr<const GatewayConfig> config() const;
   std::vector<ServedPort> Ports() const;
@@ -117,7 +117,7 @@ class GatewayServer {
 
   GatewayServer(GatewayServerOptions options, policy::ConfigSource* config,
                 proxy::MeshCredentials* credentials, proxy::AccessLog* access_log,
-                crypto::SpiffeId identity);
+                SpiffeId identity);
   void OnSnapshot(std::shared_ptr<const policy::Snapshot> snapshot);
   void Reconcile(std::size_t worker_index, std::set<uint32_t> ports);
   void ArmAccept(proxy::Worker& worker, uint32_t port, std::shared_ptr<PortSocket> socket);
@@ -133,7 +133,7 @@ class GatewayServer {
              std::shared_ptr<io::Stream> client, proxy::UpstreamTarget target);
 
   const GatewayServerOptions options_;
-  const crypto::SpiffeId identity_;
+  const SpiffeId identity_;
   proxy::ProxyContext context_;
   proxy::Upstreams upstreams_;
   ListenerContexts contexts_;

@@ -19,8 +19,8 @@
 namespace nodeward::io {
 namespace {
 
+using ::nodeward::SpiffeId;
 using ::nodeward::crypto::CertificateAuthority;
-using ::nodeward::crypto::SpiffeId;
 using ::nodeward::crypto::TlsContext;
 using ::nodeward::crypto::TlsEngine;
 using ::nodeward::crypto::TrustBundle;

@@ -47,8 +47,6 @@ RefusalReason RefusalOf(policy::DecisionReason reason, policy::InboundTransport 
       return RefusalReason::kNoServicePort;
     case policy::DecisionReason::kNoReadyEndpoint:
       return RefusalReason::kNoReadyEndpoint;
-    case policy::DecisionReason::kInvalidDestination:
-      return RefusalReason::kInvalidDestination;
     case policy::DecisionReason::kDestinationRule:
     case policy::DecisionReason::kAutoMtls:
       return RefusalReason::kDestinationRule;
@@ -134,26 +132,25 @@ std::shared_ptr<Flow> ProxyContext::NewFlow(Worker& worker, Direction direction,
                                 &worker.flows);
 }
 
-absl::StatusOr<crypto::SpiffeId> ProxyContext::IdentityOf(const capture::CapturedPod& pod) const {
-  return crypto::SpiffeId::Make(options_.trust_domain, pod.metadata().namespace_name,
-                                pod.metadata().service_account);
+absl::StatusOr<SpiffeId> ProxyContext::IdentityOf(const capture::CapturedPod& pod) const {
+  return SpiffeId::Make(options_.trust_domain, pod.metadata().namespace_name,
+                        pod.metadata().service_account);
 }
 
 void ProxyContext::AddLocalPod(std::shared_ptr<const capture::CapturedPod> pod) {
   absl::MutexLock lock(&pods_mutex_);
-  for (const std::string& ip : pod->metadata().ips) pods_by_ip_[ip] = pod;
+  for (const IpAddress& ip : pod->metadata().ips) pods_by_ip_[ip] = pod;
 }
 
 void ProxyContext::RemoveLocalPod(const std::shared_ptr<const capture::CapturedPod>& pod) {
   absl::MutexLock lock(&pods_mutex_);
-  for (const std::string& ip : pod->metadata().ips) {
+  for (const IpAddress& ip : pod->metadata().ips) {
     auto it = pods_by_ip_.find(ip);
     if (it != pods_by_ip_.end() && it->second == pod) pods_by_ip_.erase(it);
   }
 }
 
-std::shared_ptr<const capture::CapturedPod> ProxyContext::LocalPodByIp(
-    const std::string& ip) const {
+std::shared_ptr<const capture::CapturedPod> ProxyContext::LocalPodByIp(const IpAddress& ip) const {
   absl::MutexLock lock(&pods_mutex_);
   auto it = pods_by_ip_.find(ip);
   return it == pods_by_ip_.end() ? nullptr : it->second;

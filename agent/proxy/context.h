@@ -29,7 +29,7 @@
 #include "agent/proxy/origination_contexts.h"
 #include "agent/proxy/traffic_metrics.h"
 #include "agent/proxy/tunnel_pool.h"
-#include "crypto/spiffe_id.h"
+#include "common/spiffe_id.h"
 #include "policy/decisions.h"
 #include "policy/snapshot.h"
 #include "policy/source.h"
@@ -147,14 +147,14 @@ class ProxyContext {
   // A flow on `worker`'s loop, holding `slot`.
   std::shared_ptr<Flow> NewFlow(Worker& worker, Direction direction, LiveSlot slot);
 
-  absl::StatusOr<crypto::SpiffeId> IdentityOf(const capture::CapturedPod& pod) const;
+  absl::StatusOr<SpiffeId> IdentityOf(const capture::CapturedPod& pod) const;
 
   // The pods enrolled on this node, by address, for the same-node path.
   void AddLocalPod(std::shared_ptr<const capture::CapturedPod> pod);
   void RemoveLocalPod(const std::shared_ptr<const capture::CapturedPod>& pod);
-  std::shared_ptr<const capture::CapturedPod> LocalPodByIp(const std::string& ip) const;
+  std::shared_ptr<const capture::CapturedPod> LocalPodByIp(const IpAddress& ip) const;
   // Whether `ip` is one of those pods': policy's same-node question (policy::LocalPodQuery).
-  bool ServesPod(absl::string_view ip) const { return LocalPodByIp(std::string(ip)) != nullptr; }
+  bool ServesPod(const IpAddress& ip) const { return LocalPodByIp(ip) != nullptr; }
 
  private:
   const ProxyOptions options_;
@@ -169,7 +169,7 @@ class ProxyContext {
   std::atomic<bool> draining_{false};
   std::atomic<std::uint64_t> endpoint_hint_{0};
   mutable absl::Mutex pods_mutex_;
-  absl::flat_hash_map<std::string, std::shared_ptr<const capture::CapturedPod>> pods_by_ip_
+  absl::flat_hash_map<IpAddress, std::shared_ptr<const capture::CapturedPod>> pods_by_ip_
       ABSL_GUARDED_BY(pods_mutex_);
 };
 

@@ -31,8 +31,7 @@ void CachedMeshCredentials::OnChange(const sds::CertificateChange& change) {
   for (auto& callback : ready) callback();
 }
 
-absl::StatusOr<CachedMeshCredentials::Built> CachedMeshCredentials::Get(
-    const crypto::SpiffeId& identity) {
+absl::StatusOr<CachedMeshCredentials::Built> CachedMeshCredentials::Get(const SpiffeId& identity) {
   std::uint64_t generation = 0;
   {
     absl::MutexLock lock(&mutex_);
@@ -57,8 +56,7 @@ absl::StatusOr<CachedMeshCredentials::Built> CachedMeshCredentials::Get(
   return built;
 }
 
-void CachedMeshCredentials::WhenReady(const crypto::SpiffeId& identity,
-                                      absl::AnyInvocable<void()> ready) {
+void CachedMeshCredentials::WhenReady(const SpiffeId& identity, absl::AnyInvocable<void()> ready) {
   {
     absl::MutexLock lock(&mutex_);
     waiters_[identity].push_back(std::move(ready));
@@ -78,20 +76,20 @@ void CachedMeshCredentials::WhenReady(const crypto::SpiffeId& identity,
 }
 
 absl::StatusOr<std::shared_ptr<const crypto::TlsContext>> CachedMeshCredentials::ClientContext(
-    const crypto::SpiffeId& identity) {
+    const SpiffeId& identity) {
   absl::StatusOr<Built> built = Get(identity);
   if (!built.ok()) return built.status();
   return built->client;
 }
 
 absl::StatusOr<std::shared_ptr<const crypto::TlsContext>> CachedMeshCredentials::ServerContext(
-    const crypto::SpiffeId& identity) {
+    const SpiffeId& identity) {
   absl::StatusOr<Built> built = Get(identity);
   if (!built.ok()) return built.status();
   return built->server;
 }
 
-absl::Status StaticMeshCredentials::Set(const crypto::SpiffeId& identity,
+absl::Status StaticMeshCredentials::Set(const SpiffeId& identity,
                                         const crypto::TlsCredentials& credentials) {
   auto client = crypto::TlsContext::MeshClient(credentials, bundle_);
   if (!client.ok()) return client.status();
@@ -110,8 +108,7 @@ absl::Status StaticMeshCredentials::Set(const crypto::SpiffeId& identity,
   return absl::OkStatus();
 }
 
-void StaticMeshCredentials::WhenReady(const crypto::SpiffeId& identity,
-                                      absl::AnyInvocable<void()> ready) {
+void StaticMeshCredentials::WhenReady(const SpiffeId& identity, absl::AnyInvocable<void()> ready) {
   {
     absl::MutexLock lock(&mutex_);
     if (!contexts_.contains(identity)) {
@@ -123,7 +120,7 @@ void StaticMeshCredentials::WhenReady(const crypto::SpiffeId& identity,
 }
 
 absl::StatusOr<std::shared_ptr<const crypto::TlsContext>> StaticMeshCredentials::ClientContext(
-    const crypto::SpiffeId& identity) {
+    const SpiffeId& identity) {
   absl::MutexLock lock(&mutex_);
   auto it = contexts_.find(identity);
   if (it == contexts_.end()) {
@@ -133,7 +130,7 @@ absl::StatusOr<std::shared_ptr<const crypto::TlsContext>> StaticMeshCredentials:
 }
 
 absl::StatusOr<std::shared_ptr<const crypto::TlsContext>> StaticMeshCredentials::ServerContext(
-    const crypto::SpiffeId& identity) {
+    const SpiffeId& identity) {
   absl::MutexLock lock(&mutex_);
   auto it = contexts_.find(identity);
   if (it == contexts_.end()) {

@@ -89,7 +89,7 @@ void DataPlane::RecheckFlows(Worker& worker) {
     auto [it, added] = pods.try_emplace(admission->pod.get());
     if (added) it->second = PolicyPodFor(*snapshot, admission->pod->metadata());
     policy::InboundDecision decision =
-        policy::DecideInbound(*snapshot, it->second, admission->connection.View());
+        policy::DecideInbound(*snapshot, it->second, admission->connection);
     if (decision.allow) continue;
     const AccessRecord& record = flow->record();
     Log(LogLevel::kInfo, "pod=", admission->pod->display_name(),
@@ -102,7 +102,7 @@ void DataPlane::RecheckFlows(Worker& worker) {
 
 void DataPlane::OnPodEnrolled(std::shared_ptr<const capture::CapturedPod> pod) {
   if (context_.credentials() != nullptr) {
-    absl::StatusOr<crypto::SpiffeId> identity = context_.IdentityOf(*pod);
+    absl::StatusOr<SpiffeId> identity = context_.IdentityOf(*pod);
     if (!identity.ok()) {
       Log(LogLevel::kError, "pod=", pod->display_name(),
           " has no valid identity: ", identity.status().ToString());
@@ -115,7 +115,7 @@ void DataPlane::OnPodEnrolled(std::shared_ptr<const capture::CapturedPod> pod) {
 
 void DataPlane::OnPodUnenrolled(std::shared_ptr<const capture::CapturedPod> pod) {
   if (context_.credentials() != nullptr) {
-    if (absl::StatusOr<crypto::SpiffeId> identity = context_.IdentityOf(*pod); identity.ok()) {
+    if (absl::StatusOr<SpiffeId> identity = context_.IdentityOf(*pod); identity.ok()) {
       context_.credentials()->Release(*identity);
     }
   }

@@ -44,7 +44,7 @@ class DataPlane : public capture::ConnectionHandler {
   std::size_t live_connections() const { return context_.live(); }
   std::size_t pooled_tunnels() const;
   // Whether `ip` is a pod this data plane serves (same-node destinations).
-  bool ServesPod(absl::string_view ip) const { return context_.ServesPod(ip); }
+  bool ServesPod(const IpAddress& ip) const { return context_.ServesPod(ip); }
   // HBONE connections admitted and not yet past their handshake (HandshakeBudget).
   std::size_t pending_handshakes() { return context_.handshakes().pending(); }
   bool draining() const { return context_.draining(); }

@@ -57,7 +57,7 @@ struct FlowSinks {
 // so that the same decision can be taken again when the policy changes.
 struct InboundAdmission {
   std::shared_ptr<const capture::CapturedPod> pod;
-  policy::OwnedInboundConnection connection;
+  policy::InboundConnection connection;
 };
 
 class Flow {

@@ -117,7 +117,7 @@ bool HboneTunnel::AcceptsNewStreams() const {
          streams_.size() < options_.max_streams;
 }
 
-const std::optional<crypto::SpiffeId>& HboneTunnel::peer_identity() const {
+const std::optional<SpiffeId>& HboneTunnel::peer_identity() const {
   return tls_->engine().peer_identity();
 }
 

@@ -22,7 +22,7 @@
 #include "agent/io/event_loop.h"
 #include "agent/io/tls_connection.h"
 #include "agent/proxy/hbone_stream.h"
-#include "crypto/spiffe_id.h"
+#include "common/spiffe_id.h"
 #include "crypto/tls.h"
 
 namespace nodeward::proxy {
@@ -65,7 +65,7 @@ class HboneTunnel : public std::enable_shared_from_this<HboneTunnel> {
   bool established() const { return tls_->established(); }
   bool closed() const { return closed_; }
   // The verified peer identity, once established.
-  const std::optional<crypto::SpiffeId>& peer_identity() const;
+  const std::optional<SpiffeId>& peer_identity() const;
   std::size_t active_streams() const { return streams_.size(); }
   // Bytes the tunnel holds right now: received and not yet delivered, accepted and not yet
   // encrypted. Bounded by the flow-control windows and per-stream budgets, whatever the peers do.

@@ -79,7 +79,7 @@ class HboneTunnelTest : public ::testing::Test {
   }
 
   // Joins a client and a server tunnel. The server answers each CONNECT with `answer`.
-  void Connect(crypto::SpiffeId expected_server,
+  void Connect(SpiffeId expected_server,
                absl::AnyInvocable<void(hbone::StreamId, const std::string&)> answer) {
     SocketPair wire = MakePair();
     HboneTunnel::Options options;
@@ -138,8 +138,8 @@ class HboneTunnelTest : public ::testing::Test {
   }
 
   TempDir dir_;
-  crypto::SpiffeId client_id_ = Id("cluster.local", "frontend", "web");
-  crypto::SpiffeId server_id_ = Id("cluster.local", "backend", "api");
+  SpiffeId client_id_ = Id("cluster.local", "frontend", "web");
+  SpiffeId server_id_ = Id("cluster.local", "backend", "api");
   std::shared_ptr<const crypto::TlsContext> client_context_;
   std::shared_ptr<const crypto::TlsContext> server_context_;
   std::unique_ptr<io::EventLoop> loop_;

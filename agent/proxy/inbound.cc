@@ -56,12 +56,10 @@ void Inbound::HandlePlaintext(Worker& worker, std::shared_ptr<const capture::Cap
       refuse(RefusalReason::kNoConfiguration, "no configuration loaded yet");
       return;
     }
-    const std::string source_ip = peer.ok() ? peer->ip.Unmapped().ToString() : "";
-    const std::string destination_ip = local->ip.Unmapped().ToString();
     policy::InboundConnection connection;
     connection.transport = policy::InboundTransport::kPlaintext;
-    connection.source_ip = source_ip;
-    connection.destination_ip = destination_ip;
+    if (peer.ok()) connection.source_ip = peer->ip.Unmapped();
+    connection.destination_ip = local->ip.Unmapped();
     connection.port = port;
     policy::InboundDecision decision =
         policy::DecideInbound(*snapshot, PolicyPodFor(*snapshot, pod->metadata()), connection);
@@ -76,7 +74,7 @@ void Inbound::HandlePlaintext(Worker& worker, std::shared_ptr<const capture::Cap
       Log(LogLevel::kInfo, "pod=", pod->display_name(), " peer=", record.source_address,
           " audited by ", record.audited_by);
     }
-    flow->SetAdmission({pod, policy::OwnedInboundConnection::From(connection)});
+    flow->SetAdmission({pod, std::move(connection)});
   }
   const std::optional<SocketAddress> client =
       peer.ok() ? std::optional<SocketAddress>(*peer) : std::nullopt;
@@ -126,7 +124,7 @@ void Inbound::HandleTunnel(Worker& worker, std::shared_ptr<const capture::Captur
     return;
   }
   auto pending = std::make_shared<std::optional<HandshakeBudget::Ticket>>(*std::move(ticket));
-  absl::StatusOr<crypto::SpiffeId> identity = context_.IdentityOf(*pod);
+  absl::StatusOr<SpiffeId> identity = context_.IdentityOf(*pod);
   if (!identity.ok()) {
     Log(LogLevel::kWarning, "pod=", pod->display_name(),
         " tunnel refused: ", identity.status().ToString());
@@ -194,7 +192,7 @@ void Inbound::ServeTunnel(Worker& worker, std::shared_ptr<const capture::Capture
           tunnel->Close(absl::DeadlineExceededError(why));
         });
   }
-  absl::StatusOr<crypto::SpiffeId> identity = context_.IdentityOf(*pod);
+  absl::StatusOr<SpiffeId> identity = context_.IdentityOf(*pod);
   (*tunnel)->set_description(
       {pod->display_name(), identity.ok() ? identity->ToString() : "", peer.ToString()});
   std::erase_if(worker.server_tunnels,
@@ -222,7 +220,7 @@ void Inbound::AnswerConnect(Worker& worker, std::shared_ptr<const capture::Captu
   if (auto identity = context_.IdentityOf(*pod); identity.ok()) {
     record.destination_principal = identity->ToString();
   }
-  const std::optional<crypto::SpiffeId>& peer = tunnel->peer_identity();
+  const std::optional<SpiffeId>& peer = tunnel->peer_identity();
   record.source_principal = peer.has_value() ? peer->ToString() : "";
   record.source_address = tunnel_peer.ToString();
   auto refuse = [&](RefusalReason reason, const std::string& why) {
@@ -236,8 +234,9 @@ void Inbound::AnswerConnect(Worker& worker, std::shared_ptr<const capture::Captu
     refuse(RefusalReason::kBadRequest, std::string(target.status().message()));
     return;
   }
-  const std::vector<std::string>& ips = pod->metadata().ips;
-  if (std::find(ips.begin(), ips.end(), target->first) == ips.end()) {
+  absl::StatusOr<IpAddress> target_ip = IpAddress::Parse(target->first);
+  const std::vector<IpAddress>& ips = pod->metadata().ips;
+  if (!target_ip.ok() || std::find(ips.begin(), ips.end(), *target_ip) == ips.end()) {
     refuse(RefusalReason::kNotAPodAddress,
            absl::StrCat("CONNECT target ", target->first, " is not an address of pod ",
                         pod->display_name()));
@@ -245,11 +244,6 @@ void Inbound::AnswerConnect(Worker& worker, std::shared_ptr<const capture::Captu
   }
   if (IsAgentPort(target->second)) {
     refuse(RefusalReason::kAgentPort, AgentPortReason(target->second));
-    return;
-  }
-  absl::StatusOr<IpAddress> target_ip = IpAddress::Parse(target->first);
-  if (!target_ip.ok()) {
-    refuse(RefusalReason::kBadRequest, std::string(target_ip.status().message()));
     return;
   }
   const SocketAddress application{*target_ip, target->second, 0};
@@ -261,9 +255,10 @@ void Inbound::AnswerConnect(Worker& worker, std::shared_ptr<const capture::Captu
   // The verified identity is the source: the pod at the tunnel's address names the workload
   // only when it runs as that identity (a stolen certificate is logged as its own identity,
   // not as the pod it was used from).
-  if (const policy::Pod* source = snapshot->FindPodByIp(tunnel_peer.ip.Unmapped().ToString())) {
-    absl::StatusOr<crypto::SpiffeId> source_identity = crypto::SpiffeId::Make(
-        context_.options().trust_domain, source->meta.ns, source->service_account);
+  const IpAddress source_ip = tunnel_peer.ip.Unmapped();
+  if (const policy::Pod* source = snapshot->FindPodByIp(source_ip)) {
+    absl::StatusOr<SpiffeId> source_identity =
+        SpiffeId::Make(context_.options().trust_domain, source->meta.ns, source->service_account);
     if (peer.has_value() && source_identity.ok() && *source_identity == *peer) {
       record.source_workload = absl::StrCat(source->meta.ns, "/", source->meta.name);
     } else {
@@ -272,12 +267,11 @@ void Inbound::AnswerConnect(Worker& worker, std::shared_ptr<const capture::Captu
           source->meta.name, " which runs as another identity");
     }
   }
-  const std::string source_ip = tunnel_peer.ip.Unmapped().ToString();
   policy::InboundConnection connection;
   connection.transport = policy::InboundTransport::kMtls;
-  connection.peer_identity = record.source_principal;
+  connection.peer_identity = peer;
   connection.source_ip = source_ip;
-  connection.destination_ip = target->first;
+  connection.destination_ip = *target_ip;
   connection.port = target->second;
   policy::InboundDecision decision =
       policy::DecideInbound(*snapshot, PolicyPodFor(*snapshot, pod->metadata()), connection);
@@ -290,7 +284,7 @@ void Inbound::AnswerConnect(Worker& worker, std::shared_ptr<const capture::Captu
     Log(LogLevel::kInfo, "pod=", pod->display_name(), " peer=", record.source_principal,
         " audited by ", record.audited_by);
   }
-  flow->SetAdmission({pod, policy::OwnedInboundConnection::From(connection)});
+  flow->SetAdmission({pod, std::move(connection)});
   // The tunnel was dialled from inside the client pod: its peer is the client pod's address.
   record.delivered_from = DeliveredFrom(*pod, application, tunnel_peer);
   upstreams_.Deliver(worker, *pod, application, tunnel_peer,

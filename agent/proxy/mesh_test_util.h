@@ -6,8 +6,8 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/spiffe_id.h"
 #include "crypto/certificate_authority.h"
-#include "crypto/spiffe_id.h"
 #include "crypto/test_util.h"
 #include "crypto/tls.h"
 
@@ -19,8 +19,8 @@ struct MeshContexts {
 };
 
 inline absl::StatusOr<MeshContexts> MakeMeshContexts(const std::string& ca_dir,
-                                                     const crypto::SpiffeId& client_id,
-                                                     const crypto::SpiffeId& server_id) {
+                                                     const SpiffeId& client_id,
+                                                     const SpiffeId& server_id) {
   auto ca = crypto::CertificateAuthority::LoadOrCreate(ca_dir, crypto::CaOptions{});
   if (!ca.ok()) return ca.status();
   auto bundle = crypto::TrustBundle::FromPem((*ca)->RootsPem());

@@ -29,7 +29,7 @@ void Outbound::Handle(Worker& worker, std::shared_ptr<const capture::CapturedPod
     Carry(worker, pod, flow, app, {.kind = UpstreamTarget::Kind::kTcp, .address = destination});
     return;
   }
-  absl::StatusOr<crypto::SpiffeId> source = context_.IdentityOf(*pod);
+  absl::StatusOr<SpiffeId> source = context_.IdentityOf(*pod);
   if (!source.ok()) {
     refuse(RefusalReason::kIdentity, absl::StrCat("source identity: ", source.status().message()));
     return;
@@ -42,8 +42,8 @@ void Outbound::Handle(Worker& worker, std::shared_ptr<const capture::CapturedPod
   }
   const policy::Pod source_pod = PolicyPodFor(*snapshot, pod->metadata());
   policy::OutboundDecision decision = policy::DecideOutboundOnNode(
-      *snapshot, source_pod, destination.ip.Unmapped().ToString(), destination.port,
-      context_.NextEndpointHint(), [this](absl::string_view ip) { return context_.ServesPod(ip); });
+      *snapshot, source_pod, destination.ip.Unmapped(), destination.port,
+      context_.NextEndpointHint(), [this](const IpAddress& ip) { return context_.ServesPod(ip); });
   record.policy = absl::StrJoin(decision.trace.deciding, "; ");
   record.reason = decision.reason;
   if (decision.destination_pod != nullptr) {
@@ -84,7 +84,7 @@ void Outbound::Handle(Worker& worker, std::shared_ptr<const capture::CapturedPod
       std::shared_ptr<const capture::CapturedPod> local = context_.LocalPodByIp(decision.address);
       if (local == nullptr) {
         refuse(RefusalReason::kNotInMesh,
-               absl::StrCat("destination ", decision.address, " left this node"));
+               absl::StrCat("destination ", decision.address.ToString(), " left this node"));
         return;
       }
       record.mode = Mode::kSameNode;
@@ -103,8 +103,8 @@ void Outbound::Handle(Worker& worker, std::shared_ptr<const capture::CapturedPod
       // The source pod's address the destination's policy decided about is the one its
       // application should see (the agent sees a same-node connection come from loopback).
       std::optional<SocketAddress> from;
-      if (absl::StatusOr<IpAddress> ip = IpAddress::Parse(decision.same_node_connection->source_ip);
-          ip.ok()) {
+      if (const std::optional<IpAddress>& ip = decision.same_node_connection->source_ip;
+          ip.has_value()) {
         from = SocketAddress{*ip, 0, 0};
       }
       flow->SetAdmission({local, *decision.same_node_connection});

@@ -1,7 +1,10 @@
 #include "agent/proxy/proxy_flags.h"
 
 #include "absl/flags/flag.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "common/spiffe_id.h"
 #include "sds/log.h"
 
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
@@ -52,6 +55,13 @@ absl::Status ConfigureLogFromFlags() {
 absl::StatusOr<ProxyOptions> ProxyOptionsFromFlags() {
   ProxyOptions options;
   options.trust_domain = absl::GetFlag(FLAGS_trust_domain);
+  // Every identity the agent issues, checks and decides about is in this trust domain: one
+  // that cannot be part of a SPIFFE ID would refuse every connection, so refuse it at start.
+  if (absl::StatusOr<SpiffeId> probe = SpiffeId::Make(options.trust_domain, "ns", "sa");
+      !probe.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--trust-domain ", options.trust_domain, ": ", probe.status().message()));
+  }
   options.workers = absl::GetFlag(FLAGS_workers);
   options.system_ca_bundle = absl::GetFlag(FLAGS_system_ca_bundle);
   const absl::Duration handshake_timeout = absl::GetFlag(FLAGS_handshake_timeout);

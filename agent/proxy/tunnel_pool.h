@@ -19,17 +19,17 @@
 #include "absl/status/statusor.h"
 #include "agent/proxy/hbone_tunnel.h"
 #include "common/net_address.h"
-#include "crypto/spiffe_id.h"
+#include "common/spiffe_id.h"
 
 namespace nodeward::proxy {
 
 struct TunnelKey {
   std::uint64_t source_netns_cookie = 0;  // the tunnel's socket lives in the source pod's netns
-  crypto::SpiffeId source;
-  crypto::SpiffeId destination;  // the identity the server must present
-  SocketAddress address;         // the destination pod's HBONE port
+  SpiffeId source;
+  SpiffeId destination;   // the identity the server must present
+  SocketAddress address;  // the destination pod's HBONE port
   // Other identities the server may present (a DestinationRule's subjectAltNames).
-  std::vector<crypto::SpiffeId> also_accepted;
+  std::vector<SpiffeId> also_accepted;
 
   std::string ToString() const;
   friend bool operator==(const TunnelKey&, const TunnelKey&) = default;

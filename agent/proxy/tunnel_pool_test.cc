@@ -101,8 +101,8 @@ class TunnelPoolTest : public ::testing::Test {
   }
 
   TempDir dir_;
-  crypto::SpiffeId client_id_ = Id("cluster.local", "frontend", "web");
-  crypto::SpiffeId server_id_ = Id("cluster.local", "backend", "api");
+  SpiffeId client_id_ = Id("cluster.local", "frontend", "web");
+  SpiffeId server_id_ = Id("cluster.local", "backend", "api");
   std::shared_ptr<const crypto::TlsContext> client_context_;
   std::shared_ptr<const crypto::TlsContext> server_context_;
   std::unique_ptr<io::EventLoop> loop_;

@@ -9,7 +9,7 @@
 namespace nodeward::proxy {
 
 void WithCredentials(
-    ProxyContext& context, Worker& worker, const crypto::SpiffeId& identity, bool server,
+    ProxyContext& context, Worker& worker, const SpiffeId& identity, bool server,
     absl::Time deadline,
     absl::AnyInvocable<void(absl::StatusOr<std::shared_ptr<const crypto::TlsContext>>)> done) {
   MeshCredentials* credentials = context.credentials();
@@ -66,13 +66,14 @@ Upstreams::Done RelayOnceOpen(std::shared_ptr<Flow> flow, std::shared_ptr<io::St
 }
 
 absl::StatusOr<SocketAddress> DecidedAddress(const policy::OutboundDecision& decision) {
-  return SocketAddress::Parse(decision.address.find(':') == std::string::npos
-                                  ? absl::StrCat(decision.address, ":", decision.port)
-                                  : absl::StrCat("[", decision.address, "]:", decision.port));
+  if (decision.port == 0 || decision.port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("port ", decision.port, " is out of range"));
+  }
+  return SocketAddress{decision.address, static_cast<uint16_t>(decision.port), 0};
 }
 
 UpstreamChoice ChooseUpstream(ProxyContext& context, const policy::OutboundDecision& decision,
-                              const crypto::SpiffeId& source, AccessRecord& record) {
+                              const SpiffeId& source, AccessRecord& record) {
   absl::StatusOr<SocketAddress> address = DecidedAddress(decision);
   if (!address.ok()) {
     return {std::nullopt, RefusalReason::kInvalidDestination,
@@ -96,17 +97,16 @@ UpstreamChoice ChooseUpstream(ProxyContext& context, const policy::OutboundDecis
     }
 
     case policy::OutboundAction::kHbone: {
-      absl::StatusOr<crypto::SpiffeId> peer =
-          crypto::SpiffeId::Parse(decision.expected_peer_identity);
+      absl::StatusOr<SpiffeId> peer = SpiffeId::Parse(decision.expected_peer_identity);
       if (!peer.ok()) {
         return {std::nullopt, RefusalReason::kIdentity,
                 absl::StrCat("expected peer identity: ", peer.status().message())};
       }
       // A DestinationRule's subjectAltNames: any of them may answer (names that are not
       // SPIFFE IDs can never be a mesh server's, and policy warned about them).
-      std::vector<crypto::SpiffeId> also_accepted;
+      std::vector<SpiffeId> also_accepted;
       for (const std::string& name : decision.expected_peer_identities) {
-        absl::StatusOr<crypto::SpiffeId> id = crypto::SpiffeId::Parse(name);
+        absl::StatusOr<SpiffeId> id = SpiffeId::Parse(name);
         if (id.ok() && *id != *peer) also_accepted.push_back(*id);
       }
       record.destination_principal = peer->ToString();
@@ -179,8 +179,8 @@ void Upstreams::Deliver(Worker& worker, const capture::CapturedPod& pod,
 }
 
 void Upstreams::OpenHbone(Worker& worker, std::shared_ptr<const capture::SocketOrigin> from,
-                          const crypto::SpiffeId& source, const crypto::SpiffeId& peer,
-                          std::vector<crypto::SpiffeId> also_accepted, const SocketAddress& address,
+                          const SpiffeId& source, const SpiffeId& peer,
+                          std::vector<SpiffeId> also_accepted, const SocketAddress& address,
                           absl::Time deadline, Done done) {
   const SocketAddress tunnel_address{address.ip, NW_PORT_TUNNEL, address.scope_id};
   TunnelKey key{from->netns_cookie(), source, peer, tunnel_address, std::move(also_accepted)};

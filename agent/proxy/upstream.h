@@ -17,7 +17,7 @@
 #include "agent/io/stream.h"
 #include "agent/proxy/context.h"
 #include "common/net_address.h"
-#include "crypto/spiffe_id.h"
+#include "common/spiffe_id.h"
 #include "crypto/tls.h"
 #include "policy/decisions.h"
 
@@ -33,9 +33,9 @@ struct UpstreamTarget {
   Kind kind = Kind::kTcp;
   SocketAddress address;
   std::shared_ptr<const crypto::TlsContext> tls;          // kTlsOrigination
-  std::optional<crypto::SpiffeId> source;                 // kHbone: the client's identity
-  std::optional<crypto::SpiffeId> peer;                   // kHbone: what the server must be
-  std::vector<crypto::SpiffeId> also_accepted;            // kHbone: ... or one of these
+  std::optional<SpiffeId> source;                         // kHbone: the client's identity
+  std::optional<SpiffeId> peer;                           // kHbone: what the server must be
+  std::vector<SpiffeId> also_accepted;                    // kHbone: ... or one of these
   std::shared_ptr<const capture::CapturedPod> local_pod;  // kLocalPod
   std::optional<SocketAddress> client;                    // kLocalPod: the source to keep
 };
@@ -62,9 +62,8 @@ class Upstreams {
   // dialled once per pool key, with the context fetched once per tunnel (waiting for the
   // certificate, pushed when it arrives, until `deadline`).
   void OpenHbone(Worker& worker, std::shared_ptr<const capture::SocketOrigin> from,
-                 const crypto::SpiffeId& source, const crypto::SpiffeId& peer,
-                 std::vector<crypto::SpiffeId> also_accepted, const SocketAddress& address,
-                 absl::Time deadline, Done done);
+                 const SpiffeId& source, const SpiffeId& peer, std::vector<SpiffeId> also_accepted,
+                 const SocketAddress& address, absl::Time deadline, Done done);
 
  private:
   void ConnectFrom(Worker& worker, const capture::SocketOrigin& origin,
@@ -82,7 +81,7 @@ struct UpstreamChoice {
   std::string reason;  // why there is no target
 };
 UpstreamChoice ChooseUpstream(ProxyContext& context, const policy::OutboundDecision& decision,
-                              const crypto::SpiffeId& source, AccessRecord& record);
+                              const SpiffeId& source, AccessRecord& record);
 
 // The Done of an upstream opened for `source_side`: once it is open, relays the two as `flow`
 // (RelayFlow); else resets `source_side` and ends the flow with why.
@@ -100,7 +99,7 @@ std::string DeliveredFrom(const capture::CapturedPod& pod, const SocketAddress& 
 // Calls `done` on `worker`'s loop with `identity`'s context (client or server side) once it
 // is there, or with the reason at `deadline`. Certificates arrive by push, not by polling.
 void WithCredentials(
-    ProxyContext& context, Worker& worker, const crypto::SpiffeId& identity, bool server,
+    ProxyContext& context, Worker& worker, const SpiffeId& identity, bool server,
     absl::Time deadline,
     absl::AnyInvocable<void(absl::StatusOr<std::shared_ptr<const crypto::TlsContext>>)> done);
 

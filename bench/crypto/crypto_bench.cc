@@ -31,7 +31,7 @@ struct Setup {
   std::string roots_pem;
   std::shared_ptr<const TlsContext> mesh_server;
   std::shared_ptr<const TlsContext> mesh_client;
-  nodeward::crypto::SpiffeId server_id = testing::Id("cluster.local", "bench", "server");
+  nodeward::SpiffeId server_id = testing::Id("cluster.local", "bench", "server");
 };
 
 [[noreturn]] void Die(const char* what) {

@@ -3,6 +3,7 @@
 // snapshot adds 501 AuthorizationPolicies (per namespace a DENY and four selector policies,
 // and one mesh-wide DENY). Measures snapshot build time and decisions per second; the inbound
 // decision with and without AuthorizationPolicies runs on the same connections.
+#include <arpa/inet.h>
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
@@ -26,11 +27,7 @@ constexpr int kServicesPerNamespace = 20;
 constexpr int kWorkloadPoliciesPerNamespace = 4;
 constexpr int kRulesPerNamespace = 5;
 
-std::string Ip(uint32_t base, uint32_t index) {
-  uint32_t value = base + index + 1;
-  return absl::StrCat(value >> 24, ".", (value >> 16) & 255, ".", (value >> 8) & 255, ".",
-                      value & 255);
-}
+IpAddress Ip(uint32_t base, uint32_t index) { return IpAddress::V4(htonl(base + index + 1)); }
 
 absl::Time Created(int index) { return absl::FromUnixSeconds(1'600'000'000 + index * 60); }
 
@@ -261,8 +258,8 @@ BENCHMARK(BM_DecideInbound);
 // from its address), to a random pod's port.
 void DecideInboundConnections(benchmark::State& state, const Snapshot& snapshot) {
   const auto& pods = snapshot.resources().pods;
-  std::vector<std::string> identities;
-  for (const Pod& pod : pods) identities.push_back(WorkloadSpiffeId(snapshot, pod));
+  std::vector<SpiffeId> identities;
+  for (const Pod& pod : pods) identities.push_back(*WorkloadIdentity(snapshot, pod));
   std::mt19937_64 random(9);
   uint64_t allowed = 0;
   for (auto _ : state) {

@@ -49,11 +49,11 @@ std::int64_t ResidentBytes() {
   return resident * ::sysconf(_SC_PAGESIZE);
 }
 
-std::vector<crypto::SpiffeId> Identities(int count, const std::string& prefix) {
-  std::vector<crypto::SpiffeId> out;
+std::vector<SpiffeId> Identities(int count, const std::string& prefix) {
+  std::vector<SpiffeId> out;
   for (int i = 0; i < count; ++i) {
-    out.push_back(*crypto::SpiffeId::Make("cluster.local", "bench-" + std::to_string(i % 50),
-                                          prefix + std::to_string(i)));
+    out.push_back(*SpiffeId::Make("cluster.local", "bench-" + std::to_string(i % 50),
+                                  prefix + std::to_string(i)));
   }
   return out;
 }
@@ -67,7 +67,7 @@ IdentityManagerOptions ManagerOptions(int threads) {
 
 // Issues every identity through a manager; returns certificates per second.
 double IssueAll(std::shared_ptr<CertificateSigner> signer, int threads,
-                const std::vector<crypto::SpiffeId>& identities,
+                const std::vector<SpiffeId>& identities,
                 std::unique_ptr<IdentityManager>* keep = nullptr) {
   auto manager = std::make_unique<IdentityManager>(std::move(signer), ManagerOptions(threads));
   absl::Time start = absl::Now();
@@ -101,7 +101,7 @@ void Run() {
 
   {
     // Baseline: the same crypto work in a plain loop, without threads, scheduling or copies.
-    std::vector<crypto::SpiffeId> baseline = Identities(count, "base-");
+    std::vector<SpiffeId> baseline = Identities(count, "base-");
     absl::Time start = absl::Now();
     for (const auto& identity : baseline) {
       auto key = crypto::PrivateKey::GenerateP256();
@@ -121,7 +121,7 @@ void Run() {
               IssueAll(signer, threads, Identities(count, "par-")));
 
   // Server side memory: a manager holding `count` identities.
-  std::vector<crypto::SpiffeId> held = Identities(count, "held-");
+  std::vector<SpiffeId> held = Identities(count, "held-");
   std::int64_t before_server = ResidentBytes();
   std::int64_t before_server_heap = HeapBytes();
   std::unique_ptr<IdentityManager> manager;
@@ -130,7 +130,7 @@ void Run() {
   std::int64_t after_server_heap = HeapBytes();
 
   // End to end over SDS: a fresh manager so issuance is part of the measurement.
-  std::vector<crypto::SpiffeId> delivered = Identities(count, "sds-");
+  std::vector<SpiffeId> delivered = Identities(count, "sds-");
   AllowListAuthorizer authorizer(delivered, std::nullopt);
   IdentityManager sds_manager(signer, ManagerOptions(threads));
   SdsServerOptions server_options;
@@ -179,7 +179,7 @@ void Run() {
   std::ofstream(dir / "token") << "bench-token\n";
   CaTokenStore tokens((dir / "tokens").string());
   if (!tokens.Reload().ok()) std::exit(1);
-  auto serving_id = *crypto::SpiffeId::Make("cluster.local", "nodeward-system", "nodeward-ca");
+  auto serving_id = *SpiffeId::Make("cluster.local", "nodeward-system", "nodeward-ca");
   auto serving_key = *crypto::PrivateKey::GenerateP256();
   auto serving =
       *signer->Sign(*crypto::MakeCsr(serving_key, serving_id), serving_id, absl::Hours(1));

@@ -155,7 +155,7 @@ BENCHMARK(BM_PlainRelay)->Unit(benchmark::kMillisecond)->UseRealTime();
 struct Mesh {
   std::shared_ptr<const crypto::TlsContext> server;
   std::shared_ptr<const crypto::TlsContext> client;
-  crypto::SpiffeId server_id = crypto::testing::Id("cluster.local", "bench", "server");
+  SpiffeId server_id = crypto::testing::Id("cluster.local", "bench", "server");
 };
 
 const Mesh& GetMesh() {

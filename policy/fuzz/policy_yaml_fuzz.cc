@@ -23,10 +23,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       // As each other pod would arrive: mTLS with its identity from its address, and with an
       // SNI; AuthorizationPolicies see every attribute.
       for (const Pod& client : view.resources().pods) {
-        const std::string identity = WorkloadSpiffeId(view, client);
         InboundConnection connection;
         connection.transport = InboundTransport::kMtls;
-        connection.peer_identity = identity;
+        if (absl::StatusOr<SpiffeId> id = WorkloadIdentity(view, client); id.ok()) {
+          connection.peer_identity = *std::move(id);
+        }
         if (!client.ips.empty()) connection.source_ip = client.ips.front();
         if (!pod.ips.empty()) connection.destination_ip = pod.ips.front();
         connection.port = port.container_port;
@@ -35,12 +36,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
     }
     for (const Service& service : view.resources().services) {
-      for (const std::string& ip : service.cluster_ips) {
+      for (const IpAddress& ip : service.cluster_ips) {
         for (const ServicePort& port : service.ports) DecideOutbound(view, pod, ip, port.port, 7);
       }
     }
     for (const Pod& other : view.resources().pods) {
-      for (const std::string& ip : other.ips) DecideOutbound(view, pod, ip, 80);
+      for (const IpAddress& ip : other.ips) DecideOutbound(view, pod, ip, 80);
     }
   }
   return 0;

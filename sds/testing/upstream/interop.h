@@ -165,7 +165,7 @@ inline void ExpectCertificateFor(const Secret& secret, const std::string& bundle
   ASSERT_TRUE(bundle.ok()) << bundle.status();
   auto key = crypto::PrivateKey::FromPem(secret.tls_certificate().private_key().inline_bytes());
   ASSERT_TRUE(key.ok()) << key.status();
-  auto id = crypto::SpiffeId::Parse(identity);
+  auto id = SpiffeId::Parse(identity);
   ASSERT_TRUE(id.ok());
   auto leaf = crypto::ValidateWorkloadCertificate(
       secret.tls_certificate().certificate_chain().inline_bytes(), *key, *bundle, *id, absl::Now());

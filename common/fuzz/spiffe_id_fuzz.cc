@@ -5,18 +5,18 @@
 #include <cstdint>
 #include <string_view>
 
-#include "crypto/spiffe_id.h"
+#include "common/spiffe_id.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string_view input(reinterpret_cast<const char*>(data), size);
-  absl::StatusOr<nodeward::crypto::SpiffeId> id = nodeward::crypto::SpiffeId::Parse(input);
+  absl::StatusOr<nodeward::SpiffeId> id = nodeward::SpiffeId::Parse(input);
   if (!id.ok()) {
     if (id.status().message().empty()) __builtin_trap();
     return 0;
   }
   if (id->ToString() != input) __builtin_trap();
-  absl::StatusOr<nodeward::crypto::SpiffeId> made =
-      nodeward::crypto::SpiffeId::Make(id->trust_domain(), id->ns(), id->service_account());
+  absl::StatusOr<nodeward::SpiffeId> made =
+      nodeward::SpiffeId::Make(id->trust_domain(), id->ns(), id->service_account());
   if (!made.ok() || *made != *id) __builtin_trap();
   return 0;
 }

@@ -7,7 +7,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace nodeward::crypto {
+namespace nodeward {
 
 // Longest URI accepted, as in the SPIFFE ID spec.
 inline constexpr std::size_t kMaxSpiffeIdLength = 2048;
@@ -41,4 +41,4 @@ class SpiffeId {
   std::string service_account_;
 };
 
-}  // namespace nodeward::crypto
+}  // namespace nodeward

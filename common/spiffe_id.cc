@@ -1,4 +1,4 @@
-#include "crypto/spiffe_id.h"
+#include "common/spiffe_id.h"
 
 #include <string>
 #include <string_view>
@@ -7,7 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 
-namespace nodeward::crypto {
+namespace nodeward {
 namespace {
 
 constexpr std::string_view kScheme = "spiffe://";
@@ -120,4 +120,4 @@ std::string SpiffeId::ToString() const {
   return absl::StrCat(Sv(kScheme), trust_domain_, "/ns/", namespace_, "/sa/", service_account_);
 }
 
-}  // namespace nodeward::crypto
+}  // namespace nodeward

@@ -1,4 +1,4 @@
-#include "crypto/spiffe_id.h"
+#include "common/spiffe_id.h"
 
 #include <string>
 
@@ -6,7 +6,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace nodeward::crypto {
+namespace nodeward {
 namespace {
 
 using ::testing::HasSubstr;
@@ -86,4 +86,4 @@ TEST(SpiffeIdTest, AcceptsLongestAllowedId) {
 }
 
 }  // namespace
-}  // namespace nodeward::crypto
+}  // namespace nodeward
