@@ -215,12 +215,13 @@ void Connection::MaybeSend() {
     return;
   }
   int count = 0;
-  for (const IoBuffer& chunk : send_queue_) {
-    if (count == kMaxIovecs) break;
+  send_queue_.ForEach([&](const IoBuffer& chunk) {
+    if (count == kMaxIovecs) return false;
     iovecs_[count].iov_base = const_cast<std::uint8_t*>(chunk.data().data());
     iovecs_[count].iov_len = chunk.size();
     ++count;
-  }
+    return true;
+  });
   message_ = {};
   message_.msg_iov = iovecs_;
   message_.msg_iovlen = static_cast<std::size_t>(count);

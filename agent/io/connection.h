@@ -6,7 +6,6 @@
 #include <sys/uio.h>
 
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <vector>
 
@@ -14,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "agent/io/buffer_queue.h"
 #include "agent/io/event_loop.h"
 #include "agent/io/io_buffer.h"
 #include "agent/io/socket.h"
@@ -118,7 +118,7 @@ class Connection : public Stream, public std::enable_shared_from_this<Connection
   bool read_eof_ = false;
   bool waiting_for_buffers_ = false;
 
-  std::deque<IoBuffer> send_queue_;
+  BufferQueue send_queue_;
   std::size_t queued_bytes_ = 0;
   bool crossed_high_water_ = false;
   EventLoop::OpId send_op_ = 0;

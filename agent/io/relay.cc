@@ -18,7 +18,7 @@ void Relay::Wire() {
   // The connections' callbacks keep the relay alive; Connection::Close drops them, which ends
   // the cycle once both sides are closed.
   auto self = shared_from_this();
-  auto callbacks_for = [&self](std::deque<IoBuffer>* queue, std::size_t* queued, bool* eof,
+  auto callbacks_for = [&self](BufferQueue* queue, std::size_t* queued, bool* eof,
                                Stream* destination) {
     Stream::Callbacks callbacks;
     // Receive no more than the destination can queue below its high-water mark, so one
@@ -64,7 +64,7 @@ void Relay::Pump() {
   // readable event) or end the relay: take each chunk out before it goes, and loop until
   // both queues are empty.
   while (!finished_ && (!from_a_.empty() || !from_b_.empty())) {
-    std::deque<IoBuffer>& queue = !from_a_.empty() ? from_a_ : from_b_;
+    BufferQueue& queue = !from_a_.empty() ? from_a_ : from_b_;
     const bool from_a = &queue == &from_a_;
     IoBuffer chunk = std::move(queue.front());
     queue.pop_front();

@@ -5,11 +5,11 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
 #include <memory>
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
+#include "agent/io/buffer_queue.h"
 #include "agent/io/io_buffer.h"
 #include "agent/io/stream.h"
 
@@ -53,8 +53,8 @@ class Relay : public std::enable_shared_from_this<Relay> {
   DoneCallback done_;
 
   // Received and not yet handed on (handed on at once; kept as queues for the accounting).
-  std::deque<IoBuffer> from_a_;
-  std::deque<IoBuffer> from_b_;
+  BufferQueue from_a_;
+  BufferQueue from_b_;
   std::size_t from_a_bytes_ = 0;
   std::size_t from_b_bytes_ = 0;
   bool a_eof_ = false;

@@ -165,7 +165,10 @@ void TlsConnection::Process() {
     if (closed_) return;
   }
   // Held ciphertext must not pin receive buffers the whole loop shares.
-  for (IoBuffer& held : wire_in_) held.DetachFromRing();
+  wire_in_.ForEach([](IoBuffer& held) {
+    held.DetachFromRing();
+    return true;
+  });
   if (wire_in_.empty()) wire_->ReceiveRoomChanged();
 }
 
@@ -221,7 +224,10 @@ void TlsConnection::Flush() {
     if (front.empty()) out_.pop_front();
     SendSealed();
   }
-  for (IoBuffer& held : out_) held.DetachFromRing();
+  out_.ForEach([](IoBuffer& held) {
+    held.DetachFromRing();
+    return true;
+  });
   if (!closed_ && shutdown_requested_ && out_.empty() && !close_notify_sent_ && established()) {
     close_notify_sent_ = true;
     engine_->Shutdown();

@@ -11,11 +11,11 @@
 #pragma once
 
 #include <cstddef>
-#include <deque>
 #include <memory>
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
+#include "agent/io/buffer_queue.h"
 #include "agent/io/connection.h"
 #include "agent/io/stream.h"
 #include "crypto/tls.h"
@@ -104,10 +104,10 @@ class TlsConnection : public Stream, public std::enable_shared_from_this<TlsConn
   std::shared_ptr<Callbacks> callbacks_ = std::make_shared<Callbacks>();
   Stats stats_;
 
-  std::deque<IoBuffer> wire_in_;
+  BufferQueue wire_in_;
   std::size_t wire_in_bytes_ = 0;
   bool wire_eof_ = false;
-  std::deque<IoBuffer> out_;
+  BufferQueue out_;
   std::size_t out_bytes_ = 0;
   bool wire_started_ = false;
   bool started_ = false;  // Start() was called: plaintext goes to the callbacks

@@ -84,8 +84,8 @@ void DataPlane::RecheckFlows(Worker& worker) {
   for (Flow* flow : flows) {
     // Cutting one flow may end others (the streams of one tunnel).
     if (!worker.flows.contains(flow) || flow->revoked()) continue;
-    const std::optional<InboundAdmission>& admission = flow->admission();
-    if (!admission.has_value()) continue;
+    const InboundAdmission* admission = flow->admission();
+    if (admission == nullptr) continue;
     auto [it, added] = pods.try_emplace(admission->pod.get());
     if (added) it->second = PolicyPodFor(*snapshot, admission->pod->metadata());
     policy::InboundDecision decision =

@@ -90,8 +90,11 @@ class Flow {
   void Cut(const absl::Status& reason);
 
   // Remembers what allowed an inbound flow, for Revoke's callers.
-  void SetAdmission(InboundAdmission admission) { admission_ = std::move(admission); }
-  const std::optional<InboundAdmission>& admission() const { return admission_; }
+  void SetAdmission(InboundAdmission admission) {
+    admission_ = std::make_unique<const InboundAdmission>(std::move(admission));
+  }
+  // Null for a flow no inbound policy admitted (most outbound ones).
+  const InboundAdmission* admission() const { return admission_.get(); }
   // The policy changed so that this flow would now be refused: it is cut, and ends refused by
   // `refusal` with `reason`, marked closed by a policy change. A flow not yet carried is ended
   // as soon as its relay would start.
@@ -108,7 +111,8 @@ class Flow {
   bool carried_ = false;
   std::weak_ptr<io::Stream> counted_;
   bool counted_is_source_ = true;
-  std::optional<InboundAdmission> admission_;
+  // Apart, so that the outbound flows, which have none, do not carry its room.
+  std::unique_ptr<const InboundAdmission> admission_;
   struct Revocation {
     RefusalReason refusal;
     std::string reason;

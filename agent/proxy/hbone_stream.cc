@@ -66,7 +66,7 @@ void HboneStream::Deliver() {
     if (auto callbacks = callbacks_; callbacks->on_read_eof) callbacks->on_read_eof();
   }
   // What was read is credited back to the peer now.
-  if (read) tunnel->Flush();
+  if (read) tunnel->FlushSoon();
 }
 
 void HboneStream::Send(io::IoBuffer chunk) {
@@ -103,7 +103,10 @@ void HboneStream::PumpToSession() {
     if (front.empty()) to_session_.pop_front();
   }
   // Held chunks would otherwise pin receive buffers the whole loop shares.
-  for (io::IoBuffer& held : to_session_) held.DetachFromRing();
+  to_session_.ForEach([](io::IoBuffer& held) {
+    held.DetachFromRing();
+    return true;
+  });
   if (to_session_.empty() && shutdown_requested_ && !end_stream_submitted_) {
     end_stream_submitted_ = true;
     if (absl::Status status = session.CloseWrite(id_); !status.ok()) {

@@ -8,11 +8,11 @@
 #pragma once
 
 #include <cstddef>
-#include <deque>
 #include <memory>
 
 #include "absl/status/status.h"
 #include "agent/hbone/session.h"
+#include "agent/io/buffer_queue.h"
 #include "agent/io/io_buffer.h"
 #include "agent/io/stream.h"
 
@@ -67,7 +67,7 @@ class HboneStream : public io::Stream, public std::enable_shared_from_this<Hbone
   io::EventLoop& loop_;
   std::shared_ptr<Callbacks> callbacks_ = std::make_shared<Callbacks>();
   Stats stats_;
-  std::deque<io::IoBuffer> to_session_;  // accepted from the relay, not yet in the session
+  io::BufferQueue to_session_;  // accepted from the relay, not yet in the session
   std::size_t to_session_bytes_ = 0;
   absl::Status response_status_;  // a client's refused CONNECT
   bool started_ = false;

@@ -190,7 +190,7 @@ void HboneTunnel::OnPlaintext(io::IoBuffer buffer) {
     Close(status);
     return;
   }
-  Flush();
+  FlushSoon();
 }
 
 void HboneTunnel::OnWireEof() {
@@ -208,6 +208,17 @@ void HboneTunnel::OnWireEof() {
   peer_gone_ = true;
   draining_ = true;
   if (streams_.empty() && !closed_) Close(absl::OkStatus());
+}
+
+void HboneTunnel::FlushSoon() {
+  if (closed_ || flush_scheduled_) return;
+  flush_scheduled_ = true;
+  tls_->loop().Defer([weak = weak_from_this()] {
+    if (auto self = weak.lock()) {
+      self->flush_scheduled_ = false;
+      self->Flush();
+    }
+  });
 }
 
 void HboneTunnel::Flush() {

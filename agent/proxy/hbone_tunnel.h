@@ -36,7 +36,7 @@ class HboneTunnel : public std::enable_shared_from_this<HboneTunnel> {
     // Client tunnels: no new streams beyond this many; the pool opens another tunnel.
     std::size_t max_streams = 100;
     // Application bytes held for a stream whose send buffer is full, before reading pauses.
-    std::size_t app_read_budget = 64 * 1024;
+    std::size_t app_read_budget = 256 * 1024;
     // A tunnel without streams for this long closes.
     absl::Duration idle_timeout = absl::Seconds(60);
   };
@@ -104,6 +104,9 @@ class HboneTunnel : public std::enable_shared_from_this<HboneTunnel> {
   void OnWireEof();
   // Session output -> TLS while the socket keeps up.
   void Flush();
+  // Flush once the loop has handled its current batch of completions: the frames that many
+  // chunks of one batch produce (WINDOW_UPDATEs above all) leave in one TLS write.
+  void FlushSoon();
   void FlushAllForClose();
   void ArmIdleTimer(absl::Duration delay);
 
@@ -124,6 +127,7 @@ class HboneTunnel : public std::enable_shared_from_this<HboneTunnel> {
   bool closed_ = false;
   bool flushing_ = false;
   bool flush_again_ = false;
+  bool flush_scheduled_ = false;
   std::uint64_t streams_opened_ = 0;
   io::EventLoop::OpId idle_timer_ = 0;
   Description description_;

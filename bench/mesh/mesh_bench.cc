@@ -15,6 +15,9 @@
 // processes whose CPU time (bulk, connrate) or PSS (idle) is read from /proc around the
 // measurement.
 //
+// Over 600 lines on purpose: every command shares the same socket, TLS and /proc readers, so
+// that each figure is measured the same way whichever row it belongs to.
+//
 // Wire protocol: the client's first byte picks the exchange.
 //   'B' + u64 n: the client sends n bytes, the server answers u64 n once all arrived.
 //   'P' + u32 s: ping-pong of s-byte messages until EOF.
