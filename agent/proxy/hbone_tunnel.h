@@ -36,7 +36,7 @@ class HboneTunnel : public std::enable_shared_from_this<HboneTunnel> {
     // Client tunnels: no new streams beyond this many; the pool opens another tunnel.
     std::size_t max_streams = 100;
     // Application bytes held for a stream whose send buffer is full, before reading pauses.
-    std::size_t app_read_budget = 256 * 1024;
+    std::size_t app_read_budget = 64 * 1024;
     // A tunnel without streams for this long closes.
     absl::Duration idle_timeout = absl::Seconds(60);
   };
