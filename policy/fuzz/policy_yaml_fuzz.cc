@@ -10,6 +10,8 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace nodeward::policy;
+  using nodeward::IpAddress;
+  using nodeward::SpiffeId;
   ResourceSet set;
   std::string text(reinterpret_cast<const char*>(data), size);
   if (!AppendYamlResources(text, "fuzz.yaml", set).ok()) return 0;
