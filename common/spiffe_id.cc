@@ -116,6 +116,10 @@ absl::StatusOr<SpiffeId> SpiffeId::Make(std::string_view trust_domain, std::stri
   return id;
 }
 
+absl::Status SpiffeId::CheckTrustDomain(std::string_view trust_domain) {
+  return ValidateTrustDomain(trust_domain);
+}
+
 std::string SpiffeId::ToString() const {
   return absl::StrCat(Sv(kScheme), trust_domain_, "/ns/", namespace_, "/sa/", service_account_);
 }

@@ -5,6 +5,7 @@
 #include <string>
 #include <string_view>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
 namespace nodeward {
@@ -21,6 +22,8 @@ class SpiffeId {
   static absl::StatusOr<SpiffeId> Parse(std::string_view uri);
   static absl::StatusOr<SpiffeId> Make(std::string_view trust_domain, std::string_view ns,
                                        std::string_view service_account);
+  // Whether `trust_domain` can be one of a SPIFFE ID, by the same rules; the error says why not.
+  static absl::Status CheckTrustDomain(std::string_view trust_domain);
 
   const std::string& trust_domain() const { return trust_domain_; }
   const std::string& ns() const { return namespace_; }

@@ -78,6 +78,18 @@ TEST(SpiffeIdTest, MakeRejectsIllegalSegments) {
   EXPECT_FALSE(SpiffeId::Make("cluster.local", "ns", std::string(2100, 'a')).ok());
 }
 
+// The trust domain alone, by the rules Parse and Make apply to it.
+TEST(SpiffeIdTest, ChecksATrustDomainAlone) {
+  EXPECT_TRUE(SpiffeId::CheckTrustDomain("cluster.local").ok());
+  EXPECT_TRUE(SpiffeId::CheckTrustDomain("prod-1.example_com").ok());
+  EXPECT_THAT(std::string(SpiffeId::CheckTrustDomain("td:8080").message()),
+              ::testing::HasSubstr("port"));
+  for (const char* bad : {"", "Cluster.Local", "a/b", "user@td"}) {
+    EXPECT_FALSE(SpiffeId::CheckTrustDomain(bad).ok()) << bad;
+    EXPECT_FALSE(SpiffeId::Make(bad, "ns", "sa").ok()) << bad;
+  }
+}
+
 TEST(SpiffeIdTest, AcceptsLongestAllowedId) {
   const std::string prefix = "spiffe://cluster.local/ns/a/sa/";
   const std::string uri = prefix + std::string(kMaxSpiffeIdLength - prefix.size(), 'x');

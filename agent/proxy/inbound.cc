@@ -257,8 +257,7 @@ void Inbound::AnswerConnect(Worker& worker, std::shared_ptr<const capture::Captu
   // not as the pod it was used from).
   const IpAddress source_ip = tunnel_peer.ip.Unmapped();
   if (const policy::Pod* source = snapshot->FindPodByIp(source_ip)) {
-    absl::StatusOr<SpiffeId> source_identity =
-        SpiffeId::Make(context_.options().trust_domain, source->meta.ns, source->service_account);
+    absl::StatusOr<SpiffeId> source_identity = policy::WorkloadIdentity(*snapshot, *source);
     if (peer.has_value() && source_identity.ok() && *source_identity == *peer) {
       record.source_workload = absl::StrCat(source->meta.ns, "/", source->meta.name);
     } else {
